@@ -1,0 +1,39 @@
+# driftline: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.DEFAULT_GOAL := help
+.PHONY: help setup up down status test demo bench
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed ## create .venv and install driftline with its test extras
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+up: setup ## start the local Kafka broker and PostgreSQL (a no-op when they run)
+	infra/kafka/kafka.sh start
+	infra/postgres/postgres.sh start
+
+down: ## stop the local Kafka broker and PostgreSQL
+	infra/kafka/kafka.sh stop
+	infra/postgres/postgres.sh stop
+
+status: ## what runs where: ports, pids, log files
+	@infra/kafka/kafka.sh status
+	@infra/postgres/postgres.sh status
+
+test: up ## set up, start the services and run the whole test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: up ## the whole loop on a synthetic model (see README)
+	$(PY) -m streams.demo
+
+bench: up ## benchmarks and long soaks (ratios against in-process baselines)
+	$(PY) -m bench
