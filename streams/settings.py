@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
@@ -64,6 +64,31 @@ class PostgresSettings(_Section):
     db_schema: str = Field(default="public", description="schema holding driftline's tables")
 
 
+class ModelSettings(_Section):
+    """One monitored model: where its reference (training) data is and its baseline."""
+
+    reference_path: Path
+    task: Literal["regression", "classification"] = "regression"
+    feature_columns: list[str] | None = None  # default: numeric columns but the two below
+    prediction_column: str = "prediction"
+    actual_column: str = "actual"
+    baseline: dict[str, float] = {}  # r2, rmse, accuracy; computed from the reference when absent
+
+
+class MonitorSettings(_Section):
+    """The streaming monitor (`driftline worker`)."""
+
+    app_id: str = "driftline-monitor"
+    metrics_port: int = 9464
+
+
+class RetrainSettings(_Section):
+    """The retrain consumer (`driftline retrainer`)."""
+
+    group_id: str = "driftline-retrainer"
+    metrics_port: int = 9465
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DRIFTLINE_",
@@ -74,7 +99,9 @@ class Settings(BaseSettings):
 
     kafka: KafkaSettings = KafkaSettings()
     postgres: PostgresSettings = PostgresSettings()
-    metrics_port: int = 9464
+    models: dict[str, ModelSettings] = {}
+    monitor: MonitorSettings = MonitorSettings()
+    retrain: RetrainSettings = RetrainSettings()
     log_level: str = "INFO"
 
     @classmethod

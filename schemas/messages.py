@@ -1,0 +1,228 @@
+"""Versioned message schemas: the Python models every producer and consumer uses.
+
+Each model is a `msgspec.Struct`; decoding validates types and required fields in one
+pass, and `__post_init__` adds what types cannot say (finite numbers, known versions).
+The JSON Schema files in `schemas/json/` are generated from these models
+(`python -m schemas.jsonschema`) and checked against them by the tests, so the two never
+disagree. `schemas/README.md` documents the messages for subscribers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+FeatureValue = float | str | None  # None marks a missing value; it is counted, not guessed
+Label = float | str  # a regression target or a class label
+
+
+class SchemaError(ValueError):
+    """A message that does not decode or validate; `reason` is a short, bounded label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _require_finite(name: str, value: object) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+
+
+class _Message(msgspec.Struct, forbid_unknown_fields=False, kw_only=True):
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.schema_version > SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version {self.schema_version} is newer than this driftline "
+                f"understands ({SCHEMA_VERSION})"
+            )
+        if self.schema_version < 1:
+            raise ValueError(f"schema_version must be >= 1, got {self.schema_version}")
+
+
+class _InferenceEvent(_Message, kw_only=True):
+    model_id: Identifier
+    model_version: Identifier
+    event_id: Identifier
+    timestamp: dt.datetime
+
+
+class FeatureEvent(_InferenceEvent, kw_only=True):
+    """One inference request's features, on the features topic, keyed by model_id."""
+
+    features: dict[str, FeatureValue]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name, value in self.features.items():
+            _require_finite(f"feature {name!r}", value)
+
+
+class PredictionEvent(_InferenceEvent, kw_only=True):
+    """The model's prediction for one request. Its features ride along (optional) so the
+    labelled record joined with the late actual can be used for retraining."""
+
+    prediction: Label
+    features: dict[str, FeatureValue] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require_finite("prediction", self.prediction)
+        for name, value in (self.features or {}).items():
+            _require_finite(f"feature {name!r}", value)
+
+
+class ActualEvent(_InferenceEvent, kw_only=True):
+    """The ground truth for an earlier request, matched to its prediction by event_id."""
+
+    actual: Label
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require_finite("actual", self.actual)
+
+
+class LabelledRecord(_InferenceEvent, kw_only=True):
+    """A prediction joined with its actual; `timestamp` is the prediction's event time."""
+
+    prediction: Label
+    actual: Label
+    actual_timestamp: dt.datetime
+    features: dict[str, FeatureValue] = {}
+
+
+class RootCause(msgspec.Struct, kw_only=True):
+    signal: str
+    column: str | None = None
+    strength: float
+
+
+class Decision(msgspec.Struct, kw_only=True):
+    trigger_types: list[str]
+    severity: Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
+    confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+    reason: str
+    root_cause: list[RootCause]
+    columns: list[str] = []
+
+
+class OffsetRange(msgspec.Struct, kw_only=True):
+    """Offsets `start` to `end`, both inclusive, of one partition."""
+
+    partition: Annotated[int, msgspec.Meta(ge=0)]
+    start: Annotated[int, msgspec.Meta(ge=0)]
+    end: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class TopicWindow(msgspec.Struct, kw_only=True):
+    topic: str
+    ranges: list[OffsetRange]
+
+
+class Window(msgspec.Struct, kw_only=True):
+    """What the monitor saw when it fired: where to find the same data again."""
+
+    features: TopicWindow | None = None
+    labelled: TopicWindow | None = None
+    event_time_start: dt.datetime | None = None
+    event_time_end: dt.datetime | None = None
+
+
+class RetrainRequest(_Message, kw_only=True):
+    """A trigger on `retrain-requests`, keyed by model_id. `trigger_id` is derived from
+    the model, its reference and the stream position, so a repeated publish of the same
+    decision carries the same id."""
+
+    trigger_id: Identifier
+    model_id: Identifier
+    model_version: Identifier
+    created_at: dt.datetime
+    decision: Decision
+    metrics: dict[str, float | None] = {}
+    window: Window = msgspec.field(default_factory=Window)
+
+
+class RetrainOutcome(_Message, kw_only=True):
+    """What became of a trigger, on `retrain-events`; `promoted` tells the monitor to
+    re-baseline on the new version's reference profile."""
+
+    trigger_id: Identifier
+    model_id: Identifier
+    outcome: Literal["promoted", "rejected", "failed", "skipped"]
+    previous_version: str | None = None
+    new_version: str | None = None
+    reference_profile: str | None = None  # path inside the model store
+    reason: str = ""
+    metrics: dict[str, float | None] = {}
+    completed_at: dt.datetime
+
+
+class DeadLetter(_Message, kw_only=True):
+    """A message that could not be used, with why and where it came from."""
+
+    reason: str
+    detail: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    original: bytes  # base64 in JSON
+    received_at: dt.datetime
+
+
+MESSAGE_TYPES: dict[str, type[_Message]] = {
+    "feature_event": FeatureEvent,
+    "prediction_event": PredictionEvent,
+    "actual_event": ActualEvent,
+    "labelled_record": LabelledRecord,
+    "retrain_request": RetrainRequest,
+    "retrain_outcome": RetrainOutcome,
+    "dead_letter": DeadLetter,
+}
+
+M = TypeVar("M", bound=msgspec.Struct)
+_decoders: dict[type, msgspec.json.Decoder[Any]] = {}
+_encoder = msgspec.json.Encoder()
+
+
+def _validation_reason(text: str) -> str:
+    if "missing required field" in text:
+        return "missing_field"
+    if "newer than this driftline" in text:
+        return "future_schema_version"
+    if "must be a finite number" in text:
+        return "not_finite"
+    if text.startswith("Expected") and ", got `" in text:
+        return "wrong_type"
+    return "invalid"
+
+
+def decode(message_type: type[M], data: bytes) -> M:
+    """Decodes and validates one JSON message, or raises `SchemaError` with a reason."""
+    decoder = _decoders.get(message_type)
+    if decoder is None:
+        decoder = _decoders[message_type] = msgspec.json.Decoder(message_type)
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise SchemaError(_validation_reason(str(exc)), str(exc)) from None
+    except msgspec.DecodeError as exc:
+        # Python's json module writes NaN and Infinity, which JSON does not allow.
+        reason = "not_finite" if b"NaN" in data or b"Infinity" in data else "malformed_json"
+        raise SchemaError(reason, str(exc)) from None
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    return _encoder.encode(message)
+
+
+def to_builtins(message: msgspec.Struct) -> dict[str, Any]:
+    return msgspec.to_builtins(message)
