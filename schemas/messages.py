@@ -177,6 +177,20 @@ class DeadLetter(_Message, kw_only=True):
     original: bytes  # base64 in JSON
     received_at: dt.datetime
 
+    @classmethod
+    def for_failure(
+        cls, error: SchemaError, *, topic: str, partition: int, offset: int, original: bytes
+    ) -> DeadLetter:
+        return cls(
+            reason=error.reason,
+            detail=error.detail,
+            source_topic=topic,
+            source_partition=partition,
+            source_offset=offset,
+            original=original,
+            received_at=dt.datetime.now(dt.timezone.utc),
+        )
+
 
 MESSAGE_TYPES: dict[str, type[_Message]] = {
     "feature_event": FeatureEvent,

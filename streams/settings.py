@@ -73,6 +73,9 @@ class ModelSettings(_Section):
     prediction_column: str = "prediction"
     actual_column: str = "actual"
     baseline: dict[str, float] = {}  # r2, rmse, accuracy; computed from the reference when absent
+    # Historical data for retraining (features and the target in `actual_column`);
+    # the reference data when not set.
+    training_data_path: Path | None = None
 
 
 class MonitorSettings(_Section):
@@ -100,6 +103,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     postgres: PostgresSettings = PostgresSettings()
     models: dict[str, ModelSettings] = {}
+    model_store_path: Path = Path(".driftline/models")
     monitor: MonitorSettings = MonitorSettings()
     retrain: RetrainSettings = RetrainSettings()
     log_level: str = "INFO"
