@@ -57,7 +57,10 @@ def main() -> int:
     args = parser.parse_args()
     error = wait_until_ready(args.service, args.address, args.timeout)
     if error is not None:
-        print(f"{args.service} at {args.address} is not ready: {error}", file=sys.stderr)
+        from streams.logs import redact_text
+
+        shown = redact_text(f"{args.address}: {error}")
+        print(f"{args.service} at {shown} is not ready", file=sys.stderr)
         return 1
     return 0
 

@@ -19,6 +19,7 @@ import pytest
 from psycopg import sql
 
 from schemas.migrate import apply_migrations
+from streams.logs import redact_text
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,16 +36,17 @@ def _ensure_running(service: str, address: str) -> None:
     if wait_until_ready(service, address, timeout=3) is None:
         return
     script = SERVICES[service]
+    shown = redact_text(address)
     if os.environ.get("CI") == "true":
         pytest.exit(
-            f"{service} is not reachable at {address}; start it with "
+            f"{service} is not reachable at {shown}; start it with "
             f"`{script.relative_to(ROOT)} start` (or `make up`)",
             returncode=3,
         )
     subprocess.run([str(script), "start"], check=True, cwd=ROOT)
     error = wait_until_ready(service, address, timeout=60)
     if error is not None:
-        pytest.exit(f"{service} did not start at {address}: {error}", returncode=3)
+        pytest.exit(f"{service} did not start at {shown}: {redact_text(error)}", returncode=3)
 
 
 @pytest.fixture(scope="session")
