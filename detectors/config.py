@@ -1,0 +1,90 @@
+"""One typed, frozen settings object for every detector threshold.
+
+The defaults are the design document's thresholds (p < 0.05, |z| > 3, 5 % outliers,
+15 % MAE rise, R2 drop 5 %, RMSE rise 10 %, accuracy drop 5 %, 100 minimum samples)
+plus the streaming calibration target of issue 3 (a mean of 10,000,000 events between
+false alarms for a whole model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+from .errors import ConfigError
+
+MultipleTesting = Literal["holm", "bh", "none"]
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Settings of the reference profile, the streaming monitor and the batch API.
+
+    Examples
+    --------
+    >>> cfg = DetectorConfig.from_mapping({"ks_window": 500})
+    >>> cfg.ks_window, cfg.min_samples
+    (500, 100)
+    """
+
+    # -- design-document thresholds (also the streaming effect-size floors) --
+    min_samples: int = 100
+    z_score_threshold: float = 3.0
+    outlier_pct_threshold: float = 5.0
+    error_threshold: float = 0.15
+    r2_threshold: float = 0.05
+    rmse_threshold: float = 0.10
+    accuracy_threshold: float = 0.05
+    data_drift_threshold: float = 0.05  # batch mode p-value
+    multiple_testing: MultipleTesting = "holm"
+    concept_window: int = 100  # design's window_size for the MAE comparison
+    # -- streaming calibration --
+    target_arl: float = 10_000_000.0  # mean events between false alarms, whole model
+    ks_window: int = 1000
+    ks_stride: int = 500  # the KS window is tested every ks_stride events
+    mean_shift: float = 0.3  # design shift (in sd) of the mean CUSUM
+    variance_ratio: float = 2.0  # design variance ratio of the variance CUSUM
+    outlier_alt_rate: float = 0.08  # design outlier rate of the outlier CUSUM
+    concept_shift: float = 0.3  # design shift (in sd of error scores)
+    concept_baseline_size: int = 500  # labelled events used as error baseline
+    performance_window: int = 1000
+    reference_cap: int = 10_000  # max reference sample per numeric column
+    cooldown: int = 1000  # events after a trigger during which none fires
+    persistence_n: int = 1  # fire when n of the last m checks are alarms
+    persistence_m: int = 1
+    strong_factor: float = 2.0  # strength >= this is a "strong" signal
+    very_strong_factor: float = 4.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive = ("min_samples", "ks_window", "ks_stride", "concept_window",
+                    "concept_baseline_size", "performance_window", "reference_cap",
+                    "persistence_n", "persistence_m", "target_arl", "z_score_threshold",
+                    "mean_shift", "concept_shift")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.cooldown < 0:
+            raise ConfigError("cooldown must be >= 0")
+        if self.persistence_n > self.persistence_m:
+            raise ConfigError("persistence_n must be <= persistence_m")
+        if self.multiple_testing not in ("holm", "bh", "none"):
+            raise ConfigError("multiple_testing must be 'holm', 'bh' or 'none'")
+        if not 0 < self.data_drift_threshold < 1:
+            raise ConfigError("data_drift_threshold must be in (0, 1)")
+        if not 0 < self.outlier_alt_rate < 1 or self.variance_ratio <= 1:
+            raise ConfigError("outlier_alt_rate must be in (0, 1), variance_ratio > 1")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> "DetectorConfig":
+        """Build from a plain mapping, rejecting unknown keys."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown detector setting(s): {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(known))}")
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,144 @@
+"""Reference profile of one model: what "no drift" looks like."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ._state import pack, unpack
+from .config import DetectorConfig
+from .errors import DetectorError, EmptyReferenceError
+
+
+def regression_metrics(pred: np.ndarray, actual: np.ndarray) -> dict[str, float]:
+    """R2 and RMSE of ``pred`` against ``actual``."""
+    err = actual - pred
+    sse = float(err @ err)
+    sst = float(((actual - actual.mean()) ** 2).sum())
+    return {"r2": 1.0 - sse / sst if sst > 0 else 0.0,
+            "rmse": float(np.sqrt(sse / len(err)))}
+
+
+@dataclass(frozen=True)
+class ReferenceProfile:
+    """Per-column reference samples and statistics, plus baseline metrics.
+
+    Build it with :meth:`from_frame`. Numeric columns keep a sorted sample (at most
+    ``config.reference_cap`` values, a deterministic seeded subsample), its mean and
+    standard deviation; categorical columns keep category frequencies. When the frame
+    has prediction and actual columns, the absolute errors (or 0/1 errors for
+    classification) are kept as the concept-drift baseline.
+    """
+
+    numeric_columns: tuple[str, ...]
+    categorical_columns: tuple[str, ...]
+    samples: tuple[np.ndarray, ...]
+    means: np.ndarray
+    stds: np.ndarray
+    categories: dict[str, dict[str, int]]
+    baseline: dict[str, float]
+    errors: np.ndarray | None = None
+    task: str = "regression"
+    fingerprint: str = field(default="", compare=False)
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, *, feature_columns: Sequence[str] | None = None,
+                   prediction_column: str | None = None, actual_column: str | None = None,
+                   baseline: Mapping[str, float] | None = None,
+                   config: DetectorConfig = DetectorConfig()) -> "ReferenceProfile":
+        """Profile a reference (training) frame.
+
+        Examples
+        --------
+        >>> df = pd.DataFrame({"x": [1.0, 2.0, 3.0], "c": ["a", "b", "a"]})
+        >>> p = ReferenceProfile.from_frame(df)
+        >>> p.numeric_columns, p.categorical_columns, p.categories["c"]
+        (('x',), ('c',), {'a': 2, 'b': 1})
+        """
+        if frame is None or len(frame) == 0 or frame.shape[1] == 0:
+            raise EmptyReferenceError("reference data is empty: no rows or no columns")
+        special = {c for c in (prediction_column, actual_column) if c}
+        missing = [c for c in special | set(feature_columns or ()) if c not in frame]
+        if missing:
+            raise DetectorError(f"reference data has no column(s): {', '.join(missing)}")
+        cols = list(feature_columns) if feature_columns is not None else [
+            c for c in frame.columns if c not in special]
+        numeric = [c for c in cols if pd.api.types.is_numeric_dtype(frame[c])
+                   and not pd.api.types.is_bool_dtype(frame[c])]
+        categorical = [c for c in cols if c not in numeric]
+        rng = np.random.default_rng(config.seed)
+        samples, means, stds = [], [], []
+        for c in numeric:
+            v = frame[c].to_numpy(dtype=np.float64, na_value=np.nan)
+            v = v[np.isfinite(v)]
+            if v.size == 0:
+                raise EmptyReferenceError(f"reference column {c!r} has no finite values")
+            if v.size > config.reference_cap:
+                v = rng.choice(v, size=config.reference_cap, replace=False)
+            samples.append(np.sort(v))
+            means.append(float(v.mean()))
+            stds.append(float(v.std()))
+        cats = {c: {str(k): int(n) for k, n in
+                    frame[c].dropna().astype(str).value_counts(sort=False).items()}
+                for c in categorical}
+        if not numeric and not any(cats.values()):
+            raise EmptyReferenceError("reference data has no usable feature values")
+        base = dict(baseline or {})
+        errors, task = None, "regression"
+        if prediction_column and actual_column:
+            pred = frame[prediction_column].to_numpy()
+            act = frame[actual_column].to_numpy()
+            ok = pd.notna(pred) & pd.notna(act)
+            pred, act = pred[ok], act[ok]
+            if not (pd.api.types.is_float_dtype(act) and len(np.unique(act)) > 20):
+                task = "classification"
+            if task == "classification":
+                errors = (pred != act).astype(np.float64)
+                base.setdefault("accuracy", float(1.0 - errors.mean()))
+            else:
+                pred, act = pred.astype(np.float64), act.astype(np.float64)
+                errors = np.abs(act - pred)
+                for k, v in regression_metrics(pred, act).items():
+                    base.setdefault(k, v)
+            if errors.size > config.reference_cap:
+                errors = rng.choice(errors, size=config.reference_cap, replace=False)
+        obj = cls(tuple(numeric), tuple(categorical), tuple(samples),
+                  np.array(means), np.array(stds), cats,
+                  {k: float(v) for k, v in base.items()}, errors, task)
+        return obj._with_fingerprint()
+
+    def _payload(self) -> dict[str, Any]:
+        return {"numeric": list(self.numeric_columns),
+                "categorical": list(self.categorical_columns),
+                "samples": list(self.samples), "means": self.means, "stds": self.stds,
+                "categories": self.categories, "baseline": self.baseline,
+                "errors": self.errors, "task": self.task}
+
+    def _with_fingerprint(self) -> "ReferenceProfile":
+        h = hashlib.sha256()
+        p = self._payload()
+        for key in sorted(p):
+            val = p[key]
+            h.update(key.encode())
+            arrs = val if isinstance(val, list) and val and isinstance(val[0], np.ndarray) \
+                else [val]
+            for a in arrs:
+                h.update(np.ascontiguousarray(a).tobytes() if isinstance(a, np.ndarray)
+                         else repr(a).encode())
+        object.__setattr__(self, "fingerprint", h.hexdigest())
+        return self
+
+    def to_bytes(self) -> bytes:
+        return pack("ReferenceProfile", self._payload())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "ReferenceProfile":
+        p = unpack("ReferenceProfile", data)
+        obj = cls(tuple(p["numeric"]), tuple(p["categorical"]), tuple(p["samples"]),
+                  p["means"], p["stds"], p["categories"], p["baseline"], p["errors"],
+                  p["task"])
+        return obj._with_fingerprint()
