@@ -13,21 +13,25 @@ import sys
 
 from pydantic import ValidationError
 
+from detectors import DetectorError
+from streams.errors import UsageError
 from streams.settings import Settings
 
 # (command, module, help); nested commands use a space: "db migrate".
 COMMANDS: list[tuple[str, str, str]] = [
     ("db migrate", "schemas.migrate", "apply the SQL migrations to PostgreSQL"),
+    ("worker", "streams.worker", "run the streaming drift monitor (faust worker)"),
+    ("check", "streams.batch_check", "the design's one-shot retraining decision on files"),
+    ("backtest", "streams.backtest", "replay a file's rows through the streaming core"),
 ]
 
 
-class UsageError(Exception):
-    """An expected, user-facing failure: printed as one line, exit status 2."""
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="driftline", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="TOML settings file (also DRIFTLINE_CONFIG)")
+    # `--config` is accepted before and after the command; SUPPRESS keeps a command's
+    # parser from overwriting a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help="TOML settings file (also DRIFTLINE_CONFIG)")
+    parser = argparse.ArgumentParser(prog="driftline", description=__doc__.splitlines()[0], parents=[common])
     groups: dict[str, argparse._SubParsersAction] = {}
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name, help_text in COMMANDS:
@@ -39,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                 group = subparsers.add_parser(parent, help=f"{parent} commands")
                 groups[key] = group.add_subparsers(dest=f"{key}_command", required=True)
             subparsers = groups[key]
-        sub = subparsers.add_parser(leaf, help=help_text, description=help_text)
+        sub = subparsers.add_parser(leaf, help=help_text, description=help_text, parents=[common])
         module = importlib.import_module(module_name)
         module.add_arguments(sub)
         sub.set_defaults(handler=module.run)
@@ -49,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = Settings.load(args.config)
+        settings = Settings.load(getattr(args, "config", None))
         return args.handler(args, settings)
-    except (UsageError, FileNotFoundError, ValidationError) as exc:
+    except (UsageError, DetectorError, FileNotFoundError, ValidationError) as exc:
         print(f"driftline: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

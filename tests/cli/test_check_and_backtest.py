@@ -1,0 +1,113 @@
+"""`driftline check` and `driftline backtest` as a user runs them: banner, JSON, triggers,
+exit codes, and one clear line for every bad file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from streams.workload import Workload
+
+DRIFT_AT = 3000
+
+
+def driftline(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("files")
+    workload = Workload(seed=3)
+    workload.frame(5000).to_csv(root / "ref.csv", index=False)
+    stream = pd.concat(
+        [workload.frame(DRIFT_AT, "stationary", seed=1), workload.frame(3000, "covariate", seed=2)],
+        ignore_index=True,
+    )
+    stream.drop(columns="actual").to_csv(root / "recent.csv", index=False)
+    stream.drop(columns="actual").to_parquet(root / "recent.parquet")
+    stream.iloc[:DRIFT_AT].drop(columns="actual").to_csv(root / "same.csv", index=False)
+    stream.to_parquet(root / "stream.parquet")
+    rng = np.random.default_rng(0)
+    np.save(root / "actuals.npy", stream["actual"].to_numpy())
+    np.save(root / "predictions.npy", stream["actual"].to_numpy() + rng.normal(0, 0.3, len(stream)))
+    (root / "empty.csv").write_text("")
+    (root / "header_only.csv").write_text("x0,x1\n")
+    (root / "garbage.parquet").write_bytes(b"not parquet at all")
+    stream.drop(columns=["actual", "x5"]).to_csv(root / "missing_x5.csv", index=False)
+    return root
+
+
+def test_check_prints_the_design_banner(files: Path) -> None:
+    result = driftline("check", "--reference-data", "ref.csv", "--recent-data", "recent.csv",
+                       "--r2", "0.9", "--rmse", "0.35", cwd=files)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == lines[2] == lines[-1] == "═" * 44
+    assert lines[1] == "RETRAINING DECISION: YES"
+    assert lines[3].startswith("Reason: ") and "x0" in lines[3] and "x1" in lines[3]
+    assert lines[4] in {f"Severity: {s}" for s in ("LOW", "MEDIUM", "HIGH", "CRITICAL")}
+    assert lines[5].startswith("Confidence: ") and lines[5].endswith("%")
+
+
+def test_check_json_holds_the_decision_and_per_column_tests(files: Path) -> None:
+    result = driftline("check", "--reference-data", "ref.csv", "--recent-data", "recent.parquet",
+                       "--recent-predictions", "predictions.npy", "--recent-actuals", "actuals.npy",
+                       "--json", cwd=files)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert {"triggered", "severity", "confidence", "reason", "root_cause"} <= set(document)
+    assert document["triggered"] is True
+    columns = document["data_drift"]["columns"]
+    assert set(columns) == {f"x{i}" for i in range(6)}
+    for name in ("x0", "x1"):
+        assert columns[name]["ks_statistic"] > 0.1 and columns[name]["p_value"] < 1e-6
+    assert {c["column"] for c in document["root_cause"] if c["column"]} >= {"x0", "x1"}
+
+
+def test_check_without_drift_says_no(files: Path) -> None:
+    result = driftline("check", "--reference-data", "ref.csv", "--recent-data", "same.csv", cwd=files)
+    assert result.returncode == 0, result.stderr
+    assert "RETRAINING DECISION: NO" in result.stdout
+
+
+def test_backtest_writes_the_triggers_at_the_drift(files: Path) -> None:
+    result = driftline("backtest", "--reference", "ref.csv", "--stream", "stream.parquet",
+                       "--output", "triggers.jsonl", cwd=files)
+    assert result.returncode == 0, result.stderr
+    triggers = [json.loads(line) for line in (files / "triggers.jsonl").read_text().splitlines()]
+    assert triggers, result.stdout
+    first = triggers[0]
+    assert DRIFT_AT <= first["offset"] < DRIFT_AT + 200
+    assert {"offset", "trigger_types", "severity", "confidence", "columns", "reason"} <= set(first)
+    assert set(first["columns"]) <= {"x0", "x1"}
+    assert "trigger" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["check", "--reference-data", "nope.csv", "--recent-data", "recent.csv"], "nope.csv: no such file"),
+        (["check", "--reference-data", "ref.csv", "--recent-data", "empty.csv"], "empty.csv: the file is empty"),
+        (["check", "--reference-data", "ref.csv", "--recent-data", "header_only.csv"], "header_only.csv: no data rows"),
+        (["check", "--reference-data", "ref.csv", "--recent-data", "garbage.parquet"], "garbage.parquet: not a readable Parquet file"),
+        (["check", "--reference-data", "ref.csv", "--recent-data", "missing_x5.csv"], "column 'x5' is in ref.csv but not in missing_x5.csv"),
+        (["check", "--reference-data", "ref.csv", "--recent-data", "recent.csv", "--recent-predictions", "predictions.npy"], "go together"),
+        (["backtest", "--reference", "ref.csv", "--stream", "missing_x5.csv", "--output", "o.jsonl", "--feature-column", "x5"], "column 'x5'"),
+        (["backtest", "--reference", "empty.csv", "--stream", "stream.parquet", "--output", "o.jsonl"], "empty.csv: the file is empty"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(files: Path, arguments: list[str], message: str) -> None:
+    result = driftline(*arguments, cwd=files)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr
