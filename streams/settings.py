@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from detectors.config import DetectorConfig
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -76,20 +77,80 @@ class ModelSettings(_Section):
     # Historical data for retraining (features and the target in `actual_column`);
     # the reference data when not set.
     training_data_path: Path | None = None
+    # How the retrainer trains this model; at most one of the two, the built-in
+    # scikit-learn trainer when neither is set. `trainer` is "module:function", called as
+    # function(frame, target_column) and returning a fitted model with `predict`.
+    # `train_command` is an argument list run without a shell; its placeholders
+    # {data} (training data file), {output} (where to write the joblib artifact),
+    # {target} and {task} are replaced by the retrainer, never by message contents.
+    trainer: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$")
+    train_command: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_trainer(self) -> ModelSettings:
+        if self.trainer and self.train_command:
+            raise ValueError("set at most one of trainer and train_command")
+        return self
 
 
 class MonitorSettings(_Section):
     """The streaming monitor (`driftline worker`)."""
 
-    app_id: str = "driftline-monitor"
-    metrics_port: int = 9464
+    app_id: str = "driftline-monitor"  # faust app id = consumer group = prefix of its topics
+    metrics_port: int = 9464  # 0: no metrics endpoint
+    # Partitions of the topics the worker creates when absent (its own state topics and
+    # the inference topics); the inference topics must all have the same count.
+    partitions: int = Field(default=4, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    # Micro-batches: `stream.take(batch_size, within=batch_within_seconds)`.
+    batch_size: int = Field(default=10_000, ge=1)
+    batch_within_seconds: float = Field(default=0.2, gt=0)
+    # Predictions wait this long (event time, and wall-clock time since they arrived)
+    # for their actual; then they expire and are counted.
+    join_ttl_seconds: float = Field(default=3600.0, gt=0)
+    join_sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    min_severity: Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"] = "LOW"
+    detector: dict[str, Any] = {}  # DetectorConfig fields (thresholds, windows, cooldown)
+    store: Literal["rocksdb", "memory"] = "rocksdb"  # rocksdb keeps local state across restarts
+    data_dir: Path = Path(".driftline/worker")
+    commit_interval_seconds: float = Field(default=1.0, gt=0)
+    # Largest state message (one model's monitor, with its reference sample).
+    state_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
+    broker_session_timeout_seconds: float = Field(default=10.0, gt=0)
+    broker_heartbeat_interval_seconds: float = Field(default=1.0, gt=0)
 
 
 class RetrainSettings(_Section):
-    """The retrain consumer (`driftline retrainer`)."""
+    """The retrain consumer (`driftline retrainer`) and `driftline retrain`."""
 
     group_id: str = "driftline-retrainer"
     metrics_port: int = 9465
+    # Policy. Cooldown: seconds after a model's last attempted retrain (by trigger time)
+    # during which its triggers are skipped. Concurrency: trainings at once across all
+    # models (the design's "limit concurrent retraining jobs"); a trigger over the limit
+    # waits in Kafka, it is not dropped. Severity: the design's LOW means "monitor" only.
+    cooldown_seconds: float = Field(default=3600.0, ge=0)
+    max_concurrent_retrains: int = Field(default=1, ge=1)
+    min_severity: Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"] = "MEDIUM"
+    min_recent_samples: int = Field(default=100, ge=1)  # the design's min_samples
+    # Data: the newest `holdout_fraction` of the recent labelled rows validate both models.
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
+    labelled_read_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Training: a separate process, killed after the timeout (the design: 5-30 minutes).
+    training_timeout_seconds: float = Field(default=1800.0, gt=0)
+    training_data_format: Literal["parquet", "csv"] = "parquet"
+    work_dir: Path | None = None  # scratch space for training runs; the system's temp dir
+    random_seed: int = 0  # of the built-in trainer
+    # Validation: the new model may be worse than the current one by at most this
+    # fraction (RMSE at most (1 + m) times, accuracy at least (1 - m) times the current's).
+    promotion_margin: float = Field(default=0.0, ge=0, lt=1)
+    keep_versions: int = Field(default=5, ge=1)  # per model in the store; current always kept
+    # PostgreSQL and Kafka writes are retried with exponential backoff, without end:
+    # the trigger's offset is committed only once its outcome is written.
+    retry_initial_seconds: float = Field(default=0.5, gt=0)
+    retry_max_seconds: float = Field(default=30.0, gt=0)
+    db_connect_timeout_seconds: int = Field(default=5, ge=1)
+    poll_timeout_seconds: float = Field(default=0.5, gt=0)
 
 
 class Settings(BaseSettings):
@@ -102,6 +163,9 @@ class Settings(BaseSettings):
 
     kafka: KafkaSettings = KafkaSettings()
     postgres: PostgresSettings = PostgresSettings()
+    # Every detector threshold, window and the false-alarm target; the design document's
+    # thresholds are the defaults (detectors/config.py).
+    detectors: DetectorConfig = DetectorConfig()
     models: dict[str, ModelSettings] = {}
     model_store_path: Path = Path(".driftline/models")
     monitor: MonitorSettings = MonitorSettings()
