@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status test demo bench
+.PHONY: help setup up down status test demo bench airflow
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -29,7 +29,10 @@ status: ## what runs where: ports, pids, log files
 	@infra/kafka/kafka.sh status
 	@infra/postgres/postgres.sh status
 
-test: up ## set up, start the services and run the whole test suite
+airflow: ## create .venv-airflow (Apache Airflow 3.3.2 + driftline) for infra/airflow
+	infra/airflow/setup.sh
+
+test: up airflow ## set up, start the services and run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: up ## the whole loop on a synthetic model (see README)

@@ -151,6 +151,9 @@ class RetrainSettings(_Section):
     retry_max_seconds: float = Field(default=30.0, gt=0)
     db_connect_timeout_seconds: int = Field(default=5, ge=1)
     poll_timeout_seconds: float = Field(default=0.5, gt=0)
+    # How soon the group notices a retrainer that died without leaving (librdkafka's
+    # default; the broker accepts 6000 and up): its trigger then goes to another member.
+    session_timeout_ms: int = Field(default=45000, ge=1)
 
 
 class Settings(BaseSettings):

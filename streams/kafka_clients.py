@@ -1,0 +1,82 @@
+"""Kafka clients configured from `KafkaSettings`: faust's credentials, the idempotent
+aiokafka producer of the monitor's outputs, and topic creation before the worker starts.
+SASL and SSL pass through unchanged; the password is read only here, never logged."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterable
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaProducer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.settings import KafkaSettings
+
+
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
+    if "SSL" not in kafka.security_protocol.upper():
+        return None
+    return ssl.create_default_context(cafile=kafka.ssl_cafile)
+
+
+def faust_credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:
+    context = ssl_context(kafka)
+    if kafka.security_protocol.upper().startswith("SASL"):
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
+            mechanism=kafka.sasl_mechanism or "PLAIN",
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def aiokafka_security(kafka: KafkaSettings) -> dict[str, Any]:
+    config: dict[str, Any] = {"security_protocol": kafka.security_protocol.upper()}
+    if kafka.sasl_mechanism:
+        config["sasl_mechanism"] = kafka.sasl_mechanism
+    if kafka.sasl_username:
+        config["sasl_plain_username"] = kafka.sasl_username
+    if kafka.sasl_password:
+        config["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
+    context = ssl_context(kafka)
+    if context is not None:
+        config["ssl_context"] = context
+    return config
+
+
+def output_producer(kafka: KafkaSettings, *, max_request_size: int) -> AIOKafkaProducer:
+    """Idempotent, acks=all: a trigger that was acknowledged is on every replica, and a
+    retry inside the producer never writes it twice."""
+    return AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        max_request_size=max_request_size,
+        **aiokafka_security(kafka),
+    )
+
+
+def ensure_topics(
+    kafka: KafkaSettings, names: Iterable[str], *, partitions: int, replication_factor: int
+) -> None:
+    """Creates the topics that do not exist yet (blocking: call before the event loop)."""
+    admin = AdminClient(kafka.client_config())
+    existing = set(admin.list_topics(timeout=30).topics)
+    missing = [n for n in dict.fromkeys(names) if n not in existing]
+    if not missing:
+        return
+    futures = admin.create_topics(
+        [NewTopic(n, num_partitions=partitions, replication_factor=replication_factor) for n in missing]
+    )
+    for name, future in futures.items():
+        try:
+            future.result(timeout=30)
+        except Exception as exc:  # another worker created it first
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise

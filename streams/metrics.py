@@ -1,0 +1,100 @@
+"""The monitor's Prometheus metrics, defined once, in base units, with bounded labels.
+
+Label values are bounded by configuration: `model` is a configured model id, `column` a
+column of its reference profile, `reason` one of `schemas.messages` dead-letter reasons,
+`severity` and `trigger_type` the detectors' closed sets. Each worker owns one
+`MonitorMetrics` on its own registry (no process-global state; tests can build many).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# Micro-batch durations from 1 ms to ~16 s.
+BATCH_SECONDS_BUCKETS = tuple(0.001 * 2**i for i in range(15))
+_COLUMN_GAUGES = {
+    "ks_statistic": "KS statistic of the column's current window against the reference",
+    "ks_threshold": "critical KS statistic for the current window size",
+    "mean_shift_statistic": "CUSUM statistic of the column's mean shift",
+    "mean_shift_threshold": "CUSUM decision threshold of the mean shift",
+    "outlier_rate": "share of the last batch's values with |z| over the threshold",
+}
+_MODEL_GAUGES = {
+    "mae": "windowed mean absolute error",
+    "r2": "windowed coefficient of determination",
+    "rmse": "windowed root mean squared error",
+    "accuracy": "windowed accuracy (classification)",
+    "baseline_r2": "baseline R2 of the model's reference",
+    "baseline_rmse": "baseline RMSE of the model's reference",
+    "baseline_accuracy": "baseline accuracy of the model's reference",
+}
+
+
+class MonitorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_consumed = Counter(
+            "driftline_events_consumed", "events read from an input topic", ["topic"], registry=r)
+        self.events_invalid = Counter(
+            "driftline_events_invalid", "events sent to the dead-letter topic", ["reason"],
+            registry=r)
+        self.events_duplicate = Counter(
+            "driftline_events_replayed", "events skipped because the state already holds them "
+            "(redelivered after a crash or rebalance)", ["topic"], registry=r)
+        self.joins = Counter(
+            "driftline_joins", "prediction/actual joins by outcome (matched, unmatched, expired)",
+            ["outcome"], registry=r)
+        self.pending_predictions = Gauge(
+            "driftline_join_pending_predictions", "predictions waiting for their actual",
+            registry=r)
+        self.triggers = Counter(
+            "driftline_triggers", "retrain requests published", ["model", "severity", "trigger_type"],
+            registry=r)
+        self.triggers_suppressed = Counter(
+            "driftline_triggers_below_min_severity", "decisions below the minimum severity",
+            ["model", "severity"], registry=r)
+        self.rebaselines = Counter(
+            "driftline_rebaselines", "reference swaps after a promotion", ["model"], registry=r)
+        self.batch_seconds = Histogram(
+            "driftline_batch_processing_seconds", "time to process one micro-batch", ["agent"],
+            buckets=BATCH_SECONDS_BUCKETS, registry=r)
+        self.recovery_seconds = Gauge(
+            "driftline_recovery_seconds", "time from worker start to its first processed batch "
+            "(state restored from the changelog)", registry=r)
+        self.state_bytes = Gauge(
+            "driftline_state_bytes", "size of a model's last saved monitor state", ["model"],
+            registry=r)
+        self.column = {
+            name: Gauge(f"driftline_column_{name}", doc, ["model", "column"], registry=r)
+            for name, doc in _COLUMN_GAUGES.items()
+        }
+        self.model = {
+            name: Gauge(f"driftline_model_{name}", doc, ["model"], registry=r)
+            for name, doc in _MODEL_GAUGES.items()
+        }
+
+    def serve(self, port: int) -> None:
+        """Starts the endpoint in a daemon thread (prometheus_client's own server)."""
+        if port:
+            start_http_server(port, registry=self.registry)
+
+    def record_snapshot(self, model_id: str, snapshot: dict[str, Any]) -> None:
+        """Copies a `ModelMonitor.snapshot()` into the gauges (NaN: not yet known)."""
+        for column, stats in snapshot.get("columns", {}).items():
+            for name, gauge in self.column.items():
+                if name in stats:
+                    gauge.labels(model_id, column).set(_number(stats[name]))
+        for name, gauge in self.model.items():
+            if name in snapshot:
+                gauge.labels(model_id).set(_number(snapshot[name]))
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan

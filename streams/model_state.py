@@ -1,0 +1,228 @@
+"""One model's monitoring state and how a micro-batch advances it.
+
+The state saved per model holds the detectors' bytes *and* the last input offset they
+include, per topic. That is what makes recovery exact: after a crash the worker resumes
+from the committed offsets (never past the saved state, see `streams/app.py`) and skips
+every event the state already holds, so each event is counted once and the decisions,
+and their trigger ids, are those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+
+from detectors import Decision, ModelMonitor, ReferenceProfile
+from schemas.messages import (
+    FeatureEvent,
+    LabelledRecord,
+    OffsetRange,
+    SchemaError,
+    TopicWindow,
+    Window,
+)
+from streams.decoding import Record, categorical_columns, label_values, numeric_matrix
+
+
+class TopicProgress(msgspec.Struct, kw_only=True):
+    partition: int
+    last_offset: int  # the last offset the detectors include
+    window_start: int  # the first offset since the last trigger or re-baseline
+
+
+class ModelState(msgspec.Struct, kw_only=True):
+    model_id: str
+    model_version: str
+    fingerprint: str  # of the reference profile the monitor compares against
+    promotion_id: str | None = None  # trigger_id of the promotion last applied
+    monitor: bytes
+    progress: dict[str, TopicProgress] = {}
+    event_time_start: dt.datetime | None = None
+    event_time_end: dt.datetime | None = None
+
+
+_state_encoder = msgspec.msgpack.Encoder()
+_state_decoder = msgspec.msgpack.Decoder(ModelState)
+
+
+def trigger_id(model_id: str, model_version: str, fingerprint: str, record: Record) -> str:
+    """Same model, version, reference and stream position: the same id, on every replay."""
+    parts = (model_id, model_version, fingerprint, record.topic, str(record.partition), str(record.offset))
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """A decision, where in the stream it fired, and the window of data it saw."""
+
+    trigger_id: str
+    model_id: str
+    model_version: str
+    decision: Decision
+    window: Window
+
+
+class ModelRuntime:
+    """A live `ModelMonitor` with the bookkeeping that makes its state exact to the offset."""
+
+    def __init__(
+        self, state: ModelState, monitor: ModelMonitor, *, features_topic: str, labelled_topic: str
+    ) -> None:
+        self.state = state
+        self.monitor = monitor
+        self.features_topic = features_topic
+        self.labelled_topic = labelled_topic
+        self.dirty = False
+
+    @classmethod
+    def fresh(
+        cls, model_id: str, model_version: str, monitor: ModelMonitor, **topics: str
+    ) -> ModelRuntime:
+        state = ModelState(
+            model_id=model_id,
+            model_version=model_version,
+            fingerprint=monitor.profile.fingerprint,
+            monitor=b"",
+        )
+        return cls(state, monitor, **topics)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, **topics: str) -> ModelRuntime:
+        state = _state_decoder.decode(data)
+        return cls(state, ModelMonitor.from_bytes(state.monitor), **topics)
+
+    def to_bytes(self) -> bytes:
+        self.state.monitor = self.monitor.to_bytes()
+        return _state_encoder.encode(self.state)
+
+    # -- re-baselining -------------------------------------------------------------
+    def rebaseline(self, profile: ReferenceProfile, model_version: str, promotion_id: str) -> None:
+        """The new reference and baseline; windows restart, so the drift the new model
+        was trained on does not trigger it again."""
+        self.monitor.rebaseline(profile)
+        self.state.fingerprint = profile.fingerprint
+        self.state.model_version = model_version
+        self.state.promotion_id = promotion_id
+        self._restart_window()
+        self.dirty = True
+
+    def _restart_window(self) -> None:
+        for progress in self.state.progress.values():
+            progress.window_start = progress.last_offset + 1
+        self.state.event_time_start = None
+        self.state.event_time_end = None
+
+    # -- batches -----------------------------------------------------------------------
+    def unseen(self, items: Sequence[tuple[Record, FeatureEvent | LabelledRecord]]):
+        """The events the state does not hold yet (all of them, except after a replay)."""
+        if not items:
+            return items
+        progress = self.state.progress.get(items[0][0].topic)
+        if progress is None:
+            return items
+        first_new = 0
+        while first_new < len(items) and items[first_new][0].offset <= progress.last_offset:
+            first_new += 1
+        return items[first_new:]
+
+    def apply_features(
+        self, items: Sequence[tuple[Record, FeatureEvent]]
+    ) -> tuple[list[Firing], list[tuple[Record, SchemaError]]]:
+        profile = self.monitor.profile
+        rows = [event.features for _, event in items]
+        numeric, bad = numeric_matrix(rows, profile.numeric_columns)
+        rejected = []
+        if bad.any():
+            rejected = [
+                (items[i][0], SchemaError("wrong_type", "a string in a numeric feature column"))
+                for i in np.flatnonzero(bad)
+            ]
+            keep = np.flatnonzero(~bad)
+            items = [items[i] for i in keep]
+            rows = [rows[i] for i in keep]
+            numeric = numeric[keep]
+        if not items:
+            return [], rejected
+        categorical = categorical_columns(rows, profile.categorical_columns) or None
+        before = self.monitor.events_seen
+        decisions = self.monitor.update_features(numeric, categorical)
+        return self._advance(items, decisions, before), rejected
+
+    def apply_labelled(
+        self, items: Sequence[tuple[Record, LabelledRecord]]
+    ) -> tuple[list[Firing], list[tuple[Record, SchemaError]]]:
+        if not items:
+            return [], []
+        predictions = label_values([record.prediction for _, record in items])
+        actuals = label_values([record.actual for _, record in items])
+        before = self.monitor.labelled_seen
+        decisions = self.monitor.update_labelled(predictions, actuals)
+        return self._advance(items, decisions, before), []
+
+    def _advance(self, items, decisions: list[Decision], before: int) -> list[Firing]:
+        """Moves the window along the batch; cuts it at each decision."""
+        firings = []
+        start = 0
+        for decision in decisions:
+            # Decision.offset counts the events given to this monitor since it was built.
+            index = decision.offset - before
+            self._extend_window(items[start : index + 1])
+            record, event = items[index]
+            firings.append(
+                Firing(
+                    trigger_id=trigger_id(
+                        self.state.model_id, event.model_version, self.state.fingerprint, record
+                    ),
+                    model_id=self.state.model_id,
+                    model_version=event.model_version,
+                    decision=decision,
+                    window=self._window(),
+                )
+            )
+            self._restart_window()
+            start = index + 1
+        self._extend_window(items[start:])
+        self.dirty = True
+        return firings
+
+    def _extend_window(self, items) -> None:
+        if not items:
+            return
+        first, last = items[0][0], items[-1][0]
+        progress = self.state.progress.get(first.topic)
+        if progress is None or progress.partition != first.partition:
+            progress = self.state.progress[first.topic] = TopicProgress(
+                partition=first.partition, last_offset=first.offset - 1, window_start=first.offset
+            )
+        progress.last_offset = last.offset
+        times = [event.timestamp for _, event in items]
+        low, high = min(times), max(times)
+        state = self.state
+        state.event_time_start = low if state.event_time_start is None else min(low, state.event_time_start)
+        state.event_time_end = high if state.event_time_end is None else max(high, state.event_time_end)
+
+    def _window(self) -> Window:
+        windows = {}
+        for topic, progress in self.state.progress.items():
+            if progress.last_offset >= progress.window_start:
+                windows[topic] = TopicWindow(
+                    topic=topic,
+                    ranges=[
+                        OffsetRange(
+                            partition=progress.partition,
+                            start=progress.window_start,
+                            end=progress.last_offset,
+                        )
+                    ],
+                )
+        return Window(
+            features=windows.get(self.features_topic),
+            labelled=windows.get(self.labelled_topic),
+            event_time_start=self.state.event_time_start,
+            event_time_end=self.state.event_time_end,
+        )

@@ -1,0 +1,45 @@
+"""`driftline worker`: runs the streaming monitor (a faust worker) until stopped."""
+
+from __future__ import annotations
+
+import argparse
+
+import faust
+
+from streams.app import MonitorApp
+from streams.kafka_clients import ensure_topics
+from streams.logs import configure_logging
+from streams.settings import Settings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-create-topics",
+        action="store_true",
+        help="do not create missing input/output topics (they must exist)",
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    configure_logging(settings.log_level)
+    kafka, monitor = settings.kafka, settings.monitor
+    if not args.no_create_topics:
+        ensure_topics(
+            kafka,
+            [
+                kafka.features_topic,
+                kafka.predictions_topic,
+                kafka.actuals_topic,
+                kafka.labelled_topic,
+                kafka.retrain_requests_topic,
+                kafka.retrain_events_topic,
+                kafka.dead_letter_topic,
+            ],
+            partitions=monitor.partitions,
+            replication_factor=monitor.replication_factor,
+        )
+    monitor.data_dir.mkdir(parents=True, exist_ok=True)
+    service = MonitorApp(settings)
+    worker = faust.Worker(service.app, loglevel=settings.log_level, override_logging=False)
+    worker.execute_from_commandline()  # returns by raising SystemExit with the exit code
+    return 0

@@ -1,0 +1,210 @@
+"""Helpers for the monitor's tests against the real broker: reference files, config
+files, workers as subprocesses, producing and reading topics with deadlines."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parents[2]
+COLUMNS = [f"f{i}" for i in range(10)]
+PARTITIONS = 4
+START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def write_reference(path: Path, *, rows: int = 3000, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(size=(rows, len(COLUMNS))), columns=COLUMNS)
+    frame["actual"] = frame["f0"] * 2 + rng.normal(scale=0.1, size=rows)
+    frame["prediction"] = frame["f0"] * 2
+    frame.to_csv(path, index=False)
+    return path
+
+
+def topics_for(name: str) -> dict[str, str]:
+    roles = ("features", "predictions", "actuals", "labelled", "retrain_requests",
+             "retrain_events", "dead_letter")
+    return {f"{role}_topic": f"{name}.{role}" for role in roles}
+
+
+def write_config(directory: Path, bootstrap: str, name: str, models: Iterable[str],
+                 reference: Path, **monitor: object) -> Path:
+    topics = topics_for(name)
+    lines = ["[kafka]", f'bootstrap_servers = "{bootstrap}"']
+    lines += [f'{k} = "{v}"' for k, v in topics.items()]
+    detector = monitor.pop("detector", {"cooldown": 1_000_000, "ks_window": 500, "ks_stride": 250})
+    monitor = {"app_id": name, "data_dir": str(directory / "state"), "metrics_port": 0,
+               "partitions": PARTITIONS, **monitor}
+    lines += ["", "[monitor]"]
+    for key, value in monitor.items():
+        lines.append(f"{key} = {json.dumps(value)}")
+    lines += ["", "[monitor.detector]"] + [f"{k} = {json.dumps(v)}" for k, v in detector.items()]
+    for model in models:
+        lines += ["", f'[models."{model}"]', f'reference_path = "{reference}"']
+    path = directory / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def create_topics(bootstrap: str, name: str) -> dict[str, str]:
+    topics = topics_for(name)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=PARTITIONS, replication_factor=1) for t in topics.values()])
+    for future in futures.values():
+        future.result(timeout=30)
+    return topics
+
+
+def start_worker(config: Path, log: Path, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "--config", str(config), "worker"],
+        cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        env={**os.environ, **env},
+    )
+
+
+def producer(bootstrap: str) -> Producer:
+    # murmur2: the Java client's (and aiokafka's) partitioner, so every topic puts a
+    # model in the same partition number.
+    return Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                     "linger.ms": 5, "partitioner": "murmur2_random"})
+
+
+def feature_event(model: str, seq: int, values: np.ndarray, *, version: str = "1") -> bytes:
+    return json.dumps({
+        "schema_version": 1, "model_id": model, "model_version": version,
+        "event_id": f"{model}-{seq}", "timestamp": (START + dt.timedelta(milliseconds=seq)).isoformat(),
+        "features": {c: float(v) for c, v in zip(COLUMNS, values)},
+    }).encode()
+
+
+def feature_stream(models: list[str], per_model: int, *, drift_after: int | None = None,
+                   drift_column: int = 3, shift: float = 1.5, seed: int = 1) -> list[tuple[str, bytes]]:
+    """(model, value) in production order, models interleaved; after `drift_after`
+    events per model, `drift_column` moves by `shift` standard deviations."""
+    rng = np.random.default_rng(seed)
+    data = rng.normal(size=(len(models), per_model, len(COLUMNS)))
+    if drift_after is not None:
+        data[:, drift_after:, drift_column] += shift
+    return [(m, feature_event(m, i, data[k, i])) for i in range(per_model) for k, m in enumerate(models)]
+
+
+def produce(bootstrap: str, topic: str, messages: Iterable[tuple[str | None, bytes]]) -> int:
+    p, count = producer(bootstrap), 0
+    for key, value in messages:
+        while True:
+            try:
+                p.produce(topic, key=key.encode() if key else None, value=value)
+                break
+            except BufferError:
+                p.poll(0.1)
+        count += 1
+        if count % 1000 == 0:
+            p.poll(0)
+    assert p.flush(60) == 0
+    return count
+
+
+class TopicReader:
+    """Reads a topic from the beginning, without a consumer group's committed state."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{topic}-{time.time_ns()}",
+                                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        self.consumer.subscribe([topic])
+        self.messages: list = []
+
+    def poll(self, seconds: float = 0.5) -> list:
+        for message in self.consumer.consume(10_000, timeout=seconds):
+            if message.error() is None:
+                self.messages.append(message)
+        return self.messages
+
+    def values(self) -> list[dict]:
+        return [json.loads(m.value()) for m in self.messages]
+
+    def wait_for(self, condition: Callable[[list], bool], deadline_seconds: float, *,
+                 alive: Callable[[], None] | None = None) -> list:
+        deadline = time.monotonic() + deadline_seconds
+        while time.monotonic() < deadline:
+            self.poll()
+            if condition(self.messages):
+                return self.messages
+            if alive:
+                alive()
+        raise AssertionError(f"condition not met in {deadline_seconds}s; have {len(self.messages)} messages")
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def committed_total(bootstrap: str, group: str, topic: str) -> int:
+    """Sum of the group's committed offsets on `topic` (how far the worker has got)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        from confluent_kafka import TopicPartition
+        offsets = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
+        return sum(max(tp.offset, 0) for tp in offsets)
+    finally:
+        consumer.close()
+
+
+def read_states(bootstrap: str, app_id: str, seconds: float = 1.0) -> dict[str, "ModelState"]:
+    """The latest saved state per model, from the monitor-state changelog topic."""
+    import msgspec
+
+    from streams.model_state import ModelState
+
+    reader = TopicReader(bootstrap, f"{app_id}-monitor-state-changelog")
+    try:
+        reader.poll(seconds)
+        reader.poll(0.2)
+        decoder = msgspec.msgpack.Decoder(ModelState)
+        return {m.key().decode(): decoder.decode(m.value()) for m in reader.messages if m.value()}
+    finally:
+        reader.close()
+
+
+def events_seen(state) -> int:
+    from detectors import ModelMonitor
+
+    return ModelMonitor.from_bytes(state.monitor).events_seen
+
+
+def wait_until(condition: Callable[[], bool], deadline_seconds: float, what: str,
+               alive: Callable[[], None] | None = None) -> None:
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if alive:
+            alive()
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not reached in {deadline_seconds}s")
+
+
+def scrape(port: int) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,299 @@
+"""The monitor as a service, against the real broker: each test has its own topics and
+app id, runs `driftline worker` as subprocesses and waits on conditions with deadlines."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from detectors import DetectorConfig, ReferenceProfile
+from tests.streams import harness as h
+
+pytestmark = pytest.mark.services
+DEADLINE = 90
+
+
+class Workers:
+    """Worker subprocesses of one test; killed at the end whatever happened."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, config: Path, **env: str) -> subprocess.Popen:
+        log = self.directory / f"worker-{len(self.procs)}.log"
+        proc = h.start_worker(config, log, **env)
+        proc.log = log  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        return proc
+
+    def alive(self) -> None:
+        for proc in self.procs:
+            if getattr(proc, "killed", False):
+                continue
+            if proc.poll() is not None:
+                tail = proc.log.read_text()[-3000:]  # type: ignore[attr-defined]
+                raise AssertionError(f"worker exited with {proc.returncode}:\n{tail}")
+
+    def kill9(self, proc: subprocess.Popen) -> None:
+        proc.killed = True  # type: ignore[attr-defined]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    w = Workers(tmp_path)
+    yield w
+    w.stop_all()
+
+
+@pytest.fixture
+def reference(tmp_path: Path) -> Path:
+    return h.write_reference(tmp_path / "reference.csv")
+
+
+def triggers(reader: h.TopicReader) -> list[dict]:
+    return reader.values()
+
+
+def test_drift_gives_one_trigger_with_root_cause_and_no_drift_none(
+    kafka_bootstrap, unique_name, tmp_path, reference, workers
+):
+    topics = h.create_topics(kafka_bootstrap, unique_name)
+    config = h.write_config(tmp_path, kafka_bootstrap, unique_name, ["drifting", "steady"], reference)
+    stream = h.feature_stream(["drifting"], 4000, drift_after=2000, drift_column=3)
+    stream += h.feature_stream(["steady"], 4000, seed=7)
+    h.produce(kafka_bootstrap, topics["features_topic"], stream)
+    workers.start(config)
+    requests = h.TopicReader(kafka_bootstrap, topics["retrain_requests_topic"])
+    requests.wait_for(lambda m: len(m) >= 1, DEADLINE, alive=workers.alive)
+    h.wait_until(lambda: all(h.events_seen(s) == 4000 for s in h.read_states(kafka_bootstrap, unique_name).values())
+                 and len(h.read_states(kafka_bootstrap, unique_name)) == 2, DEADLINE, "all events seen", workers.alive)
+    requests.poll(1.0)
+    [request] = requests.values()
+    assert requests.messages[0].key() == b"drifting"
+    assert request["model_id"] == "drifting"
+    assert "data_drift" in request["decision"]["trigger_types"]
+    assert request["decision"]["root_cause"][0]["column"] == "f3"
+    assert request["decision"]["columns"] == ["f3"]
+    window = request["window"]["features"]
+    assert window["topic"] == topics["features_topic"]
+    [offsets] = window["ranges"]
+    assert offsets["start"] == 0 and 2000 <= offsets["end"] < 4000 * 2
+    assert request["window"]["event_time_start"] < request["window"]["event_time_end"]
+    assert len(request["trigger_id"]) == 32
+
+
+def test_malformed_input_goes_to_dead_letters_and_valid_events_are_all_counted(
+    kafka_bootstrap, unique_name, tmp_path, reference, workers
+):
+    topics = h.create_topics(kafka_bootstrap, unique_name)
+    config = h.write_config(tmp_path, kafka_bootstrap, unique_name, ["m0"], reference)
+    valid = h.feature_stream(["m0"], 10_000, seed=3)
+    good = json.loads(valid[0][1])
+    bad_kinds = [
+        b"not json at all",
+        json.dumps({**good, "features": "oops"}).encode(),  # wrong type
+        json.dumps({k: v for k, v in good.items() if k != "event_id"}).encode(),  # missing field
+        json.dumps({**good, "features": {"f0": float("nan")}}).encode(),  # NaN
+        json.dumps({**good, "model_id": "nobody"}).encode(),  # unknown model
+        json.dumps({**good, "schema_version": 99}).encode(),  # from the future
+        json.dumps({**good, "features": {"f0": "text"}}).encode(),  # string in a numeric column
+    ]
+    expected = ["malformed_json", "wrong_type", "missing_field", "not_finite", "unknown_model",
+                "future_schema_version", "wrong_type"]
+    mixed = []
+    for i, (key, value) in enumerate(valid):
+        mixed += [(key, value), ("m0", bad_kinds[i % len(bad_kinds)])]
+    h.produce(kafka_bootstrap, topics["features_topic"], mixed)
+    workers.start(config)
+    dead = h.TopicReader(kafka_bootstrap, topics["dead_letter_topic"])
+    dead.wait_for(lambda m: len(m) >= 10_000, DEADLINE, alive=workers.alive)
+    h.wait_until(lambda: h.events_seen(h.read_states(kafka_bootstrap, unique_name)["m0"]) == 10_000,
+                 DEADLINE, "valid events counted", workers.alive)
+    workers.alive()
+    letters = dead.values()
+    assert len(letters) == 10_000
+    reasons = [letter["reason"] for letter in letters]
+    for kind, reason in zip(bad_kinds, expected):
+        assert reasons.count(reason) >= 10_000 // len(bad_kinds) - 1, reason
+    by_offset = {(l["source_partition"], l["source_offset"]): l for l in letters}
+    assert len(by_offset) == 10_000
+    import base64
+    assert {base64.b64decode(l["original"]) for l in letters} == set(bad_kinds)
+    assert all(l["source_topic"] == topics["features_topic"] for l in letters)
+
+
+def test_late_actuals_are_joined_and_unmatched_predictions_expire(
+    kafka_bootstrap, unique_name, tmp_path, reference, workers
+):
+    topics = h.create_topics(kafka_bootstrap, unique_name)
+    port = h.free_port()
+    config = h.write_config(tmp_path, kafka_bootstrap, unique_name, ["m0"], reference,
+                            metrics_port=port, join_ttl_seconds=3.0, join_sweep_interval_seconds=0.5)
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def event(i: int, **extra) -> bytes:
+        return json.dumps({"model_id": "m0", "model_version": "1", "event_id": f"e{i}",
+                           "timestamp": now.isoformat(), **extra}).encode()
+
+    h.produce(kafka_bootstrap, topics["predictions_topic"],
+              [("m0", event(i, prediction=float(i), features={"f0": 0.5})) for i in range(200)])
+    workers.start(config)
+    h.wait_until(lambda: 'driftline_events_consumed_total{topic="%s"} 200.0' % topics["predictions_topic"]
+                 in _scrape(port), DEADLINE, "predictions consumed", workers.alive)
+    # Late actuals for 150 of them (and one for a prediction never seen).
+    h.produce(kafka_bootstrap, topics["actuals_topic"],
+              [("m0", event(i, actual=float(i) + 1)) for i in range(150)] + [("m0", event(999, actual=1.0))])
+    labelled = h.TopicReader(kafka_bootstrap, topics["labelled_topic"])
+    labelled.wait_for(lambda m: len(m) >= 150, DEADLINE, alive=workers.alive)
+    h.wait_until(lambda: 'driftline_joins_total{outcome="expired"} 50.0' in _scrape(port),
+                 DEADLINE, "50 predictions expired", workers.alive)
+    metrics = _scrape(port)
+    assert 'driftline_joins_total{outcome="matched"} 150.0' in metrics
+    assert 'driftline_joins_total{outcome="unmatched"} 1.0' in metrics
+    records = labelled.values()
+    assert sorted(int(r["event_id"][1:]) for r in records) == list(range(150))
+    assert all(r["actual"] == r["prediction"] + 1 and r["features"] == {"f0": 0.5} for r in records)
+    assert "driftline_batch_processing_seconds_bucket" in metrics
+
+
+def _scrape(port: int) -> str:
+    try:
+        return h.scrape(port)
+    except OSError:
+        return ""
+
+
+def test_kill_9_recovery_gives_the_triggers_of_an_uninterrupted_run(
+    kafka_bootstrap, unique_name, tmp_path, reference, workers
+):
+    topics = h.create_topics(kafka_bootstrap, unique_name)
+    models = [f"m{i}" for i in range(4)]
+    per_model = 12_000
+    detector = {"cooldown": 2000, "ks_window": 500, "ks_stride": 250}
+    stream = h.feature_stream(models, per_model, drift_after=4000, drift_column=5)
+    h.produce(kafka_bootstrap, topics["features_topic"], stream)
+
+    def run_config(app: str) -> Path:
+        d = tmp_path / app
+        d.mkdir()
+        cfg = h.write_config(d, kafka_bootstrap, app, models, reference, batch_size=200, detector=detector)
+        return _with_inputs(cfg, app, unique_name)  # shared inputs, own outputs
+
+    def all_seen(app: str) -> bool:
+        states = h.read_states(kafka_bootstrap, app)
+        return len(states) == 4 and all(h.events_seen(s) == per_model for s in states.values())
+
+    baseline_app, crash_app = f"{unique_name}_a", f"{unique_name}_b"
+    h.create_topics(kafka_bootstrap, baseline_app)
+    h.create_topics(kafka_bootstrap, crash_app)
+    workers.start(run_config(baseline_app))
+    h.wait_until(lambda: all_seen(baseline_app), DEADLINE, "uninterrupted run done", workers.alive)
+    expected = h.TopicReader(kafka_bootstrap, f"{baseline_app}.retrain_requests")
+    expected.poll(2.0)
+    expected_ids = {r["trigger_id"] for r in expected.values()}
+    assert len(expected_ids) >= 4
+
+    crash_config = run_config(crash_app)
+    first = workers.start(crash_config)
+    kill_at = random.Random().randint(per_model // 4, per_model * 3)
+    h.wait_until(lambda: h.committed_total(kafka_bootstrap, crash_app, topics["features_topic"]) >= kill_at,
+                 DEADLINE, "crash run under way", workers.alive)
+    workers.kill9(first)
+    workers.start(crash_config)
+    h.wait_until(lambda: all_seen(crash_app), DEADLINE, "restarted run done", workers.alive)
+    got = h.TopicReader(kafka_bootstrap, f"{crash_app}.retrain_requests")
+    got.poll(2.0)
+    got_ids = {r["trigger_id"] for r in got.values()}
+    assert got_ids == expected_ids, f"killed at committed offset {kill_at}"
+    log = (tmp_path / "worker-2.log").read_text()
+    assert "state restored" in log or "processing" in log
+
+
+def _with_inputs(config: Path, app: str, inputs: str) -> Path:
+    """Points a run's config at the shared input topics, keeping its own outputs."""
+    text = config.read_text()
+    for role in ("features", "predictions", "actuals", "labelled"):
+        text = text.replace(f'{role}_topic = "{app}.{role}"', f'{role}_topic = "{inputs}.{role}"')
+    config.write_text(text)
+    return config
+
+
+def test_two_workers_share_models_and_one_takes_over_when_the_other_dies(
+    kafka_bootstrap, unique_name, tmp_path, reference, workers
+):
+    topics = h.create_topics(kafka_bootstrap, unique_name)
+    models = [f"model-{i}" for i in range(8)]
+    config = h.write_config(tmp_path, kafka_bootstrap, unique_name, models, reference, batch_size=500)
+    first_half = h.feature_stream(models, 2000, seed=11)
+    h.produce(kafka_bootstrap, topics["features_topic"], first_half)
+    one = workers.start(config)
+    workers.start(config)
+    h.wait_until(lambda: len(h.read_states(kafka_bootstrap, unique_name)) == 8
+                 and all(h.events_seen(s) == 2000 for s in h.read_states(kafka_bootstrap, unique_name).values()),
+                 DEADLINE, "both workers monitoring", workers.alive)
+    partitions = {s.progress[topics["features_topic"]].partition for s in h.read_states(kafka_bootstrap, unique_name).values()}
+    assert len(partitions) >= 2
+    workers.kill9(one)
+    second_half = [(m, v) for m, v in h.feature_stream(models, 6000, drift_after=2000, drift_column=1, seed=11)[8 * 2000:]]
+    h.produce(kafka_bootstrap, topics["features_topic"], second_half)
+    requests = h.TopicReader(kafka_bootstrap, topics["retrain_requests_topic"])
+    requests.wait_for(lambda m: {r.key() for r in m} == {m.encode() for m in models}, DEADLINE * 2, alive=workers.alive)
+    h.wait_until(lambda: all(h.events_seen(s) == 6000 for s in h.read_states(kafka_bootstrap, unique_name).values()),
+                 DEADLINE, "survivor monitored every model to the end", workers.alive)
+
+
+def test_promotion_rebaselines_the_monitor(kafka_bootstrap, unique_name, tmp_path, reference, workers):
+    topics = h.create_topics(kafka_bootstrap, unique_name)
+    store = tmp_path / "store"
+    (store / "m0" / "2").mkdir(parents=True)
+    config = h.write_config(tmp_path, kafka_bootstrap, unique_name, ["m0"], reference,
+                            detector={"cooldown": 1000, "ks_window": 500, "ks_stride": 250})
+    config.write_text(f'model_store_path = "{store}"\n' + config.read_text())
+    shifted = pd.read_csv(reference)
+    shifted["f3"] += 1.5
+    profile = ReferenceProfile.from_frame(shifted, prediction_column="prediction", actual_column="actual",
+                                          config=DetectorConfig(cooldown=1000, ks_window=500, ks_stride=250))
+    (store / "m0" / "2" / "profile.bin").write_bytes(profile.to_bytes())
+    drifted = h.feature_stream(["m0"], 12_000, drift_after=0, drift_column=3, seed=5)
+    h.produce(kafka_bootstrap, topics["features_topic"], drifted[:3000])
+    workers.start(config)
+    requests = h.TopicReader(kafka_bootstrap, topics["retrain_requests_topic"])
+    [first] = requests.wait_for(lambda m: len(m) >= 1, DEADLINE, alive=workers.alive)[:1]
+    trigger = json.loads(first.value())
+    outcome = {"schema_version": 1, "trigger_id": trigger["trigger_id"], "model_id": "m0",
+               "outcome": "promoted", "previous_version": "1", "new_version": "2",
+               "reference_profile": "m0/2/profile.bin", "completed_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+    h.produce(kafka_bootstrap, topics["retrain_events_topic"], [("m0", json.dumps(outcome).encode())])
+    state = lambda: h.read_states(kafka_bootstrap, unique_name)["m0"]  # noqa: E731
+    index = 3000
+    while state().promotion_id != trigger["trigger_id"]:  # each batch checks for promotions
+        h.produce(kafka_bootstrap, topics["features_topic"], drifted[index:index + 100])
+        index += 100
+        h.wait_until(lambda: state().progress[topics["features_topic"]].last_offset >= index - 1,
+                     DEADLINE, "batch processed", workers.alive)
+        assert index < 6000, "promotion not applied"
+    assert state().fingerprint == profile.fingerprint and state().model_version == "2"
+    before = len(requests.poll(1.0))
+    h.produce(kafka_bootstrap, topics["features_topic"], drifted[index:])
+    h.wait_until(lambda: state().progress[topics["features_topic"]].last_offset == 11_999,
+                 DEADLINE, "all processed", workers.alive)
+    requests.poll(1.0)
+    assert len(requests.messages) == before, "the drift the new model was trained on triggered again"
