@@ -12,6 +12,7 @@ from scipy import stats
 from .config import DetectorConfig
 from .errors import DetectorError
 from .fusion import DriftType, fuse
+from .profile import regression_metrics
 
 BANNER_RULE = "═" * 44
 
@@ -187,6 +188,46 @@ class AutomaticRetrainingOrchestrator:
 
     def should_retrain(self, reference_data, recent_data, predictions=None, actuals=None,
                        metrics: Mapping[str, float] | None = None) -> RetrainingTrigger:
+        """The design's decision on a batch of recent data.
+
+        Parameters
+        ----------
+        reference_data, recent_data
+            Frames of features; numeric columns in both get the KS test and the outlier
+            share.
+        predictions, actuals
+            Recent predictions and their true values (optional, together): the MAE
+            comparison of successive windows (concept drift) and the current metrics.
+        metrics
+            Model metrics (``r2``, ``rmse``, ``accuracy``; any subset). Their meaning
+            depends on what else is known, as in the design's CLI (``--r2 0.85 --rmse
+            0.35`` next to ``--recent-predictions/--recent-actuals``):
+
+            * a baseline is configured (``baseline=`` here, or
+              ``reference_data.attrs["baseline"]``): ``metrics`` are the *current*
+              metrics and are compared with that baseline;
+            * otherwise, with ``predictions`` and ``actuals``: ``metrics`` are the
+              model's *baseline* metrics; the current ones are computed from
+              predictions vs actuals (R2 and RMSE for a regression, accuracy for a
+              classification) and compared with them;
+            * otherwise there is nothing to compare them with, and
+              ``trigger.metrics["performance"]`` says so.
+
+            Degradation is the design's: R2 drop > ``performance_threshold`` (5 %),
+            RMSE rise > ``config.rmse_threshold`` (10 %), accuracy drop > 5 %, all
+            relative to the baseline. ``trigger.metrics["performance"]["mode"]`` records
+            which reading was used.
+
+        Examples
+        --------
+        >>> rng = np.random.default_rng(0)
+        >>> ref = pd.DataFrame({"x": rng.normal(size=500)})
+        >>> act = rng.normal(size=300); pred = act + rng.normal(scale=0.6, size=300)
+        >>> t = AutomaticRetrainingOrchestrator().should_retrain(
+        ...     ref, ref.iloc[:300], pred, act, {"r2": 0.85, "rmse": 0.35})
+        >>> t.metrics["performance"]["mode"], t.metrics["performance"]["degraded"]
+        ('baseline_given', ['r2', 'rmse'])
+        """
         if len(recent_data) < self.min_samples_for_retraining:
             return RetrainingTrigger(False, f"Insufficient samples: {len(recent_data)} < "
                                      f"{self.min_samples_for_retraining}", "NONE", 0.0)
@@ -200,18 +241,17 @@ class AutomaticRetrainingOrchestrator:
         for c in dm["outlier_columns"]:
             signals.append({"signal": "outlier_rate", "column": c,
                             "strength": dm["outlier_pct"][c] / self.config.outlier_pct_threshold})
-        if predictions is not None and actuals is not None:
+        labelled = predictions is not None and actuals is not None
+        if labelled:
             cd, cm = self.concept.detect_prediction_error_drift(predictions, actuals)
             all_metrics["concept_drift"] = cm
             if cd:
                 signals.append({"signal": "mae", "column": None,
                                 "strength": cm["error_increase"] / self.config.error_threshold})
-        if metrics:
-            if not self.performance.baseline:
-                self.performance.set_baseline(_baseline_from(reference_data, metrics))
-            pd_, pm = self.performance.detect_degradation(metrics)
+        pm = self._performance(reference_data, predictions, actuals, metrics)
+        if pm is not None:
             all_metrics["performance"] = pm
-            for name in pm["degraded"]:
+            for name in pm.get("degraded", []):
                 signals.append({"signal": name, "column": None,
                                 "strength": pm[name]["strength"]})
         d = fuse(signals, len(recent_data) - 1, self.config)
@@ -219,12 +259,59 @@ class AutomaticRetrainingOrchestrator:
                                  [DriftType(t) for t in d.trigger_types], all_metrics,
                                  d.root_cause)
 
+    def _performance(self, reference_data, predictions, actuals, metrics):
+        """Performance comparison in the mode :meth:`should_retrain` documents."""
+        configured = dict(self.performance.baseline) or _baseline_from(reference_data)
+        labelled = predictions is not None and actuals is not None
+        given = {k: float(v) for k, v in (metrics or {}).items() if v is not None}
+        if configured:
+            current = given or (current_metrics(predictions, actuals) if labelled else {})
+            baseline, mode = configured, "baseline_configured"
+        elif labelled and given:
+            current, baseline, mode = current_metrics(predictions, actuals), given, \
+                "baseline_given"
+        elif given:
+            return {"mode": "none", "degraded": [],
+                    "reason": "metrics given without a baseline or predictions/actuals "
+                              "to compare them with"}
+        else:
+            return None
+        if not current:
+            return {"mode": mode, "degraded": [], "reason": "no current metrics"}
+        monitor = ModelPerformanceMonitor(self.performance.r2_threshold,
+                                          self.performance.rmse_threshold,
+                                          self.performance.accuracy_threshold, baseline)
+        _, out = monitor.detect_degradation(current)
+        out["mode"] = mode
+        out["current_metrics"] = current
+        out["baseline_metrics"] = dict(baseline)
+        return out
 
-def _baseline_from(reference_data, metrics) -> dict[str, float]:
-    """Baseline for the batch check: reference frame attrs if given, else none."""
-    base = getattr(reference_data, "attrs", {}).get("baseline", {}) if reference_data \
-        is not None else {}
-    return dict(base)
+
+def current_metrics(predictions, actuals) -> dict[str, float]:
+    """R2 and RMSE (regression) or accuracy (classification: actuals with at most 20
+    distinct integer values) of ``predictions`` against ``actuals``, NaN pairs dropped.
+
+    >>> current_metrics([1, 0, 1, 1], [1, 0, 0, 1])
+    {'accuracy': 0.75}
+    """
+    p = np.asarray(predictions, dtype=np.float64).ravel()
+    a = np.asarray(actuals, dtype=np.float64).ravel()
+    if p.shape != a.shape:
+        raise DetectorError("predictions and actuals differ in length")
+    ok = np.isfinite(p) & np.isfinite(a)
+    p, a = p[ok], a[ok]
+    if not len(a):
+        return {}
+    if len(np.unique(a)) <= 20 and np.all(a == np.round(a)):
+        return {"accuracy": float(np.mean(p == a))}
+    return regression_metrics(p, a)
+
+
+def _baseline_from(reference_data) -> dict[str, float]:
+    """Baseline configured on the reference frame (``attrs["baseline"]``), if any."""
+    attrs = getattr(reference_data, "attrs", None) or {}
+    return {k: float(v) for k, v in dict(attrs.get("baseline", {})).items() if v is not None}
 
 
 def format_decision_banner(trigger: RetrainingTrigger) -> str:

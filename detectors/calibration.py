@@ -13,6 +13,9 @@ length of ``target_arl * n_tests``.
 * Variance and outlier CUSUMs use Ville's bound ``ARL >= exp(h)`` (conservative).
 * Windowed tests (KS, chi-square) evaluated every ``stride`` events get a per-test
   level ``stride / ARL`` (a union bound over evaluations; overlap makes it safe).
+* The error trend (slope of the last ``trend_windows`` block MAEs, a z-test with the
+  baseline error variance) is checked once per ``concept_window`` labelled events and
+  gets the level ``concept_window / ARL`` the same way.
 
 Everything is closed-form per column, hence deterministic and milliseconds for 50
 columns; results are cached per profile fingerprint and configuration.
@@ -64,13 +67,16 @@ class Calibration:
     concept_scale: float
     concept_h: float
     perf_z: float
+    trend_z: float = float("inf")  # states saved before the trend test: disabled
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 def count_tests(n_numeric: int, n_categorical: int) -> int:
-    return 5 * n_numeric + n_categorical + 2
+    """Mean up/down, variance, outliers and KS per numeric column, chi-square per
+    categorical one, and the labelled concept CUSUM, performance and trend tests."""
+    return 5 * n_numeric + n_categorical + 3
 
 
 def calibrate(profile: ReferenceProfile, config: DetectorConfig,
@@ -103,7 +109,8 @@ def calibrate(profile: ReferenceProfile, config: DetectorConfig,
         ks_alpha=config.ks_stride / arl, cat_alpha=config.ks_stride / arl,
         concept_scale=config.concept_shift,
         concept_h=siegmund_threshold(arl, config.concept_shift),
-        perf_z=float(norm.isf(1.0 / arl)))
+        perf_z=float(norm.isf(1.0 / arl)),
+        trend_z=float(norm.isf(config.concept_window / arl)))
 
 
 def ks_critical(alpha: float, m: int, n: int) -> float:

@@ -48,11 +48,12 @@ class DetectorConfig:
     outlier_alt_rate: float = 0.08  # design outlier rate of the outlier CUSUM
     concept_shift: float = 0.3  # design shift (in sd of error scores)
     concept_baseline_size: int = 500  # labelled events used as error baseline
+    trend_windows: int = 10  # block MAEs (of concept_window events) in the trend slope
     performance_window: int = 1000
     reference_cap: int = 10_000  # max reference sample per numeric column
     cooldown: int = 1000  # events after a trigger during which none fires
-    persistence_n: int = 1  # fire when n of the last m checks are alarms
-    persistence_m: int = 1
+    persistence_n: int = 1  # a signal counts when alarmed in n of its last m checks
+    persistence_m: int = 1  # (checks: every event, or every ks_stride for KS/chi2)
     strong_factor: float = 2.0  # strength >= this is a "strong" signal
     very_strong_factor: float = 4.0
     seed: int = 0
@@ -67,6 +68,8 @@ class DetectorConfig:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.cooldown < 0:
             raise ConfigError("cooldown must be >= 0")
+        if self.trend_windows < 3:
+            raise ConfigError("trend_windows must be >= 3 (a slope needs a residual)")
         if self.persistence_n > self.persistence_m:
             raise ConfigError("persistence_n must be <= persistence_m")
         if self.multiple_testing not in ("holm", "bh", "none"):

@@ -24,6 +24,7 @@ class DriftType(str, enum.Enum):
 SIGNAL_TYPE = {"ks": DriftType.DATA_DRIFT, "mean_shift": DriftType.DATA_DRIFT,
                "variance": DriftType.DATA_DRIFT, "categorical": DriftType.DATA_DRIFT,
                "outlier_rate": DriftType.OUTLIERS, "mae": DriftType.CONCEPT_DRIFT,
+               "trend": DriftType.CONCEPT_DRIFT,
                "r2": DriftType.PERFORMANCE_DEGRADATION,
                "rmse": DriftType.PERFORMANCE_DEGRADATION,
                "accuracy": DriftType.PERFORMANCE_DEGRADATION}

@@ -19,20 +19,33 @@ class LabelledSignals(StreamDetector):
     fires when past the design's drop and the window's MSE (or error rate) is above the
     baseline by ``z`` standard errors. Until ``baseline_size`` errors are seen, when
     the reference had no predictions, the first ones are the baseline.
+
+    Trend (issue 3, item 5): the MAE of each successive block of ``concept_window``
+    events; at the end of every block, the least-squares slope of the last
+    ``trend_windows`` block MAEs is tested with ``z = slope / se`` where ``se`` uses the
+    baseline error variance (the block MAEs are independent under no drift), against
+    ``trend_z``; it fires when also the fitted rise over those blocks is at least
+    ``error_threshold`` (15 %) of the baseline MAE.
     """
 
-    _state_fields = ("s", "ring", "buffer", "seen", "baseline", "base_errors")
+    _state_fields = ("s", "ring", "buffer", "seen", "baseline", "base_errors",
+                     "trend_maes", "block_sum", "block_count", "trend_last")
     _settings = ("task", "window", "concept_window", "baseline_size", "baseline",
-                 "base_errors", "delta", "h", "z", "floors")
+                 "base_errors", "delta", "h", "z", "floors", "trend_windows", "trend_z")
 
     def __init__(self, task, window, concept_window, baseline_size, baseline, base_errors,
-                 delta, h, z, floors) -> None:
+                 delta, h, z, floors, trend_windows: int = 10,
+                 trend_z: float = float("inf")) -> None:
         self.task, self.window = task, int(window)
         self.concept_window, self.baseline_size = int(concept_window), int(baseline_size)
         self.baseline = dict(baseline or {})
         self.base_errors = None if base_errors is None else np.asarray(base_errors, float)
         self.delta, self.h, self.z = float(delta), float(h), float(z)
         self.floors = dict(floors)
+        self.trend_windows, self.trend_z = int(trend_windows), float(trend_z)
+        k = np.arange(self.trend_windows, dtype=np.float64)
+        self._trend_w = k - k.mean()  # slope = w @ maes / sxx
+        self._sxx = float(self._trend_w @ self._trend_w)
         self._reset()
 
     def _reset(self) -> None:
@@ -41,7 +54,15 @@ class LabelledSignals(StreamDetector):
         self.ring = np.zeros((self.window, 5))
         self.buffer = np.zeros((0, 2))
         self.seen = 0
+        self.reset_trend()
         self._prepare()
+
+    def reset_trend(self) -> None:
+        """Forget the block MAEs (after a trigger, like the CUSUM)."""
+        self.trend_maes = np.zeros(0)
+        self.block_sum = 0.0
+        self.block_count = 0
+        self.trend_last = np.full(2, np.nan)  # slope and z at the last block end
 
     def set_state(self, state) -> None:
         super().set_state(state)
@@ -55,6 +76,9 @@ class LabelledSignals(StreamDetector):
             self._mae0 = float(self.base_errors.mean())
             sq = self.base_errors**2
             self._sq_sd = float(sq.std())
+            # standard error of the trend slope under no drift
+            self._trend_se = float(self.base_errors.std()) / np.sqrt(
+                self.concept_window * self._sxx)
 
     @property
     def ready(self) -> bool:
@@ -88,11 +112,15 @@ class LabelledSignals(StreamDetector):
         n = len(pred)
         skip = 0 if self.ready else self._learn_baseline(pred, act)
         out = {k: np.zeros(n) for k in ("mae", "r2", "rmse", "accuracy", "cusum")}
-        out["strength"] = np.zeros((n, 4))
+        out["trend_slope"] = np.full(n, np.nan)
+        out["trend_z"] = np.full(n, np.nan)
+        out["strength"] = np.zeros((n, 5))
+        out["trend_checks"] = np.zeros(0, dtype=np.intp)
         if skip:
             out.update(self._roll(pred[:skip], act[:skip], skip_only=True))
         if skip < n and self.ready:
             res = self._signals(pred[skip:], act[skip:])
+            out["trend_checks"] = res.pop("trend_checks") + skip
             for k, v in res.items():
                 out[k][skip:] = v
         self.seen += n
@@ -124,7 +152,7 @@ class LabelledSignals(StreamDetector):
         with np.errstate(divide="ignore", invalid="ignore"):
             r2 = np.where(var_a > 0, 1 - mse / var_a, 0.0)
         enough = win[:, 0] >= min(self.floors["min_samples"], w)
-        st = np.zeros((n, 4))
+        st = np.zeros((n, 5))  # mae, r2, rmse, accuracy, trend
         mae0 = max(self._mae0, 1e-12)
         st[:, 0] = np.where((path > self.h) & (mae_recent > mae0 * (1 + self.floors["error"])),
                             path / self.h, 0.0)
@@ -152,5 +180,49 @@ class LabelledSignals(StreamDetector):
                 st[:, 1] = np.where(sig & (drop > self.floors["r2"]),
                                     np.minimum(zmse / self.z, drop / self.floors["r2"]), 0)
             out = {"rmse": rmse, "r2": r2}
-        out.update({"mae": mae_recent, "cusum": path, "strength": st})
+        slope, tz, checks, st[:, 4] = self._trend(e)
+        out.update({"mae": mae_recent, "cusum": path, "strength": st,
+                    "trend_slope": slope, "trend_z": tz, "trend_checks": checks})
         return out
+
+    def _trend(self, e: np.ndarray):
+        """Slope of the last ``trend_windows`` block MAEs at each block end in ``e``.
+
+        Returns per-event slope and z (held between block ends, NaN before the first
+        full set of blocks), the block-end indices and the trend strength per event.
+        """
+        n, w, k = len(e), self.concept_window, self.trend_windows
+        slope, tz, strength = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n)
+        ends = np.arange(w - self.block_count - 1, n, w)
+        if len(ends):
+            cs = np.cumsum(e)
+            sums = np.diff(np.r_[0.0, cs[ends]])
+            sums[0] += self.block_sum
+            series = np.r_[self.trend_maes, sums / w]
+            rest = len(self.trend_maes)
+            if len(series) >= k:
+                win = np.lib.stride_tricks.sliding_window_view(series, k)
+                b = (win @ self._trend_w) / self._sxx
+                at = np.arange(k - 1, len(series)) - rest  # block index in this batch
+                keep = at >= 0
+                b, at = b[keep], at[keep]
+                z = b / max(self._trend_se, 1e-300)
+                rise = b * (k - 1) / max(self._mae0, 1e-12)
+                fl = self.floors["error"]
+                st = np.where((z > self.trend_z) & (rise > fl),
+                              np.minimum(z / self.trend_z, rise / fl), 0.0)
+                slope[ends[at]], tz[ends[at]], strength[ends[at]] = b, z, st
+            self.trend_maes = series[-(k - 1):].copy()
+            self.block_sum = float(cs[-1] - cs[ends[-1]])
+            self.block_count = n - 1 - int(ends[-1])
+        else:
+            self.block_sum += float(e.sum())
+            self.block_count += n
+        # hold the last slope/z between block ends (for the snapshot)
+        for arr, last in zip((slope, tz), self.trend_last):
+            idx = np.where(np.isfinite(arr), np.arange(n), -1)
+            np.maximum.accumulate(idx, out=idx)
+            arr[:] = np.where(idx >= 0, arr[np.maximum(idx, 0)], last)
+        if n:
+            self.trend_last = np.array([slope[-1], tz[-1]])
+        return slope, tz, ends, strength

@@ -6,19 +6,23 @@ from typing import Any
 
 import numpy as np
 
-from ._state import pack, unpack
+from . import _monitor_state
 from .calibration import DEFAULT_CACHE, Calibration, CalibrationCache, ks_critical
 from .categorical import CategoricalWindow
 from .config import DetectorConfig
 from .cusum import CUSUM
 from .errors import DetectorError
 from .fusion import Decision, fuse
+from .grid import column_chunks
 from .ks_window import KSWindow
 from .labelled import LabelledSignals
 from .outliers import OutlierRate
+from .persistence import n_of_m
 from .profile import ReferenceProfile
 
-_LABEL_SIGNALS = ("mae", "r2", "rmse", "accuracy")
+_LABEL_SIGNALS = ("mae", "r2", "rmse", "accuracy", "trend")
+_SEQ_KINDS = ("mean_shift", "variance", "outlier_rate")
+SEQ_CHUNK = 5  # columns per pass of the sequential tests (arrays stay in L2 cache)
 
 
 class ModelMonitor:
@@ -27,6 +31,8 @@ class ModelMonitor:
     Feed feature micro-batches to :meth:`update_features` and labelled ones to
     :meth:`update_labelled`; each returns the decisions that fired inside the batch
     (at most one per ``config.cooldown`` events, none before ``config.min_samples``).
+    With ``persistence_n``/``persistence_m`` a signal counts only when alarmed in n of
+    its last m checks (see :mod:`detectors.persistence`).
 
     Examples
     --------
@@ -54,35 +60,64 @@ class ModelMonitor:
         self.ks = KSWindow(p.samples, window=cfg.ks_window, stride=cfg.ks_stride)
         cal = calibration or self._cache.get(p, cfg, self.ks.transforms)
         self.calibration = cal
-        self._score = np.concatenate([t.score for t in self.ks.transforms]) \
-            if p.samples else np.zeros(0)
-        self._offsets = self.ks._offsets[:-1]
+        lk = self.ks.lookup
+        # normal score of every global slot; NaN and not-yet-filled codes score 0:
+        # missing values carry no evidence
+        self._score = np.zeros(lk.n_slots)
+        for j, t in enumerate(self.ks.transforms):
+            self._score[2 * lk.starts[j]:2 * lk.starts[j] + len(t.score)] = t.score
+        c = len(p.samples)
         d = cal.mean_scale
-        self.mean_up = CUSUM(np.full(len(p.samples), d), cal.mean_drift_up, cal.mean_h)
-        self.mean_down = CUSUM(np.full(len(p.samples), -d), cal.mean_drift_down, cal.mean_h)
-        self.variance = CUSUM(np.full(len(p.samples), cal.var_scale), cal.var_drift, cal.var_h)
+        self.mean_up = CUSUM(np.full(c, d), cal.mean_drift_up, cal.mean_h)
+        self.mean_down = CUSUM(np.full(c, -d), cal.mean_drift_down, cal.mean_h)
+        self.variance = CUSUM(np.full(c, cal.var_scale), cal.var_drift, cal.var_h)
         self.outliers = OutlierRate(p.means, p.stds, cal.out_p0, cal.out_p1, cal.out_h,
                                     cfg.z_score_threshold, cfg.outlier_pct_threshold / 100)
-        self.cats = {c: CategoricalWindow(p.categories[c], cfg.ks_window, cfg.ks_stride)
-                     for c in p.categorical_columns}
-        self._cat_crit = {c: w.critical(cal.cat_alpha) for c, w in self.cats.items()}
+        self.cats = {name: CategoricalWindow(p.categories[name], cfg.ks_window, cfg.ks_stride)
+                     for name in p.categorical_columns}
+        self._cat_crit = {name: w.critical(cal.cat_alpha) for name, w in self.cats.items()}
         self.labelled = LabelledSignals(
             self.task, cfg.performance_window, cfg.concept_window,
             cfg.concept_baseline_size, p.baseline,
             p.errors if p.task == self.task else None, cal.concept_scale, cal.concept_h,
             cal.perf_z, {"error": cfg.error_threshold, "r2": cfg.r2_threshold,
                          "rmse": cfg.rmse_threshold, "accuracy": cfg.accuracy_threshold,
-                         "min_samples": cfg.min_samples})
+                         "min_samples": cfg.min_samples},
+            cfg.trend_windows, cal.trend_z)
         self.events_seen = 0
         self.labelled_seen = 0
         self._next_feature_fire = cfg.min_samples - 1
         self._next_label_fire = cfg.min_samples - 1
         self._last: dict[str, Any] = {}
         self._crit_cache: dict[tuple[int, int], float] = {}
+        for m in np.unique(self.ks.reference_sizes):
+            self._crit(int(m), cfg.ks_window)
+        self._crit_full = np.array([self._crit(int(m), cfg.ks_window)
+                                    for m in self.ks.reference_sizes])
+        m1 = cfg.persistence_m - 1  # n-of-m histories: last m - 1 flags per signal
+        self._hist = {"seq": np.zeros((3 * c, m1), bool), "ks": np.zeros((c, m1), bool),
+                      "cat": np.zeros((len(self.cats), m1), bool),
+                      "lab": np.zeros((4, m1), bool), "trend": np.zeros((1, m1), bool)}
+
+    def _crit(self, m: int, n: int) -> float:
+        key = (m, n)
+        if key not in self._crit_cache:
+            self._crit_cache[key] = ks_critical(self.calibration.ks_alpha, m, n)
+        return self._crit_cache[key]
 
     def _parts(self):
         return [self.ks, self.mean_up, self.mean_down, self.variance, self.outliers,
                 *self.cats.values()]
+
+    def _save_feature_state(self):
+        return [part.get_state() for part in self._parts()], \
+            {k: self._hist[k].copy() for k in ("seq", "ks", "cat")}
+
+    def _load_feature_state(self, saved) -> None:
+        parts, hist = saved
+        for part, st in zip(self._parts(), parts):
+            part.set_state(st)
+        self._hist.update({k: v.copy() for k, v in hist.items()})
 
     # -- features -----------------------------------------------------------------
     def update_features(self, numeric: np.ndarray,
@@ -92,97 +127,162 @@ class ModelMonitor:
         ``numeric`` is (n, len(profile.numeric_columns)) float with NaN for missing;
         ``categorical`` maps each categorical column to an array of n values.
         """
+        ncol = len(self.profile.numeric_columns)
         x = np.asarray(numeric, dtype=np.float64)
         if x.ndim == 1:
-            x = x.reshape(-1, len(self.profile.numeric_columns) or 1)
+            x = x.reshape(-1, ncol or 1)
         n = len(x)
-        if x.shape[1] != len(self.profile.numeric_columns):
-            raise DetectorError(f"expected {len(self.profile.numeric_columns)} numeric "
-                                f"columns, got {x.shape[1]}")
+        if x.shape[1] != ncol:
+            if not (ncol == 0 and x.shape[1] == 1):
+                raise DetectorError(f"expected {ncol} numeric columns, got {x.shape[1]}")
+            x = np.zeros((n, 0))
+        xt = np.ascontiguousarray(x.T)  # (columns, events): time runs along rows
         cats = {c: np.asarray((categorical or {})[c], dtype=object) if c in (categorical or {})
                 else np.full(n, None, dtype=object) for c in self.cats}
         decisions, start = [], 0
         while start < n:
-            saved = [part.get_state() for part in self._parts()]
-            fire = self._feature_step(x[start:], {c: v[start:] for c, v in cats.items()})
+            saved = self._save_feature_state()
+            fire = self._feature_step(xt[:, start:], {c: v[start:] for c, v in cats.items()})
             if fire is None:
                 break
             i, signals = fire
             if i < n - start - 1:  # roll back, redo exactly up to the firing event
-                for part, st in zip(self._parts(), saved):
-                    part.set_state(st)
+                self._load_feature_state(saved)
                 self.events_seen -= n - start
-                self._feature_step(x[start:start + i + 1],
+                self._feature_step(xt[:, start:start + i + 1],
                                    {c: v[start:start + i + 1] for c, v in cats.items()})
             offset = self.events_seen - 1
             decisions.append(fuse(signals, offset, self.config, self.snapshot()))
             self._next_feature_fire = offset + self.config.cooldown + 1
             for part in (self.mean_up, self.mean_down, self.variance, self.outliers):
                 part._reset()  # restart the sequential tests after an alarm
+            self._hist["seq"][:] = False
             start += i + 1
         return decisions
 
-    def _feature_step(self, x: np.ndarray, cats: dict[str, np.ndarray]):
-        """Advance all feature detectors; return ``(index, signals)`` of the first
-        eligible alarm in the batch, or None."""
-        n, c = x.shape
-        slots = self.ks.slots(x)
-        z = self._score[np.where(slots >= 0, slots + self._offsets, 0)]
-        z[slots < 0] = 0.0  # missing values carry no evidence
-        up = self.mean_up.update_many(z)
-        down = self.mean_down.update_many(z)
-        var = self.variance.update_many(z * z)
-        o = self.outliers.indicators(x)
-        out, rate = self.outliers.update_indicators(o)
-        k_idx, d, wn, missing = self.ks.update_slots(slots)
-        cal = self.calibration
-        floor = self.config.outlier_pct_threshold / 100
-        strength = np.zeros((n, c, 4))  # mean, variance, outliers, ks
-        strength[:, :, 0] = np.maximum(up, down) / cal.mean_h
-        strength[:, :, 1] = var / cal.var_h
-        strength[:, :, 2] = np.where(rate >= floor, out / cal.out_h, 0.0)
-        ks_strength = self._ks_strength(d, wn)
-        strength[k_idx, :, 3] = ks_strength
-        cat_strength = np.zeros((n, len(self.cats)))
-        cat_info = {}
-        for j, (name, win) in enumerate(self.cats.items()):
-            ci, stat, tv = win.update_codes(win.codes(cats[name]))
-            cat_strength[ci, j] = np.where(win.seen >= self.config.min_samples,
-                                           stat / self._cat_crit[name], 0.0)
-            cat_info[name] = (stat[-1], tv[-1]) if len(ci) else None
+    def _feature_step(self, xt: np.ndarray, cats: dict[str, np.ndarray]):
+        """Advance all feature detectors on ``xt`` (columns, n); return ``(index,
+        signals)`` of the first eligible alarm in the batch, or None."""
+        c, n = xt.shape
+        cfg = self.config
+        slots = self.ks.slots(xt)
+        seq: dict = {}  # (kind, column) -> strength per event, only where it may reach 1
+        out_count = np.zeros(c)
+        for cols in column_chunks(c, SEQ_CHUNK):  # arrays of a few columns stay in cache
+            out_count[cols] = self._sequential(xt[cols], slots[cols], cols, seq)
+        k_idx, dks, wn, missing = self.ks.update_slots(slots)
+        ks_st = self._ks_strength(dks, wn)  # (checkpoints, columns)
+        cat_idx, cat_st, cat_info = self._categorical(cats, n)
         start = self.events_seen
         self.events_seen += n
-        self._record(up, down, var, rate, o, k_idx, d, wn, missing, cat_info)
-        alarm = (strength >= 1).any(axis=(1, 2)) | (cat_strength >= 1).any(axis=1)
-        alarm &= np.arange(start, start + n) >= self._next_feature_fire
+        self._record(n, out_count, k_idx, dks, wn, missing, cat_info)
+
+        # flags per signal and check, the n-of-m rule, then the first eligible event
+        seq_flags = np.zeros((3, c, n), bool)
+        for (k, j), st in seq.items():
+            seq_flags[k, j] = st >= 1
+        ks_flags = (ks_st >= 1).T  # (columns, checkpoints)
+        cat_flags = (cat_st >= 1).T
+        need = cfg.persistence_n
+        if cfg.persistence_m > 1:
+            ok, self._hist["seq"] = n_of_m(seq_flags.reshape(3 * c, n), self._hist["seq"],
+                                           need)
+            seq_flags = ok.reshape(3, c, n)
+            ks_flags, self._hist["ks"] = n_of_m(ks_flags, self._hist["ks"], need)
+            cat_flags, self._hist["cat"] = n_of_m(cat_flags, self._hist["cat"], need)
+        alarm = seq_flags.any(axis=(0, 1)) if seq else np.zeros(n, bool)
+        if len(k_idx):
+            alarm[k_idx] |= ks_flags.any(axis=0)
+        if len(cat_idx):
+            alarm[cat_idx] |= cat_flags.any(axis=0)
+        alarm[:max(self._next_feature_fire - start, 0)] = False
         if not alarm.any():
             return None
         i = int(np.argmax(alarm))
         names = self.profile.numeric_columns
-        kinds = ("mean_shift", "variance", "outlier_rate", "ks")
-        sig = [{"signal": kinds[k], "column": names[j], "strength": float(strength[i, j, k])}
-               for j, k in zip(*np.nonzero(strength[i] >= 1))]
-        sig += [{"signal": "categorical", "column": name, "strength": float(cat_strength[i, j])}
-                for j, name in enumerate(self.cats) if cat_strength[i, j] >= 1]
+        sig = [{"signal": _SEQ_KINDS[k], "column": names[j], "strength": float(st[i])}
+               for (k, j), st in sorted(seq.items()) if seq_flags[k, j, i]]
+        hit = np.flatnonzero(k_idx == i)
+        if hit.size:
+            r = hit[0]
+            sig += [{"signal": "ks", "column": names[j], "strength": float(ks_st[r, j])}
+                    for j in np.flatnonzero(ks_flags[:, r])]
+        hit = np.flatnonzero(cat_idx == i)
+        if hit.size:
+            r = hit[0]
+            sig += [{"signal": "categorical", "column": name, "strength": float(cat_st[r, j])}
+                    for j, name in enumerate(self.cats) if cat_flags[j, r]]
         return i, sig
+
+    def _sequential(self, xt: np.ndarray, slots: np.ndarray, cols: slice, seq: dict):
+        """Advance the mean, variance and outlier CUSUMs of columns ``cols``; put the
+        strength paths of the columns that may alarm into ``seq``; return the outlier
+        counts."""
+        cal = self.calibration
+        n = xt.shape[1]
+        t = np.arange(1, n + 1, dtype=np.float64)
+        z = np.take(self._score, slots)
+        cz = np.cumsum(z, axis=1)
+        d = cal.mean_scale
+        rows, paths = self.mean_up.advance(
+            cz * d - np.multiply.outer(cal.mean_drift_up[cols], t), cols)
+        for j, pth in zip(rows, paths):
+            seq[0, j] = pth / cal.mean_h
+        rows, paths = self.mean_down.advance(
+            cz * -d - np.multiply.outer(cal.mean_drift_down[cols], t), cols)
+        for j, pth in zip(rows, paths):
+            seq[0, j] = np.maximum(seq[0, j], pth / cal.mean_h) if (0, j) in seq \
+                else pth / cal.mean_h
+        np.square(z, out=z)
+        np.cumsum(z, axis=1, out=cz)
+        rows, paths = self.variance.advance(
+            cz * cal.var_scale - np.multiply.outer(cal.var_drift[cols], t), cols)
+        for j, pth in zip(rows, paths):
+            seq[1, j] = pth / cal.var_h
+        floor = self.config.outlier_pct_threshold / 100
+        o = self.outliers.indicators_t(xt, cols)
+        rows, paths, rates, out_count = self.outliers.advance(o, cols)
+        for j, pth, rate in zip(rows, paths, rates):
+            seq[2, j] = np.where(rate >= floor, pth / cal.out_h, 0.0)
+        return out_count
+
+    def _categorical(self, cats: dict[str, np.ndarray], n: int):
+        """Advance the chi-square windows; all share the checkpoints of the KS window."""
+        before = self.events_seen
+        idx = np.zeros(0, dtype=np.intp)
+        strength = np.zeros((0, len(self.cats)))
+        info = {}
+        for j, (name, win) in enumerate(self.cats.items()):
+            ci, stat, tv = win.update_codes(win.codes(cats[name]))
+            if j == 0:
+                idx, strength = ci, np.zeros((len(ci), len(self.cats)))
+            enough = before + ci + 1 >= self.config.min_samples
+            strength[:, j] = np.where(enough, stat / self._cat_crit[name], 0.0)
+            info[name] = (stat[-1], tv[-1]) if len(ci) else None
+        return idx, strength, info
 
     def _ks_strength(self, d: np.ndarray, wn: np.ndarray) -> np.ndarray:
         """KS statistic over its critical value for the checkpoint's window size."""
-        out = np.zeros(d.shape)
-        for (r, j) in zip(*np.nonzero(wn >= self.config.min_samples)):
-            key = (int(self.ks.reference_sizes[j]), int(wn[r, j]))
-            if key not in self._crit_cache:
-                self._crit_cache[key] = ks_critical(self.calibration.ks_alpha, *key)
-            out[r, j] = d[r, j] / self._crit_cache[key]
+        w = self.config.ks_window
+        out = d / self._crit_full
+        partial = wn < w
+        if partial.any():  # the first window, or NaN in the window
+            for r, j in zip(*np.nonzero(partial)):
+                nn = int(wn[r, j])
+                out[r, j] = d[r, j] / self._crit(int(self.ks.reference_sizes[j]), nn) \
+                    if nn >= self.config.min_samples else 0.0
         return out
 
-    def _record(self, up, down, var, rate, o, k_idx, d, wn, missing, cat_info) -> None:
+    def _record(self, n, out_count, k_idx, d, wn, missing, cat_info) -> None:
         last = self._last
-        if len(up):
-            last["mean_shift"] = np.maximum(up[-1], down[-1])
-            last["variance"] = var[-1]
-            last["outlier_segment_rate"] = rate[-1]
-            last["batch_outlier_rate"] = o.mean(axis=0)
+        if n:
+            last["mean_shift"] = np.maximum(self.mean_up.s, self.mean_down.s)
+            last["variance"] = self.variance.s.copy()
+            with np.errstate(invalid="ignore", divide="ignore"):
+                last["outlier_segment_rate"] = np.where(
+                    self.outliers.seg_len > 0,
+                    self.outliers.seg_count / np.maximum(self.outliers.seg_len, 1), 0.0)
+            last["batch_outlier_rate"] = out_count / n
         if len(k_idx):
             last["ks"] = d[-1]
             last["ks_n"] = wn[-1]
@@ -200,51 +300,78 @@ class ModelMonitor:
             raise DetectorError("predictions and actuals must have the same length")
         decisions, start, n = [], 0, len(pred)
         while start < n:
-            saved = self.labelled.get_state()
+            saved = self.labelled.get_state(), self._hist["lab"].copy(), \
+                self._hist["trend"].copy()
             res = self.labelled.update_pairs(pred[start:], act[start:])
-            alarm = (res["strength"] >= 1).any(axis=1)
-            alarm &= np.arange(self.labelled_seen, self.labelled_seen + n - start) \
-                >= self._next_label_fire
-            self._last["labelled"] = {k: float(v[-1]) for k, v in res.items()
-                                      if k != "strength" and len(v)}
-            if not alarm.any():
+            i, sig = self._label_alarm(res)
+            self._last["labelled"] = self._label_values(res)
+            if i is None:
                 self.labelled_seen += n - start
                 break
-            i = int(np.argmax(alarm))
-            self.labelled.set_state(saved)
-            res = self.labelled.update_pairs(pred[start:start + i + 1],
-                                             act[start:start + i + 1])
-            self._last["labelled"] = {k: float(v[-1]) for k, v in res.items()
-                                      if k != "strength"}
+            if i < n - start - 1:  # roll back, redo exactly up to the firing event
+                self.labelled.set_state(saved[0])
+                self._hist["lab"], self._hist["trend"] = saved[1], saved[2]
+                res = self.labelled.update_pairs(pred[start:start + i + 1],
+                                                 act[start:start + i + 1])
+                self._label_alarm(res)
+                self._last["labelled"] = self._label_values(res)
             self.labelled_seen += i + 1
-            st = res["strength"][-1]
-            sig = [{"signal": s, "column": None, "strength": float(v)}
-                   for s, v in zip(_LABEL_SIGNALS, st) if v >= 1]
             offset = self.labelled_seen - 1
             decisions.append(fuse(sig, offset, self.config, self.snapshot()))
             self._next_label_fire = offset + self.config.cooldown + 1
             self.labelled.s[:] = 0.0
+            self.labelled.reset_trend()
+            self._hist["lab"][:] = False
+            self._hist["trend"][:] = False
             start += i + 1
         return decisions
 
-    # -- reporting, state ----------------------------------------------------------
+    def _label_alarm(self, res):
+        """First eligible labelled alarm in ``res`` (after the n-of-m rule), or None."""
+        st = res["strength"]
+        n = len(st)
+        flags = (st[:, :4] >= 1).T
+        checks = res["trend_checks"]
+        tflags = (st[checks, 4] >= 1)[None, :]
+        if self.config.persistence_m > 1:
+            need = self.config.persistence_n
+            flags, self._hist["lab"] = n_of_m(flags, self._hist["lab"], need)
+            tflags, self._hist["trend"] = n_of_m(tflags, self._hist["trend"], need)
+        alarm = flags.any(axis=0)
+        alarm[checks] |= tflags[0]
+        alarm &= np.arange(self.labelled_seen, self.labelled_seen + n) \
+            >= self._next_label_fire
+        if not alarm.any():
+            return None, []
+        i = int(np.argmax(alarm))
+        on = list(flags[:, i]) + [bool(tflags[0, np.flatnonzero(checks == i)].any())]
+        return i, [{"signal": s, "column": None, "strength": float(st[i, k])}
+                   for k, s in enumerate(_LABEL_SIGNALS) if on[k]]
+
+    @staticmethod
+    def _label_values(res) -> dict[str, float]:
+        return {k: float(v[-1]) for k, v in res.items()
+                if k not in ("strength", "trend_checks") and len(v)}
+
+    # -- reporting ------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """Current statistics and thresholds as plain floats (for Prometheus)."""
         cal, last = self.calibration, self._last
         cols = {}
+        zeros = np.zeros(len(self.profile.samples))
         for j, name in enumerate(self.profile.numeric_columns):
-            n = last.get("ks_n", np.zeros(len(self.profile.samples)))[j]
+            n = last.get("ks_n", zeros)[j]
             crit = self._crit_cache.get((int(self.ks.reference_sizes[j]), int(n)))
             cols[name] = {
                 "ks_statistic": float(last["ks"][j]) if "ks" in last else 0.0,
                 "ks_threshold": float(crit) if crit else float("nan"),
-                "mean_shift_statistic": float(last.get("mean_shift", [0.0] * (j + 1))[j]),
+                "mean_shift_statistic": float(last.get("mean_shift", zeros)[j]),
                 "mean_shift_threshold": float(cal.mean_h),
-                "variance_statistic": float(last.get("variance", [0.0] * (j + 1))[j]),
+                "variance_statistic": float(last.get("variance", zeros)[j]),
                 "variance_threshold": float(cal.var_h),
-                "outlier_rate": float(last.get("batch_outlier_rate", [0.0] * (j + 1))[j]),
+                "outlier_rate": float(last.get("batch_outlier_rate", zeros)[j]),
                 "outlier_reference_rate": float(cal.out_p0[j]),
-                "missing": float(last.get("missing", [0] * (j + 1))[j]),
+                "missing": float(last.get("missing", zeros)[j]),
             }
         for name in self.cats:
             stat, tv = last.get(f"cat:{name}", (0.0, 0.0))
@@ -252,44 +379,49 @@ class ModelMonitor:
                           "total_variation": float(tv)}
         lab = last.get("labelled", {})
         b = self.labelled.baseline
+        nan = float("nan")
         return {"events_seen": float(self.events_seen),
                 "labelled_seen": float(self.labelled_seen), "columns": cols,
-                "mae": lab.get("mae", float("nan")), "r2": lab.get("r2", float("nan")),
-                "rmse": lab.get("rmse", float("nan")),
-                "accuracy": lab.get("accuracy", float("nan")),
-                "baseline_r2": float(b.get("r2", float("nan"))),
-                "baseline_rmse": float(b.get("rmse", float("nan"))),
-                "baseline_accuracy": float(b.get("accuracy", float("nan")))}
+                "mae": lab.get("mae", nan), "r2": lab.get("r2", nan),
+                "rmse": lab.get("rmse", nan), "accuracy": lab.get("accuracy", nan),
+                "trend_slope": lab.get("trend_slope", nan),
+                "trend_z": lab.get("trend_z", nan),
+                "trend_threshold": float(cal.trend_z),
+                "baseline_r2": float(b.get("r2", nan)),
+                "baseline_rmse": float(b.get("rmse", nan)),
+                "baseline_accuracy": float(b.get("accuracy", nan))}
 
+    # -- state ------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        body = {"profile": self.profile.to_bytes(), "config": self.config.to_dict(),
-                "task": self.task, "calibration": self.calibration.to_dict(),
-                "parts": [p.get_state() for p in self._parts()],
-                "labelled": self.labelled.get_state(),
-                "counters": [self.events_seen, self.labelled_seen,
-                             self._next_feature_fire, self._next_label_fire],
-                "last": {k: v for k, v in self._last.items() if not k.startswith("cat:")},
-                "crit": [[k[0], k[1], v] for k, v in self._crit_cache.items()]}
-        body["profile"] = np.frombuffer(body["profile"], dtype=np.uint8)
-        return pack("ModelMonitor", body)
+        """Everything, the reference profile included (see :meth:`state_to_bytes`)."""
+        return _monitor_state.full_to_bytes(self)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "ModelMonitor":
-        b = unpack("ModelMonitor", data)
-        profile = ReferenceProfile.from_bytes(b["profile"].tobytes())
-        cal = b["calibration"]
-        cal = Calibration(**{k: np.asarray(v) if isinstance(v, (np.ndarray, list)) else v
-                             for k, v in cal.items()})
-        obj = cls(profile, DetectorConfig.from_mapping(b["config"]), b["task"],
-                  calibration=cal)
-        for part, st in zip(obj._parts(), b["parts"]):
-            part.set_state(st)
-        obj.labelled.set_state(b["labelled"])
-        (obj.events_seen, obj.labelled_seen,
-         obj._next_feature_fire, obj._next_label_fire) = b["counters"]
-        obj._last = b["last"]
-        obj._crit_cache = {(k0, k1): v for k0, k1, v in b["crit"]}
-        return obj
+        """Inverse of :meth:`to_bytes`."""
+        return _monitor_state.full_from_bytes(cls, data)
+
+    def state_to_bytes(self) -> bytes:
+        """The changing state only: windows, CUSUMs, counters, persistence, the last
+        statistics and the calibration, with the profile's fingerprint but not the
+        profile (tens of kB instead of about 1 MB for 10 columns).
+
+        Restore with :meth:`from_state` and the same profile.
+        """
+        return _monitor_state.state_to_bytes(self)
+
+    @classmethod
+    def from_state(cls, profile: ReferenceProfile, state: bytes,
+                   config: DetectorConfig | None = None,
+                   task: str | None = None) -> "ModelMonitor":
+        """A monitor over ``profile`` that continues exactly where the one that wrote
+        ``state`` (with :meth:`state_to_bytes`) stopped.
+
+        ``config`` and ``task`` default to the ones recorded in the state; given, they
+        must equal them. Raises :class:`~detectors.errors.StateError` when the profile's
+        fingerprint, the config or the task differ, or the bytes are not such a state.
+        """
+        return _monitor_state.from_state(cls, profile, state, config, task)
 
     def rebaseline(self, profile: ReferenceProfile) -> None:
         """Swap in a new reference profile and baseline; all windows restart."""

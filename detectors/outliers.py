@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import StreamDetector
-from .cusum import lindley
+from .cusum import lindley, lindley_scan
 
 
 def bernoulli_llr(p0: np.ndarray, p1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -41,7 +41,8 @@ class OutlierRate(StreamDetector):
         self.stds = np.asarray(stds, dtype=np.float64)
         self.p0 = np.asarray(p0, dtype=np.float64)
         self.p1 = np.asarray(p1, dtype=np.float64)
-        self.threshold = np.asarray(threshold, dtype=np.float64)
+        self.threshold = np.broadcast_to(np.asarray(threshold, np.float64),
+                                         self.means.shape).copy()  # one per column
         self.z_threshold = float(z_threshold)
         self.floor = float(floor)
         self._scale, self._drift = bernoulli_llr(self.p0, self.p1)
@@ -59,8 +60,56 @@ class OutlierRate(StreamDetector):
         with np.errstate(invalid="ignore"):
             return np.abs(values - self.means) > self._limit
 
+    def indicators_t(self, xt: np.ndarray, cols: slice = slice(None)) -> np.ndarray:
+        """Outlier indicator of ``xt`` laid out (columns ``cols``, n)."""
+        with np.errstate(invalid="ignore"):
+            dev = xt - self.means[cols, None]
+            np.abs(dev, out=dev)
+            return dev > self._limit[cols, None]
+
     def update_many(self, values: np.ndarray):
         return self.update_indicators(self.indicators(np.asarray(values, np.float64)))
+
+    def advance(self, o: np.ndarray, cols: slice = slice(None)):
+        """Fast path for indicators ``o`` (columns ``cols``, n): only columns whose
+        CUSUM may pass its threshold get exact paths (see
+        :func:`~detectors.cusum.lindley_scan`).
+
+        Returns ``(rows, paths, rates, count)``: candidate (absolute) columns, their
+        paths and segment outlier shares (len(rows), n), and the outlier count per
+        column of ``cols`` in the batch.
+        """
+        c, n = o.shape
+        first = cols.start or 0
+        co = np.cumsum(o, axis=1, dtype=np.float64)
+        t = np.arange(1, n + 1, dtype=np.float64)
+        walk = co * self._scale[cols, None]
+        walk -= np.multiply.outer(self._drift[cols], t)
+        s0 = self.s[cols]
+        s_end, rows, paths = lindley_scan(walk, s0, self.threshold[cols])
+        rates = np.empty(paths.shape)
+        for i, j in enumerate(rows):
+            rates[i] = self._segment_rate(paths[i], co[j], first + j)
+        if n:
+            # the path is last at zero where the walk last reaches its running minimum
+            last0 = np.where(walk.min(axis=1) <= -s0,
+                             n - 1 - np.argmin(walk[:, ::-1], axis=1), -1)
+            hit = last0 >= 0
+            base = np.where(hit, co[np.arange(c), np.maximum(last0, 0)], 0.0)
+            self.seg_len[cols] = np.where(hit, n - 1 - last0, self.seg_len[cols] + n)
+            self.seg_count[cols] = np.where(hit, co[:, -1] - base,
+                                            self.seg_count[cols] + co[:, -1])
+            self.s[cols] = s_end
+        return rows + first, paths, rates, (co[:, -1] if n else np.zeros(c))
+
+    def _segment_rate(self, path: np.ndarray, co: np.ndarray, j: int) -> np.ndarray:
+        """Outlier share since the CUSUM last stood at zero, per event of one column."""
+        idx = np.arange(len(path))
+        last0 = np.maximum.accumulate(np.where(path == 0, idx, -1))
+        base = co[np.maximum(last0, 0)]
+        seg_len = np.where(last0 >= 0, idx - last0, self.seg_len[j] + idx + 1)
+        seg_cnt = np.where(last0 >= 0, co - base, self.seg_count[j] + co)
+        return np.where(seg_len > 0, seg_cnt / np.maximum(seg_len, 1), 0.0)
 
     def update_indicators(self, o: np.ndarray):
         """Return the CUSUM path and the segment outlier share, both (n, columns)."""

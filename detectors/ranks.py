@@ -7,6 +7,10 @@ statistic needs, and indexes a table of normal scores ``Phi^-1(midrank)`` that a
 standardised to mean 0 and variance 1 under the reference distribution. The scores make
 the sequential tests distribution-free: a lognormal or Poisson column looks like a
 standard normal one to the CUSUMs.
+
+:meth:`RankTransform.slots` is the plain per-column lookup; the streaming core uses
+:class:`detectors.grid.SlotLookup`, which gives the same slots for many columns at once
+several times faster.
 """
 
 from __future__ import annotations

@@ -1,0 +1,141 @@
+"""Saving and restoring a :class:`~detectors.monitor.ModelMonitor`.
+
+Two forms. ``state_to_bytes`` holds only what changes while streaming: the KS and
+chi-square windows as per-column *local* slots / category codes in the smallest integer
+type (a slot fixes the value's position in the reference exactly, so nothing the
+statistics use is lost, and the derived arrays are rebuilt on restore), the CUSUM and
+outlier statistics, the labelled window as its errors and actuals (squares recomputed
+bit for bit), counters, n-of-m histories, the last statistics and the calibration.
+The reference profile is left out and named by its fingerprint; ``to_bytes`` adds the
+profile for a self-contained copy. Floats are stored as float64: a narrower type would
+change the statistics after a restore.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._state import pack, unpack
+from .calibration import Calibration
+from .config import DetectorConfig
+from .errors import StateError
+from .profile import ReferenceProfile
+
+_STATE_KIND = "ModelMonitorState"
+_FULL_KIND = "ModelMonitor"
+
+
+def _small_int(a: np.ndarray, high: int) -> np.ndarray:
+    """``a`` (values in [-1, high]) in the narrowest signed integer type."""
+    for dt in (np.int8, np.int16, np.int32):
+        if high <= np.iinfo(dt).max:
+            return a.astype(dt)
+    return a.astype(np.int64)
+
+
+def _body(mon) -> dict[str, Any]:
+    lk, lab = mon.ks.lookup, mon.labelled
+    ring = mon.ks.ring - lk.start2  # local slots: NaN 2k + 1, not filled 2k + 2
+    profile_errors = mon.profile.errors if mon.profile.task == mon.task else None
+    own_errors = lab.base_errors is not None and not (
+        profile_errors is not None and np.array_equal(lab.base_errors, profile_errors))
+    valid = int(lab.ring[:, 0].sum())
+    return {
+        "fingerprint": mon.profile.fingerprint, "config": mon.config.to_dict(),
+        "task": mon.task, "calibration": mon.calibration.to_dict(),
+        "ks": [_small_int(ring, int(2 * lk.sizes.max(initial=0) + 2)), mon.ks.seen],
+        "cusum": np.stack([mon.mean_up.s, mon.mean_down.s, mon.variance.s]),
+        "outliers": [mon.outliers.s, mon.outliers.seg_len, mon.outliers.seg_count],
+        "cats": [[_small_int(w.ring, len(w.counts) + 1), w.seen] for w in mon.cats.values()],
+        "labelled": {"s": lab.s, "err": lab.ring[:, 1], "act": lab.ring[:, 3],
+                     "valid": valid, "buffer": lab.buffer, "seen": lab.seen,
+                     "baseline": lab.baseline,
+                     "base_errors": lab.base_errors if own_errors else None,
+                     "trend": [lab.trend_maes, lab.block_sum, lab.block_count,
+                               lab.trend_last]},
+        "hist": {k: np.packbits(v, axis=1) if v.size else v.shape
+                 for k, v in mon._hist.items()},
+        "counters": [mon.events_seen, mon.labelled_seen, mon._next_feature_fire,
+                     mon._next_label_fire],
+        "last": mon._last,
+        "crit": [[k[0], k[1], v] for k, v in mon._crit_cache.items()],
+    }
+
+
+def _restore(cls, profile: ReferenceProfile, b: dict[str, Any], config, task):
+    if b["fingerprint"] != profile.fingerprint:
+        raise StateError(f"saved state belongs to reference profile {b['fingerprint'][:12]}, "
+                         f"not {profile.fingerprint[:12]}")
+    recorded = DetectorConfig.from_mapping(b["config"])
+    if config is not None and config != recorded:
+        raise StateError("saved state was written with a different detector config")
+    if task is not None and task != b["task"]:
+        raise StateError(f"saved state is for task {b['task']!r}, not {task!r}")
+    cal = Calibration(**{k: np.asarray(v) if isinstance(v, (np.ndarray, list)) else v
+                         for k, v in b["calibration"].items()})
+    mon = cls(profile, recorded, b["task"], calibration=cal)
+    lk = mon.ks.lookup
+    ring, mon.ks.seen = b["ks"]
+    if ring.shape != mon.ks.ring.shape:
+        raise StateError("saved KS window does not fit the profile and config")
+    mon.ks.ring = (ring.astype(np.int64) + lk.start2).astype(mon.ks.ring.dtype)
+    mon.mean_up.s, mon.mean_down.s, mon.variance.s = (np.array(r) for r in b["cusum"])
+    s, seg_len, seg_count = b["outliers"]
+    mon.outliers.set_state({"s": s, "seg_len": seg_len, "seg_count": seg_count})
+    for w, (ring, seen) in zip(mon.cats.values(), b["cats"]):
+        w.set_state({"ring": ring.astype(np.int64), "seen": seen})
+    _restore_labelled(mon.labelled, b["labelled"])
+    for k, v in b["hist"].items():
+        if isinstance(v, np.ndarray):
+            mon._hist[k] = np.unpackbits(v, axis=1, count=mon._hist[k].shape[1]).astype(bool)
+    (mon.events_seen, mon.labelled_seen,
+     mon._next_feature_fire, mon._next_label_fire) = b["counters"]
+    mon._last = b["last"]
+    mon._crit_cache = {(int(k0), int(k1)): v for k0, k1, v in b["crit"]}
+    return mon
+
+
+def _restore_labelled(lab, b: dict[str, Any]) -> None:
+    ring = np.zeros_like(lab.ring)
+    if b["valid"]:
+        ring[-b["valid"]:, 0] = 1.0
+    ring[:, 1], ring[:, 3] = b["err"], b["act"]
+    ring[:, 2], ring[:, 4] = ring[:, 1] * ring[:, 1], ring[:, 3] * ring[:, 3]
+    maes, block_sum, block_count, last = b["trend"]
+    base = b["base_errors"] if b["base_errors"] is not None else lab.base_errors
+    lab.set_state({"s": b["s"], "ring": ring, "buffer": b["buffer"], "seen": b["seen"],
+                   "baseline": b["baseline"], "base_errors": base, "trend_maes": maes,
+                   "block_sum": block_sum, "block_count": block_count,
+                   "trend_last": np.asarray(last, dtype=np.float64)})
+
+
+def state_to_bytes(mon) -> bytes:
+    return pack(_STATE_KIND, _body(mon))
+
+
+def from_state(cls, profile, data: bytes, config=None, task=None):
+    b = unpack(_STATE_KIND, data)
+    try:
+        return _restore(cls, profile, b, config, task)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, StateError):
+            raise
+        raise StateError(f"saved monitor state is incomplete: {exc!r}") from exc
+
+
+def full_to_bytes(mon) -> bytes:
+    return pack(_FULL_KIND, {"profile": np.frombuffer(mon.profile.to_bytes(), np.uint8),
+                             "state": _body(mon)})
+
+
+def full_from_bytes(cls, data: bytes):
+    b = unpack(_FULL_KIND, data)
+    try:
+        profile = ReferenceProfile.from_bytes(b["profile"].tobytes())
+        return _restore(cls, profile, b["state"], None, None)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, StateError):
+            raise
+        raise StateError(f"saved monitor is incomplete: {exc!r}") from exc
