@@ -1,0 +1,353 @@
+"""`driftline retrainer`: consumes `retrain-requests` and turns each trigger into an
+outcome, written to PostgreSQL and published on `retrain-events`, before its offset is
+committed.
+
+One trigger per partition is in flight at a time: its partition is paused until the
+offset is committed, while the loop keeps polling, so neither a long training nor a
+database outage exceeds `max.poll.interval.ms`. Each trigger moves through stages:
+
+    admit     already recorded (a redelivery)? then only publish its outcome again;
+              else the policy, the data, and the training is started -- PostgreSQL
+              reads, retried with backoff
+    training  the training process is polled until it ends
+    write     INSERT ... ON CONFLICT (trigger_id) DO NOTHING  -- retried with backoff
+    publish   the outcome (or a dead letter), idempotent, acks=all  -- retried
+    and then the trigger's offset + 1 is committed and its partition resumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psycopg
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from retrain import datasets, metrics
+from retrain.backoff import Backoff, RetryClock
+from retrain.errors import RetrainError
+from retrain.job import RetrainJob
+from retrain.model_store import ModelStore
+from retrain.outcome import OutcomeRecord, Trigger, event_from_row
+from retrain.policy import Verdict
+from retrain.repository import RetrainEventRepository
+from schemas.messages import DeadLetter, RetrainRequest, SchemaError, decode, encode
+from streams.logs import configure_logging, get_logger
+from streams.settings import Settings
+
+log = get_logger(__name__)
+
+
+class Stage(enum.Enum):
+    ADMIT = "admit"
+    TRAINING = "training"
+    WRITE = "write"
+    PUBLISH = "publish"
+
+
+@dataclass
+class InFlight:
+    """One consumed, not yet committed trigger."""
+
+    topic: str
+    partition: int
+    offset: int
+    retry: RetryClock
+    stage: Stage = Stage.ADMIT
+    trigger: Trigger | None = None
+    request: RetrainRequest | None = None
+    job: RetrainJob | None = None
+    record: OutcomeRecord | None = None
+    publish_topic: str = ""
+    publish_value: bytes = b""
+    produced: bool = False
+    delivered: bool | None = None  # None: delivery report pending
+    waiting: bool = False  # over the concurrency limit
+    started: float = field(default_factory=time.monotonic)
+
+    def published(self, error: KafkaError | None, _message: Message) -> None:
+        self.delivered = error is None
+        if error is not None:
+            log.warning("publish_failed", topic=self.publish_topic, error=str(error))
+
+    @property
+    def model_id(self) -> str:
+        return self.trigger.model_id if self.trigger else ""
+
+
+class Retrainer:
+    def __init__(self, settings: Settings, stop: threading.Event) -> None:
+        self.settings = settings
+        self.retrain = settings.retrain
+        self.stop = stop
+        self.policy = datasets.policy_from(self.retrain)
+        self.store = ModelStore(settings.model_store_path, self.retrain.keep_versions)
+        self.repository = RetrainEventRepository(
+            settings.postgres.dsn.get_secret_value(),
+            settings.postgres.db_schema,
+            self.retrain.db_connect_timeout_seconds,
+        )
+        kafka = settings.kafka.client_config()
+        self.consumer = Consumer(
+            {
+                **kafka,
+                "group.id": self.retrain.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": self.retrain.session_timeout_ms,
+            }
+        )
+        self.producer = Producer({**kafka, "enable.idempotence": True, "acks": "all"})
+        self.in_flight: dict[tuple[str, int], InFlight] = {}
+        for model_id in settings.models:
+            if (current := self.store.current_version(model_id)) is not None:
+                metrics.CURRENT_VERSION.labels(model_id).set(int(current))
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> None:
+        self.consumer.subscribe([self.settings.kafka.retrain_requests_topic], on_revoke=self._on_revoke)
+        log.info("retrainer_started", topic=self.settings.kafka.retrain_requests_topic, group=self.retrain.group_id)
+        try:
+            while not self.stop.is_set():
+                message = self.consumer.poll(self.retrain.poll_timeout_seconds)
+                if message is not None:
+                    self._receive(message)
+                for item in list(self.in_flight.values()):
+                    self._advance(item)
+                self.producer.poll(0)
+                metrics.TRIGGERS_WAITING.set(sum(item.waiting for item in self.in_flight.values()))
+        finally:
+            for item in self.in_flight.values():
+                if item.job is not None:
+                    item.job.kill()
+            self.producer.flush(self.retrain.poll_timeout_seconds)
+            self.consumer.close()
+            self.repository.close()
+            log.info("retrainer_stopped")
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """A partition taken away: its trigger's new owner processes it again."""
+        for partition in partitions:
+            item = self.in_flight.pop((partition.topic, partition.partition), None)
+            if item is not None and item.job is not None:
+                item.job.kill()
+                log.info("training_abandoned_on_rebalance", model=item.model_id, partition=partition.partition)
+
+    def _receive(self, message: Message) -> None:
+        if message.error():
+            if message.error().code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer_error", error=str(message.error()))
+            return
+        key = (message.topic(), message.partition())
+        if key in self.in_flight:
+            # Fetched before the pause took effect: read it again once this one is done.
+            self.consumer.seek(TopicPartition(message.topic(), message.partition(), message.offset()))
+            return
+        partition = TopicPartition(message.topic(), message.partition())
+        self.consumer.pause([partition])
+        retry = RetryClock(Backoff(self.retrain.retry_initial_seconds, self.retrain.retry_max_seconds))
+        item = InFlight(message.topic(), message.partition(), message.offset(), retry)
+        self.in_flight[key] = item
+        try:
+            item.request = self._decode(message.value())
+            item.trigger = Trigger.from_request(item.request)
+        except SchemaError as error:
+            metrics.DEAD_LETTERS.labels(error.reason).inc()
+            log.warning(
+                "trigger_dead_lettered",
+                reason=error.reason,
+                detail=error.detail,
+                partition=item.partition,
+                offset=item.offset,
+            )
+            letter = DeadLetter.for_failure(
+                error, topic=item.topic, partition=item.partition, offset=item.offset, original=message.value() or b""
+            )
+            self._to_publish(item, self.settings.kafka.dead_letter_topic, encode(letter))
+
+    def _decode(self, value: bytes | None) -> RetrainRequest:
+        request = decode(RetrainRequest, value or b"")
+        if request.model_id not in self.settings.models:
+            raise SchemaError("unknown_model", f"model {request.model_id!r} is not configured")
+        labelled = request.window.labelled
+        if labelled is not None and labelled.topic != self.settings.kafka.labelled_topic:
+            raise SchemaError("invalid", f"window topic {labelled.topic!r} is not the labelled topic")
+        return request
+
+    def _advance(self, item: InFlight) -> None:
+        if item.stage is Stage.TRAINING:
+            self._poll_training(item)
+        elif item.stage is Stage.PUBLISH and item.produced:
+            self._publish(item)
+        elif not item.retry.due():
+            return
+        elif item.stage is Stage.ADMIT:
+            self._retrying(item, self._admit)
+        elif item.stage is Stage.WRITE:
+            self._retrying(item, self._write)
+        elif item.stage is Stage.PUBLISH:
+            self._publish(item)
+
+    def _retrying(self, item: InFlight, step: Callable[[InFlight], None]) -> None:
+        try:
+            step(item)
+        except psycopg.Error as error:
+            metrics.DB_WRITE_FAILURES.inc()
+            delay = item.retry.failed()
+            log.warning(
+                "postgres_unavailable",
+                stage=item.stage.value,
+                trigger_id=item.trigger.trigger_id,
+                retry_in_seconds=delay,
+                error=str(error).strip(),
+            )
+
+    # -- stages ----------------------------------------------------------------------------
+    def _running(self) -> int:
+        return sum(other.stage is Stage.TRAINING for other in self.in_flight.values())
+
+    def _admit(self, item: InFlight) -> None:
+        trigger = item.trigger
+        if item.waiting and self._running() >= self.retrain.max_concurrent_retrains:
+            return  # still no free slot; nothing else changed for this trigger
+        existing = self.repository.find(trigger.trigger_id)
+        if existing is not None:
+            log.info("trigger_already_recorded", trigger_id=trigger.trigger_id)
+            self._to_publish(item, self.settings.kafka.retrain_events_topic, encode(event_from_row(existing)))
+            return
+        decision = self.policy.admit(
+            severity=trigger.severity,
+            triggered_at=trigger.triggered_at,
+            last_attempt_at=self.repository.last_attempt_at(trigger.model_id),
+            running=self._running(),
+        )
+        item.waiting = decision.verdict is Verdict.WAIT
+        if decision.verdict is Verdict.SKIP:
+            self._outcome(item, OutcomeRecord.skipped(trigger, decision.reason))
+        elif decision.verdict is Verdict.RUN:
+            self._start(item)
+
+    def _start(self, item: InFlight) -> None:
+        trigger, model = item.trigger, self.settings.models[item.trigger.model_id]
+        item.started = time.monotonic()
+        try:
+            historical = datasets.historical_frame(model)
+            columns = datasets.feature_columns(model, historical)
+            recent, undecodable = datasets.recent_from_window(
+                self.settings.kafka,
+                item.request.window,
+                trigger.model_id,
+                columns,
+                model.actual_column,
+                f"{self.retrain.group_id}-readback",
+                self.retrain.labelled_read_timeout_seconds,
+            )
+            decision, prepared = datasets.prepare_for_training(
+                model, self.retrain, self.policy, historical, recent, columns, undecodable
+            )
+            if prepared is None:
+                self._outcome(item, OutcomeRecord.skipped(trigger, decision.reason))
+                return
+            for kind in ("training_rows", "holdout_rows", "invalid_dropped", "duplicates_dropped"):
+                metrics.ROWS_PREPARED.labels(trigger.model_id, kind.removesuffix("_rows")).inc(prepared.counts[kind])
+            item.job = RetrainJob(trigger, model, self.retrain, self.store, prepared, self.settings.detectors)
+            item.job.start()
+            item.stage = Stage.TRAINING
+        except (RetrainError, KafkaException, OSError, ValueError) as error:
+            log.warning("retrain_preparation_failed", trigger_id=trigger.trigger_id, error=str(error))
+            reason = f"data preparation failed: {type(error).__name__}: {error}"
+            self._outcome(item, OutcomeRecord.failed(trigger, reason, self.store.current_version(trigger.model_id)))
+
+    def _poll_training(self, item: InFlight) -> None:
+        try:
+            record = item.job.poll()
+        except (RetrainError, OSError) as error:  # the store could not take the version
+            record = OutcomeRecord.failed(item.trigger, f"{type(error).__name__}: {error}", item.job.previous_version)
+        if record is not None:
+            metrics.RETRAIN_SECONDS.labels(item.model_id).observe(time.monotonic() - item.started)
+            item.job = None
+            self._outcome(item, record)
+
+    def _outcome(self, item: InFlight, record: OutcomeRecord) -> None:
+        item.record, item.stage, item.waiting = record, Stage.WRITE, False
+        log.info(
+            "retrain_outcome",
+            model=item.model_id,
+            trigger_id=record.trigger.trigger_id,
+            outcome=record.outcome,
+            reason=record.reason,
+            new_version=record.new_version,
+        )
+        self._retrying(item, self._write)
+
+    def _write(self, item: InFlight) -> None:
+        record = item.record
+        if not self.repository.insert(record.row()):
+            # Recorded meanwhile by another member (a rebalance race): publish what it wrote.
+            existing = self.repository.find(record.trigger.trigger_id)
+            self._to_publish(item, self.settings.kafka.retrain_events_topic, encode(event_from_row(existing)))
+            return
+        metrics.RETRAINS.labels(item.model_id, record.outcome).inc()
+        for name, value in record.improvements.items():
+            if value is not None:
+                metric = name.removeprefix("improvement_").removesuffix("_percent")
+                metrics.LAST_IMPROVEMENT.labels(item.model_id, metric).set(value / 100)
+        if (current := self.store.current_version(item.model_id)) is not None:
+            metrics.CURRENT_VERSION.labels(item.model_id).set(int(current))
+        self._to_publish(item, self.settings.kafka.retrain_events_topic, encode(record.event()))
+
+    def _to_publish(self, item: InFlight, topic: str, value: bytes) -> None:
+        item.stage, item.publish_topic, item.publish_value = Stage.PUBLISH, topic, value
+        item.produced, item.delivered = False, None
+        item.retry = RetryClock(Backoff(self.retrain.retry_initial_seconds, self.retrain.retry_max_seconds))
+        self._publish(item)
+
+    def _publish(self, item: InFlight) -> None:
+        if not item.produced:
+            try:
+                key = item.model_id.encode() if item.model_id else None
+                self.producer.produce(item.publish_topic, key=key, value=item.publish_value, on_delivery=item.published)
+                item.produced = True
+            except (KafkaException, BufferError) as error:
+                log.warning("publish_failed", topic=item.publish_topic, error=str(error))
+                item.retry.failed()
+                return
+        self.producer.poll(0)
+        if item.delivered is None:
+            return  # the delivery report has not arrived yet
+        if item.delivered:
+            self._commit(item)
+        else:
+            item.produced, item.delivered = False, None
+            item.retry.failed()
+
+    def _commit(self, item: InFlight) -> None:
+        offset = TopicPartition(item.topic, item.partition, item.offset + 1)
+        try:
+            self.consumer.commit(offsets=[offset], asynchronous=False)
+        except KafkaException as error:
+            # Lost the partition in a rebalance: the new owner sees the trigger recorded.
+            log.warning("commit_failed", partition=item.partition, offset=item.offset, error=str(error))
+        self.in_flight.pop((item.topic, item.partition), None)
+        self.consumer.resume([TopicPartition(item.topic, item.partition)])
+        log.info("trigger_committed", partition=item.partition, offset=item.offset)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    configure_logging(settings.log_level)
+    if not args.no_metrics:
+        metrics.serve(settings.retrain.metrics_port)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    Retrainer(settings, stop).run()
+    return 0

@@ -1,0 +1,217 @@
+"""One attempted retrain, from prepared data to a stored, validated and maybe promoted
+version. The consumer polls it between Kafka polls; the batch API waits for it.
+
+After a crash a trigger is processed again: the version it already produced is found
+in the store by its trigger_id and reused, so one trigger never promotes twice.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from detectors import DetectorConfig, ReferenceProfile
+from retrain import validation
+from retrain.model_store import ModelStore
+from retrain.outcome import OutcomeRecord, Trigger
+from retrain.preparation import PreparedData
+from retrain.tables import write_table
+from retrain.training_process import TrainingFiles, TrainingProcess, TrainingResult, training_argv
+from streams.logs import get_logger
+from streams.settings import ModelSettings, RetrainSettings
+
+log = get_logger(__name__)
+
+
+def reference_profile(
+    prepared: PreparedData,
+    model: ModelSettings,
+    config: DetectorConfig,
+    holdout_predictions: Any,
+    metrics: dict[str, float],
+) -> bytes:
+    """The monitor's new reference: the features of all data the model saw, with its
+    errors and baseline taken from the holdout only (in-sample errors flatter a model)."""
+    train = prepared.train.assign(**{model.prediction_column: None})
+    holdout = prepared.holdout.assign(**{model.prediction_column: list(holdout_predictions)})
+    frame = pd.concat([train, holdout], ignore_index=True).rename(columns={prepared.target: model.actual_column})
+    profile = ReferenceProfile.from_frame(
+        frame,
+        feature_columns=prepared.feature_columns,
+        prediction_column=model.prediction_column,
+        actual_column=model.actual_column,
+        baseline=metrics,
+        config=config,
+    )
+    return profile.to_bytes()
+
+
+class RetrainJob:
+    def __init__(
+        self,
+        trigger: Trigger,
+        model: ModelSettings,
+        retrain: RetrainSettings,
+        store: ModelStore,
+        prepared: PreparedData,
+        detector_config: DetectorConfig,
+    ) -> None:
+        self.trigger = trigger
+        self.detector_config = detector_config
+        self.model = model
+        self.retrain = retrain
+        self.store = store
+        self.prepared = prepared
+        self.previous_version = store.current_version(trigger.model_id)
+        self._process: TrainingProcess | None = None
+        self._reused: dict[str, Any] | None = None
+        self._start_error: str | None = None
+
+    @property
+    def model_id(self) -> str:
+        return self.trigger.model_id
+
+    def start(self) -> None:
+        self._reused = self.store.find_by_trigger(self.model_id, self.trigger.trigger_id)
+        if self._reused is not None:
+            log.info("retrain_reusing_version", model=self.model_id, version=self._reused["version"])
+            return
+        folder = Path(tempfile.mkdtemp(prefix=f"retrain-{self.model_id}-", dir=self.retrain.work_dir))
+        files = TrainingFiles(folder, self.retrain.training_data_format)
+        try:
+            write_table(self.prepared.train, files.data)
+            argv = training_argv(self.model, files, self.retrain.random_seed)
+            self._process = TrainingProcess(argv, files, self.retrain.training_timeout_seconds)
+        except OSError as error:  # e.g. a train_command that does not exist
+            shutil.rmtree(folder, ignore_errors=True)
+            self._start_error = f"training could not start: {type(error).__name__}: {error}"
+            return
+        log.info("training_started", model=self.model_id, trigger_id=self.trigger.trigger_id, pid=self._process.pid)
+
+    def poll(self) -> OutcomeRecord | None:
+        """None while training runs; then the outcome (the version is stored by then)."""
+        if self._reused is not None:
+            return self._finish_reused(self._reused)
+        if self._start_error is not None:
+            return self._finish(TrainingResult(False, 0.0, self._start_error))
+        assert self._process is not None, "start() first"
+        result = self._process.poll()
+        if result is None:
+            return None
+        try:
+            return self._finish(result)
+        finally:
+            shutil.rmtree(self._process.files.folder, ignore_errors=True)
+
+    def wait(self, poll_seconds: float) -> OutcomeRecord:
+        """Blocks until the outcome (the batch API and `driftline models init`)."""
+        while (record := self.poll()) is None:
+            time.sleep(poll_seconds)
+        return record
+
+    def kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            shutil.rmtree(self._process.files.folder, ignore_errors=True)
+
+    def _execution(self, **extra: Any) -> dict[str, Any]:
+        trainer = "command" if self.model.train_command else (self.model.trainer or "builtin")
+        return {"counts": self.prepared.counts, "ranges": self.prepared.ranges, "trainer": trainer, **extra}
+
+    def _finish(self, result: TrainingResult) -> OutcomeRecord:
+        if not result.ok:
+            log.warning(
+                "training_failed", model=self.model_id, trigger_id=self.trigger.trigger_id, reason=result.reason
+            )
+            return OutcomeRecord.failed(
+                self.trigger, result.reason, self.previous_version, **self._execution(training_seconds=result.seconds)
+            )
+        version = self.store.add_version(
+            self.model_id,
+            self._process.files.output,
+            {
+                "trigger_id": self.trigger.trigger_id,
+                "data_counts": self.prepared.counts,
+                "data_ranges": self.prepared.ranges,
+            },
+        )
+        return self._validate(version, training_seconds=result.seconds)
+
+    def _finish_reused(self, metadata: dict[str, Any]) -> OutcomeRecord:
+        version = metadata["version"]
+        self.previous_version = metadata["parent_version"]  # the current one may be this version now
+        decision = metadata.get("decision")
+        if decision is None:  # crashed between storing and deciding
+            return self._validate(version, reused=True)
+        if decision == "failed":
+            return OutcomeRecord.failed(
+                self.trigger, metadata["reason"], self.previous_version, version, **self._execution(reused=True)
+            )
+        if decision == "promoted" and "promoted_at" not in metadata:
+            self.store.promote(self.model_id, version)
+        return self._record(version, decision, metadata["validation"], reused=True)
+
+    def _validate(self, version: str, **execution: Any) -> OutcomeRecord:
+        """Scores both models on the holdout, writes the profile and the decision, promotes."""
+        try:
+            new_model = self.store.load_model(self.model_id, version)
+            predictions = new_model.predict(self.prepared.holdout_features)
+            new_metrics = validation.score(self.model.task, predictions, self.prepared.holdout[self.prepared.target])
+            self.store.write_profile(
+                self.model_id,
+                version,
+                reference_profile(self.prepared, self.model, self.detector_config, predictions, new_metrics),
+            )
+        except Exception as exc:  # a model that cannot score or be profiled is a failed retrain
+            reason = f"validation of version {version} failed: {type(exc).__name__}: {exc}"
+            self.store.update_metadata(self.model_id, version, decision="failed", reason=reason)
+            return OutcomeRecord.failed(
+                self.trigger, reason, self.previous_version, version, **self._execution(**execution)
+            )
+        checked = validation.compare(
+            self.model.task, new_metrics, self._current_metrics(), self.retrain.promotion_margin
+        )
+        summary = {
+            "new": checked.new,
+            "current": checked.current,
+            "improvements": checked.improvements,
+            "reason": checked.reason,
+        }
+        decision = "promoted" if checked.promote else "rejected"
+        self.store.update_metadata(self.model_id, version, decision=decision, validation=summary)
+        if checked.promote:
+            self.store.promote(self.model_id, version)
+        return self._record(version, decision, summary, **execution)
+
+    def _current_metrics(self) -> dict[str, float] | None:
+        if self.previous_version is None:
+            return None
+        try:
+            current = self.store.load_model(self.model_id, self.previous_version)
+            predictions = current.predict(self.prepared.holdout_features)
+            return validation.score(self.model.task, predictions, self.prepared.holdout[self.prepared.target])
+        except Exception as exc:  # e.g. a current model trained on other columns
+            log.warning("current_model_cannot_score", model=self.model_id, error=f"{type(exc).__name__}: {exc}")
+            return None
+
+    def _record(self, version: str, decision: str, summary: dict[str, Any], **execution: Any) -> OutcomeRecord:
+        promoted = decision == "promoted"
+        return OutcomeRecord(
+            self.trigger,
+            decision,
+            summary["reason"],
+            attempted=True,
+            successful=True,
+            previous_version=self.previous_version,
+            new_version=version,
+            reference_profile=self.store.reference_profile_path(self.model_id, version) if promoted else None,
+            new_metrics=summary["new"],
+            current_metrics=summary["current"],
+            improvements=summary["improvements"],
+            execution=self._execution(**execution),
+        )

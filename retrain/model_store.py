@@ -1,0 +1,173 @@
+"""The model store: per model, numbered version folders and a pointer to the current one.
+
+    <root>/<model_id>/versions/<n>/model.joblib            the fitted model
+    <root>/<model_id>/versions/<n>/metadata.json           metrics, data ranges, parent, trigger_id,
+                                                           decision (promoted, rejected, failed;
+                                                           absent while validating)
+    <root>/<model_id>/versions/<n>/reference_profile.bin   ReferenceProfile.to_bytes(), for the monitor
+    <root>/<model_id>/CURRENT                              the current version number
+
+A version folder is built under a temporary name and renamed into place, and promotion
+replaces CURRENT with `os.replace`, so a reader sees the old or the new version, never a
+mix. Artifacts are loaded only from here, never from a path in a message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from retrain.errors import ModelStoreError
+
+ARTIFACT = "model.joblib"
+METADATA = "metadata.json"
+PROFILE = "reference_profile.bin"
+POINTER = "CURRENT"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class ModelStore:
+    def __init__(self, root: Path, keep_versions: int) -> None:
+        self.root = Path(root)
+        self.keep_versions = keep_versions
+
+    # -- layout --------------------------------------------------------------------------
+    def _model_dir(self, model_id: str) -> Path:
+        if not _SAFE_NAME.match(model_id):
+            raise ModelStoreError(f"model id {model_id!r} is not a safe folder name")
+        return self.root / model_id
+
+    def version_dir(self, model_id: str, version: str) -> Path:
+        path = self._model_dir(model_id) / "versions" / str(version)
+        if not str(version).isdigit() or not path.is_dir():
+            raise ModelStoreError(f"model {model_id} has no version {version}")
+        return path
+
+    def reference_profile_path(self, model_id: str, version: str) -> str:
+        """Where the version's reference profile is, relative to the store root."""
+        return str((self.version_dir(model_id, version) / PROFILE).relative_to(self.root))
+
+    # -- reading -------------------------------------------------------------------------
+    def models(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / "versions").is_dir())
+
+    def versions(self, model_id: str) -> list[str]:
+        folder = self._model_dir(model_id) / "versions"
+        if not folder.is_dir():
+            return []
+        return sorted((p.name for p in folder.iterdir() if p.name.isdigit()), key=int)
+
+    def current_version(self, model_id: str) -> str | None:
+        pointer = self._model_dir(model_id) / POINTER
+        return pointer.read_text().strip() if pointer.is_file() else None
+
+    def metadata(self, model_id: str, version: str) -> dict[str, Any]:
+        return json.loads((self.version_dir(model_id, version) / METADATA).read_text())
+
+    def load_model(self, model_id: str, version: str | None = None) -> Any:
+        version = version or self.current_version(model_id)
+        if version is None:
+            raise ModelStoreError(f"model {model_id} has no current version")
+        return joblib.load(self.version_dir(model_id, version) / ARTIFACT)
+
+    def find_by_trigger(self, model_id: str, trigger_id: str) -> dict[str, Any] | None:
+        """The version a trigger already produced (after a crash), if any."""
+        for version in reversed(self.versions(model_id)):
+            metadata = self.metadata(model_id, version)
+            if metadata.get("trigger_id") == trigger_id:
+                return metadata
+        return None
+
+    # -- writing -------------------------------------------------------------------------
+    def add_version(self, model_id: str, artifact: Path, metadata: dict[str, Any]) -> str:
+        """Adds a candidate version (not current, no profile yet) and returns its number."""
+        versions_dir = self._model_dir(model_id) / "versions"
+        versions_dir.mkdir(parents=True, exist_ok=True)
+        staging = versions_dir / f".staging-{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            shutil.copyfile(artifact, staging / ARTIFACT)
+            while True:
+                version = str(int((self.versions(model_id) or ["0"])[-1]) + 1)
+                record = {
+                    **metadata,
+                    "model_id": model_id,
+                    "version": version,
+                    "parent_version": self.current_version(model_id),
+                    "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                }
+                (staging / METADATA).write_text(json.dumps(record, indent=2, sort_keys=True))
+                try:
+                    # rename() onto an existing non-empty folder fails: another writer won.
+                    staging.rename(versions_dir / version)
+                    return version
+                except OSError:
+                    if not (versions_dir / version).exists():
+                        raise
+                    continue
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+
+    def write_profile(self, model_id: str, version: str, profile: bytes) -> None:
+        _write_atomically(self.version_dir(model_id, version) / PROFILE, profile)
+
+    def update_metadata(self, model_id: str, version: str, **fields: Any) -> dict[str, Any]:
+        record = {**self.metadata(model_id, version), **fields}
+        _write_atomically(
+            self.version_dir(model_id, version) / METADATA, json.dumps(record, indent=2, sort_keys=True).encode()
+        )
+        return record
+
+    def promote(self, model_id: str, version: str) -> None:
+        """Makes `version` current with one atomic rename, then prunes old versions."""
+        if not (self.version_dir(model_id, version) / PROFILE).is_file():
+            raise ModelStoreError(f"version {version} of {model_id} has no reference profile")
+        _write_atomically(self._model_dir(model_id) / POINTER, f"{version}\n".encode())
+        self.update_metadata(model_id, version, promoted_at=dt.datetime.now(dt.timezone.utc).isoformat())
+        self.prune(model_id)
+
+    def rollback(self, model_id: str, version: str | None = None) -> str:
+        """Back to `version`, or to the version that was current before the current one."""
+        current = self.current_version(model_id)
+        if version is None:
+            if current is None:
+                raise ModelStoreError(f"model {model_id} has no current version")
+            version = self.metadata(model_id, current).get("parent_version")
+            if version is None:
+                raise ModelStoreError(f"version {current} of {model_id} has no earlier version")
+        self.promote(model_id, version)
+        return version
+
+    def prune(self, model_id: str) -> list[str]:
+        """Deletes all but the newest `keep_versions` versions; the current one stays."""
+        versions = self.versions(model_id)
+        current = self.current_version(model_id)
+        doomed = [v for v in versions[: -self.keep_versions] if v != current]
+        for version in doomed:
+            shutil.rmtree(self._model_dir(model_id) / "versions" / version)
+        return doomed

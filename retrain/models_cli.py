@@ -1,0 +1,113 @@
+"""`driftline models list|show|promote|rollback|init MODEL [VERSION]`: the model store.
+
+list [MODEL]            the models, or one model's versions (current marked *)
+show MODEL [VERSION]    a version's metadata (default: the current version)
+promote MODEL VERSION   make VERSION current (an atomic pointer swap)
+rollback MODEL [VERSION]  back to VERSION, or to the version current before this one
+init MODEL              version 1 from the model's training data, with the configured
+                        (or built-in) trainer: the first current model
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+
+from retrain import datasets
+from retrain.errors import ModelStoreError, RetrainError, UnknownModel
+from retrain.job import RetrainJob
+from retrain.model_store import ModelStore
+from retrain.outcome import Trigger
+from retrain.preparation import PreparedData, clean
+from streams.cli import UsageError
+from streams.logs import configure_logging
+from streams.settings import Settings
+
+ACTIONS = ("list", "show", "promote", "rollback", "init")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=ACTIONS)
+    parser.add_argument("model", nargs="?", help="model id")
+    parser.add_argument("version", nargs="?", help="version number")
+
+
+def bootstrap(settings: Settings, model_id: str) -> str:
+    """Trains and promotes version 1 of `model_id` on its training data; the newest
+    `holdout_fraction` of the rows (in file order) validate it and feed its profile."""
+    model = settings.models.get(model_id)
+    if model is None:
+        raise UnknownModel(f"model {model_id!r} is not configured")
+    store = ModelStore(settings.model_store_path, settings.retrain.keep_versions)
+    if store.versions(model_id):
+        raise ModelStoreError(f"model {model_id} already has versions; retraining adds new ones")
+    historical = datasets.historical_frame(model)
+    columns = datasets.feature_columns(model, historical)
+    cleaned = clean(
+        historical, historical.iloc[:0], feature_columns=columns, target=model.actual_column, task=model.task
+    )
+    rows = cleaned.historical[[*columns, model.actual_column]].reset_index(drop=True)
+    holdout_rows = max(1, math.ceil(len(rows) * settings.retrain.holdout_fraction))
+    prepared = PreparedData(
+        rows.iloc[:-holdout_rows],
+        rows.iloc[-holdout_rows:].reset_index(drop=True),
+        columns,
+        model.actual_column,
+        {**cleaned.counts, "training_rows": len(rows) - holdout_rows, "holdout_rows": holdout_rows},
+    )
+    trigger = Trigger(
+        f"init-{model_id}", model_id, "none", [], "NONE", "initial version", {}, dt.datetime.now(dt.timezone.utc)
+    )
+    job = RetrainJob(trigger, model, settings.retrain, store, prepared, settings.detectors)
+    job.start()
+    record = job.wait(settings.retrain.poll_timeout_seconds)
+    if record.outcome != "promoted":
+        raise RetrainError(f"initial training of {model_id} failed: {record.reason}")
+    return record.new_version
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    configure_logging(settings.log_level)
+    try:
+        return _run(args, settings)
+    except RetrainError as error:
+        raise UsageError(str(error)) from error
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    store = ModelStore(settings.model_store_path, settings.retrain.keep_versions)
+    if args.action != "list" and not args.model:
+        raise ModelStoreError(f"models {args.action} needs a MODEL")
+    if args.action == "list":
+        _list(store, args.model)
+    elif args.action == "show":
+        version = args.version or store.current_version(args.model)
+        if version is None:
+            raise ModelStoreError(f"model {args.model} has no current version")
+        print(json.dumps(store.metadata(args.model, version), indent=2, sort_keys=True))
+    elif args.action == "promote":
+        if not args.version:
+            raise ModelStoreError("models promote needs a VERSION")
+        store.promote(args.model, args.version)
+        print(f"{args.model}: version {args.version} is current")
+    elif args.action == "rollback":
+        print(f"{args.model}: version {store.rollback(args.model, args.version)} is current")
+    else:
+        print(f"{args.model}: version {bootstrap(settings, args.model)} is current")
+    return 0
+
+
+def _list(store: ModelStore, model_id: str | None) -> None:
+    if model_id is None:
+        for name in store.models():
+            print(f"{name}\tcurrent {store.current_version(name) or '-'}\t{len(store.versions(name))} version(s)")
+        return
+    current = store.current_version(model_id)
+    for version in store.versions(model_id):
+        metadata = store.metadata(model_id, version)
+        scores = (metadata.get("validation") or {}).get("new") or {}
+        summary = " ".join(f"{k}={v:.4g}" for k, v in sorted(scores.items()))
+        marker = "*" if version == current else " "
+        print(f"{marker} {version}\t{metadata.get('decision', 'validating')}\t{metadata['created_at']}\t{summary}")

@@ -1,0 +1,66 @@
+"""Data preparation and validation: pure, no services."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retrain.preparation import clean, combine, records_to_frame, resolve_feature_columns
+from retrain.validation import compare, score
+from tests.retrain.synthetic import START, labelled_records, regression_frame
+
+FEATURES = ["x1", "x2"]
+
+
+def recent_frame(rows: int) -> pd.DataFrame:
+    return records_to_frame(labelled_records("m", regression_frame(rows, seed=3)), FEATURES, "actual")
+
+
+def test_feature_columns_default_to_numeric_columns_but_prediction_and_actual() -> None:
+    frame = pd.DataFrame({"x": [1.0], "city": ["Lyon"], "prediction": [1.0], "actual": [2.0]})
+    assert resolve_feature_columns(frame, None, ("prediction", "actual")) == ["x"]
+
+
+def test_duplicates_and_invalid_rows_are_dropped_and_counted() -> None:
+    recent = recent_frame(10)
+    recent = pd.concat([recent, recent.iloc[[0, 1]]], ignore_index=True)  # two redelivered events
+    recent.loc[3, "actual"] = None  # no target
+    recent["x1"] = recent["x1"].astype(object)
+    recent.loc[4, "x1"] = "not a number"  # a string in a numeric feature
+    recent.loc[5, ["x1", "x2"]] = None  # no feature at all
+    recent.loc[6, "x2"] = None  # one missing feature: kept, the trainer imputes it
+    data = clean(regression_frame(20, seed=1), recent, feature_columns=FEATURES, target="actual", task="regression")
+    assert data.counts == {"historical_rows": 20, "recent_rows": 7, "duplicates_dropped": 2, "invalid_dropped": 3}
+    assert data.recent["x1"].dtype == np.float64
+
+
+def test_holdout_is_the_newest_recent_rows_in_time_order() -> None:
+    recent = recent_frame(10).sample(frac=1.0, random_state=0)  # arrival order is not time order
+    data = clean(regression_frame(20, seed=1), recent, feature_columns=FEATURES, target="actual", task="regression")
+    prepared = combine(data, feature_columns=FEATURES, target="actual", holdout_fraction=0.2)
+    assert prepared.counts["training_rows"] == 28 and prepared.counts["holdout_rows"] == 2
+    newest = recent.sort_values("timestamp").tail(2)
+    assert prepared.holdout["x1"].tolist() == newest["x1"].tolist()
+    assert prepared.ranges["holdout_start"] == pd.Timestamp(START + dt.timedelta(seconds=8)).isoformat()
+
+
+def test_scores() -> None:
+    assert score("regression", [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == {"r2": 1.0, "rmse": 0.0}
+    assert score("classification", ["a", "b"], ["a", "a"]) == {"accuracy": 0.5}
+
+
+@pytest.mark.parametrize(("new_rmse", "margin", "promote"), [(1.0, 0.0, True), (1.05, 0.0, False), (1.05, 0.1, True)])
+def test_promotion_margin(new_rmse: float, margin: float, promote: bool) -> None:
+    result = compare("regression", {"r2": 0.5, "rmse": new_rmse}, {"r2": 0.5, "rmse": 1.0}, margin)
+    assert result.promote is promote
+
+
+def test_improvements_are_positive_when_better_and_none_without_a_current_model() -> None:
+    result = compare("regression", {"r2": 0.9, "rmse": 0.5}, {"r2": 0.6, "rmse": 1.0}, 0.0)
+    assert result.improvements["improvement_r2_percent"] == pytest.approx(50.0)
+    assert result.improvements["improvement_rmse_percent"] == pytest.approx(50.0)
+    first = compare("regression", {"r2": 0.9, "rmse": 0.5}, None, 0.0)
+    assert first.promote and set(first.improvements.values()) == {None}
