@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import msgspec
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -36,7 +37,16 @@ from retrain.model_store import ModelStore
 from retrain.outcome import OutcomeRecord, Trigger, event_from_row
 from retrain.policy import Verdict
 from retrain.repository import RetrainEventRepository
-from schemas.messages import DeadLetter, RetrainRequest, SchemaError, decode, encode
+from schemas.messages import (
+    DeadLetter,
+    OffsetRange,
+    RetrainRequest,
+    SchemaError,
+    TopicWindow,
+    Window,
+    decode,
+    encode,
+)
 from streams.logs import configure_logging, get_logger
 from streams.settings import Settings
 
@@ -68,6 +78,7 @@ class InFlight:
     produced: bool = False
     delivered: bool | None = None  # None: delivery report pending
     waiting: bool = False  # over the concurrency limit
+    received: float = field(default_factory=time.monotonic)
     started: float = field(default_factory=time.monotonic)
 
     def published(self, error: KafkaError | None, _message: Message) -> None:
@@ -232,15 +243,41 @@ class Retrainer:
         elif decision.verdict is Verdict.RUN:
             self._start(item)
 
+    def _settled_window(self, item: InFlight) -> Window | None:
+        """The trigger's window extended to the labelled records produced since, once
+        `post_trigger_rows` of them exist or the wait is over; None while waiting."""
+        window = item.request.window
+        wanted = self.retrain.post_trigger_rows
+        if window.labelled is None or wanted == 0:
+            return window
+        ends = {}
+        for offset_range in window.labelled.ranges:
+            _, high = self.consumer.get_watermark_offsets(
+                TopicPartition(window.labelled.topic, offset_range.partition),
+                timeout=self.retrain.labelled_read_timeout_seconds,
+            )
+            ends[offset_range.partition] = max(offset_range.end, high - 1)
+        arrived = sum(ends[r.partition] - r.end for r in window.labelled.ranges)
+        waited = time.monotonic() - item.received
+        if arrived < wanted and waited < self.retrain.post_trigger_wait_seconds:
+            item.retry.due_at = time.monotonic() + self.retrain.poll_timeout_seconds
+            return None
+        log.info("post_trigger_rows_ready", trigger_id=item.trigger.trigger_id, rows=arrived, waited_seconds=round(waited, 1))
+        ranges = [OffsetRange(partition=r.partition, start=r.start, end=ends[r.partition]) for r in window.labelled.ranges]
+        return msgspec.structs.replace(window, labelled=TopicWindow(topic=window.labelled.topic, ranges=ranges))
+
     def _start(self, item: InFlight) -> None:
         trigger, model = item.trigger, self.settings.models[item.trigger.model_id]
-        item.started = time.monotonic()
         try:
+            window = self._settled_window(item)
+            if window is None:
+                return
+            item.started = time.monotonic()
             historical = datasets.historical_frame(model)
             columns = datasets.feature_columns(model, historical)
             recent, undecodable = datasets.recent_from_window(
                 self.settings.kafka,
-                item.request.window,
+                window,
                 trigger.model_id,
                 columns,
                 model.actual_column,
@@ -248,7 +285,7 @@ class Retrainer:
                 self.retrain.labelled_read_timeout_seconds,
             )
             decision, prepared = datasets.prepare_for_training(
-                model, self.retrain, self.policy, historical, recent, columns, undecodable
+                model, self.retrain, self.policy, historical, recent, columns, undecodable, window.event_time_end
             )
             if prepared is None:
                 self._outcome(item, OutcomeRecord.skipped(trigger, decision.reason))

@@ -3,6 +3,8 @@ its window of the `labelled` topic; then the shared cleaning, policy check and s
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 from retrain.labelled_source import read_window
@@ -45,6 +47,7 @@ def prepare_for_training(
     recent: pd.DataFrame,
     columns: list[str],
     undecodable: int = 0,
+    profile_since: Any = None,
 ) -> tuple[PolicyDecision, PreparedData | None]:
     """Cleans and splits the data, unless too few recent samples survive the cleaning."""
     target = model.actual_column
@@ -52,7 +55,13 @@ def prepare_for_training(
     decision = policy.enough_samples(len(cleaned.recent))
     if decision.verdict is not Verdict.RUN:
         return decision, None
-    prepared = combine(cleaned, feature_columns=columns, target=target, holdout_fraction=retrain.holdout_fraction)
+    prepared = combine(
+        cleaned,
+        feature_columns=columns,
+        target=target,
+        holdout_fraction=retrain.holdout_fraction,
+        profile_since=profile_since,
+    )
     prepared.counts["invalid_dropped"] += undecodable
     return decision, prepared
 

@@ -35,13 +35,14 @@ def reference_profile(
     holdout_predictions: Any,
     metrics: dict[str, float],
 ) -> bytes:
-    """The monitor's new reference: the features of all data the model saw, with its
-    errors and baseline taken from the holdout only (in-sample errors flatter a model)."""
-    train = prepared.train.assign(**{model.prediction_column: None})
+    """The monitor's new reference: the recent data the new model was trained for
+    (`PreparedData.profile_rows` and the holdout), with its errors and baseline taken from
+    the holdout only (in-sample errors flatter a model)."""
+    recent = prepared.profile_rows if prepared.profile_rows is not None else prepared.train
     holdout = prepared.holdout.assign(**{model.prediction_column: list(holdout_predictions)})
-    frame = pd.concat([train, holdout], ignore_index=True).rename(columns={prepared.target: model.actual_column})
+    frame = pd.concat([recent.assign(**{model.prediction_column: None}), holdout], ignore_index=True)
     profile = ReferenceProfile.from_frame(
-        frame,
+        frame.rename(columns={prepared.target: model.actual_column}),
         feature_columns=prepared.feature_columns,
         prediction_column=model.prediction_column,
         actual_column=model.actual_column,

@@ -30,6 +30,9 @@ class PreparedData:
     target: str
     counts: dict[str, int] = field(default_factory=dict)
     ranges: dict[str, Any] = field(default_factory=dict)  # recent event times, row counts
+    # Recent training rows that show what the new model will face (features + target),
+    # with the holdout the monitor's next reference; see `combine`.
+    profile_rows: pd.DataFrame | None = None
 
     @property
     def holdout_features(self) -> pd.DataFrame:
@@ -138,8 +141,20 @@ def clean(
     return CleanData(historical, recent, counts)
 
 
-def combine(data: CleanData, *, feature_columns: Sequence[str], target: str, holdout_fraction: float) -> PreparedData:
-    """Splits the recent rows in time order and adds the older part to the history."""
+def combine(
+    data: CleanData,
+    *,
+    feature_columns: Sequence[str],
+    target: str,
+    holdout_fraction: float,
+    profile_since: Any = None,
+) -> PreparedData:
+    """Splits the recent rows in time order and adds the older part to the history.
+
+    The new version's reference profile is built from recent rows only, those after
+    `profile_since` (the trigger's event time) when given: the history holds the data
+    from before the change, and a reference that mixed it in would report the change
+    again to the monitor as drift."""
     if data.recent.empty:
         raise DataPreparationError("no valid recent labelled rows")
     older, holdout = split_holdout(data.recent, holdout_fraction)
@@ -147,6 +162,9 @@ def combine(data: CleanData, *, feature_columns: Sequence[str], target: str, hol
     train = pd.concat([data.historical[columns], older[columns]], ignore_index=True)
     if train.empty:
         raise DataPreparationError("no valid training rows")
+    profile_rows = older
+    if profile_since is not None and EVENT_TIME in older.columns:
+        profile_rows = older[pd.to_datetime(older[EVENT_TIME], utc=True) > pd.Timestamp(profile_since)]
     counts = {**data.counts, "training_rows": len(train), "holdout_rows": len(holdout)}
     ranges: dict[str, Any] = {}
     if EVENT_TIME in data.recent.columns:
@@ -155,4 +173,12 @@ def combine(data: CleanData, *, feature_columns: Sequence[str], target: str, hol
             "recent_end": pd.Timestamp(data.recent[EVENT_TIME].max()).isoformat(),
             "holdout_start": pd.Timestamp(holdout[EVENT_TIME].min()).isoformat(),
         }
-    return PreparedData(train, holdout[columns].reset_index(drop=True), list(feature_columns), target, counts, ranges)
+    return PreparedData(
+        train,
+        holdout[columns].reset_index(drop=True),
+        list(feature_columns),
+        target,
+        counts,
+        ranges,
+        profile_rows[columns].reset_index(drop=True),
+    )

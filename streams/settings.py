@@ -110,7 +110,7 @@ class MonitorSettings(_Section):
     join_ttl_seconds: float = Field(default=3600.0, gt=0)
     join_sweep_interval_seconds: float = Field(default=5.0, gt=0)
     min_severity: Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"] = "LOW"
-    detector: dict[str, Any] = {}  # DetectorConfig fields (thresholds, windows, cooldown)
+    # Detector thresholds are not here: they are `Settings.detectors`, the one place.
     store: Literal["rocksdb", "memory"] = "rocksdb"  # rocksdb keeps local state across restarts
     data_dir: Path = Path(".driftline/worker")
     commit_interval_seconds: float = Field(default=1.0, gt=0)
@@ -118,6 +118,11 @@ class MonitorSettings(_Section):
     state_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
     broker_session_timeout_seconds: float = Field(default=10.0, gt=0)
     broker_heartbeat_interval_seconds: float = Field(default=1.0, gt=0)
+    # How often the consumer lag metric is measured.
+    lag_interval_seconds: float = Field(default=5.0, gt=0)
+    # A promotion whose reference profile cannot be read is tried again after this long
+    # (the monitor keeps the current reference meanwhile).
+    promotion_retry_seconds: float = Field(default=30.0, gt=0)
 
 
 class RetrainSettings(_Section):
@@ -136,6 +141,12 @@ class RetrainSettings(_Section):
     # Data: the newest `holdout_fraction` of the recent labelled rows validate both models.
     holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
     labelled_read_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Evidence after the change: before training, wait until the labelled topic holds this
+    # many records past the trigger's window (at most post_trigger_wait_seconds), and
+    # train on the window extended to them. A trigger fires within tens of events of a
+    # change, so its window alone is nearly all pre-change data. 0: the window as is.
+    post_trigger_rows: int = Field(default=500, ge=0)
+    post_trigger_wait_seconds: float = Field(default=300.0, ge=0)
     # Training: a separate process, killed after the timeout (the design: 5-30 minutes).
     training_timeout_seconds: float = Field(default=1800.0, gt=0)
     training_data_format: Literal["parquet", "csv"] = "parquet"

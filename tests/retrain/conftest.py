@@ -90,6 +90,7 @@ class Harness:
             "poll_timeout_seconds": 0.1,
             "db_connect_timeout_seconds": 2,
             "labelled_read_timeout_seconds": 20,
+            "post_trigger_rows": 0,
             "work_dir": self.work,
         }
         return Settings(

@@ -47,6 +47,17 @@ def test_holdout_is_the_newest_recent_rows_in_time_order() -> None:
     assert prepared.ranges["holdout_start"] == pd.Timestamp(START + dt.timedelta(seconds=8)).isoformat()
 
 
+def test_profile_rows_are_the_recent_rows_after_the_trigger() -> None:
+    recent = recent_frame(20)  # one event a second from START
+    data = clean(regression_frame(50, seed=1), recent, feature_columns=FEATURES, target="actual", task="regression")
+    since = START + dt.timedelta(seconds=9.5)
+    prepared = combine(data, feature_columns=FEATURES, target="actual", holdout_fraction=0.2, profile_since=since)
+    # rows 10..15 are after the trigger and not in the holdout (16..19); no historical row
+    assert prepared.profile_rows["x1"].tolist() == recent["x1"].iloc[10:16].tolist()
+    everything = combine(data, feature_columns=FEATURES, target="actual", holdout_fraction=0.2)
+    assert everything.profile_rows["x1"].tolist() == recent["x1"].iloc[:16].tolist()
+
+
 def test_scores() -> None:
     assert score("regression", [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == {"r2": 1.0, "rmse": 0.0}
     assert score("classification", ["a", "b"], ["a", "a"]) == {"accuracy": 0.5}

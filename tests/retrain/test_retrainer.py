@@ -192,6 +192,7 @@ db_schema = "{settings.postgres.db_schema}"
 [retrain]
 group_id = "{retrain.group_id}"
 poll_timeout_seconds = 0.1
+post_trigger_rows = 0
 session_timeout_ms = 6000
 work_dir = "{retrain.work_dir}"
 [models.{MODEL}]
