@@ -285,7 +285,15 @@ class Retrainer:
                 self.retrain.labelled_read_timeout_seconds,
             )
             decision, prepared = datasets.prepare_for_training(
-                model, self.retrain, self.policy, historical, recent, columns, undecodable, window.event_time_end
+                model,
+                self.retrain,
+                self.policy,
+                historical,
+                recent,
+                columns,
+                undecodable,
+                profile_since=window.event_time_end,
+                trigger_types=trigger.trigger_types,
             )
             if prepared is None:
                 self._outcome(item, OutcomeRecord.skipped(trigger, decision.reason))

@@ -3,6 +3,7 @@ its window of the `labelled` topic; then the shared cleaning, policy check and s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -48,9 +49,12 @@ def prepare_for_training(
     columns: list[str],
     undecodable: int = 0,
     profile_since: Any = None,
+    trigger_types: Sequence[str] = (),
 ) -> tuple[PolicyDecision, PreparedData | None]:
     """Cleans and splits the data, unless too few recent samples survive the cleaning."""
     target = model.actual_column
+    if "concept_drift" in trigger_types and not retrain.history_on_concept_drift:
+        historical = historical.iloc[:0]
     cleaned = clean(historical, recent, feature_columns=columns, target=target, task=model.task)
     decision = policy.enough_samples(len(cleaned.recent))
     if decision.verdict is not Verdict.RUN:

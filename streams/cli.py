@@ -23,9 +23,11 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("worker", "streams.worker", "run the streaming drift monitor (faust worker)"),
     ("check", "streams.batch_check", "the design's one-shot retraining decision on files"),
     ("backtest", "streams.backtest", "replay a file's rows through the streaming core"),
+    ("replay", "streams.replay", "replay a time range of the Kafka topics through the streaming core"),
     ("retrainer", "retrain.consumer", "run the retrain consumer of retrain-requests"),
     ("retrain", "retrain.executor", "the design's retraining pipeline on files, step by step"),
     ("models", "retrain.models_cli", "list, show, promote, roll back or initialise stored models"),
+    ("simulate", "streams.simulate", "a simulated inference service with drift at known events"),
 ]
 
 

@@ -147,6 +147,10 @@ class RetrainSettings(_Section):
     # change, so its window alone is nearly all pre-change data. 0: the window as is.
     post_trigger_rows: int = Field(default=500, ge=0)
     post_trigger_wait_seconds: float = Field(default=300.0, ge=0)
+    # A change of concept makes the history wrong (the same inputs now have other
+    # targets): such triggers train on the recent rows only. Set true to keep the design's
+    # "historical + recent" for every trigger.
+    history_on_concept_drift: bool = False
     # Training: a separate process, killed after the timeout (the design: 5-30 minutes).
     training_timeout_seconds: float = Field(default=1800.0, gt=0)
     training_data_format: Literal["parquet", "csv"] = "parquet"

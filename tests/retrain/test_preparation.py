@@ -75,3 +75,24 @@ def test_improvements_are_positive_when_better_and_none_without_a_current_model(
     assert result.improvements["improvement_rmse_percent"] == pytest.approx(50.0)
     first = compare("regression", {"r2": 0.9, "rmse": 0.5}, None, 0.0)
     assert first.promote and set(first.improvements.values()) == {None}
+
+
+@pytest.mark.parametrize(("trigger_types", "keep_history", "historical_rows"), [
+    (["data_drift"], False, 50),
+    (["concept_drift", "performance_degradation"], False, 0),
+    (["concept_drift"], True, 50),
+])
+def test_a_change_of_concept_trains_on_recent_rows_only(
+    tmp_path, trigger_types: list[str], keep_history: bool, historical_rows: int
+) -> None:
+    from retrain.datasets import policy_from, prepare_for_training
+    from streams.settings import ModelSettings, RetrainSettings
+
+    retrain = RetrainSettings(history_on_concept_drift=keep_history, min_recent_samples=10)
+    model = ModelSettings(reference_path=tmp_path / "unused.csv")
+    _, prepared = prepare_for_training(
+        model, retrain, policy_from(retrain), regression_frame(50, seed=1), recent_frame(40), FEATURES,
+        trigger_types=trigger_types,
+    )
+    assert prepared.counts["historical_rows"] == historical_rows
+    assert prepared.counts["training_rows"] == historical_rows + 32
