@@ -162,7 +162,7 @@ def soak_and_speed(args, cfg):
 def driftline_delays(args, cfg):
     pn = profile(np.random.default_rng(1), 10, mix=False)
     for name in SCENARIOS:
-        delays, named = [], []
+        delays, named, sev = [], [], []
         for rep in range(3 if args.quick else 10):
             x = scenario(name, np.random.default_rng(100 + rep))
             dec = run_monitor(ModelMonitor(pn, cfg), x, batch=1000)
@@ -170,16 +170,18 @@ def driftline_delays(args, cfg):
             early = [d for d in dec if d.offset < CHANGE]
             delays.append(after[0].offset - CHANGE if after else None)
             if after:
-                named.append(",".join(after[0].columns))
+                named.append(",".join(sorted(after[0].columns)))
+                sev.append(after[0].severity)
             if early:
                 named.append(f"(false alarm at {early[0].offset})")
-        print(f"driftline {name}: {summary(delays, named)}")
-    delays = []
+        print(f"driftline {name}: {summary(delays, named)}, first severity {sev}")
+    delays, sev = [], []
     for rep in range(5):
         pred, act = error_stream(np.random.default_rng(200 + rep))
         dec = ModelMonitor(pn, cfg).update_labelled(pred, act)
         delays.append(dec[0].offset - 4000 if dec else None)
-    print(f"driftline error_rise(+50% rmse): {summary(delays, [])}")
+        sev += [dec[0].severity] if dec else []
+    print(f"driftline error_rise(+50% rmse): {summary(delays, [])}, first severity {sev}")
 
 
 def error_stream(r, n=8000):

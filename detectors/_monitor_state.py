@@ -47,9 +47,13 @@ def _body(mon) -> dict[str, Any]:
         "task": mon.task, "calibration": mon.calibration.to_dict(),
         "ks": [_small_int(ring, int(2 * lk.sizes.max(initial=0) + 2)), mon.ks.seen],
         "cusum": np.stack([mon.mean_up.s, mon.mean_down.s, mon.variance.s]),
+        "cusum_n": np.stack([mon.mean_up.n, mon.mean_down.n, mon.variance.n]),
+        "gather": [mon._gather_until, [list(k) for k in sorted(mon._gather_seq)],
+                   [[sig, col, st] for (sig, col), st in mon._gather_other.items()]],
         "outliers": [mon.outliers.s, mon.outliers.seg_len, mon.outliers.seg_count],
         "cats": [[_small_int(w.ring, len(w.counts) + 1), w.seen] for w in mon.cats.values()],
-        "labelled": {"s": lab.s, "err": lab.ring[:, 1], "act": lab.ring[:, 3],
+        "labelled": {"s": lab.s, "run": [lab.run_len, lab.run_sum],
+                     "err": lab.ring[:, 1], "act": lab.ring[:, 3],
                      "valid": valid, "buffer": lab.buffer, "seen": lab.seen,
                      "baseline": lab.baseline,
                      "base_errors": lab.base_errors if own_errors else None,
@@ -82,6 +86,13 @@ def _restore(cls, profile: ReferenceProfile, b: dict[str, Any], config, task):
         raise StateError("saved KS window does not fit the profile and config")
     mon.ks.ring = (ring.astype(np.int64) + lk.start2).astype(mon.ks.ring.dtype)
     mon.mean_up.s, mon.mean_down.s, mon.variance.s = (np.array(r) for r in b["cusum"])
+    if "cusum_n" in b:  # run lengths (states written before them restart at 0)
+        mon.mean_up.n, mon.mean_down.n, mon.variance.n = (
+            np.array(r, dtype=np.int64) for r in b["cusum_n"])
+    until, seq, other = b.get("gather", [-1, [], []])
+    mon._gather_until = int(until)
+    mon._gather_seq = {(int(k), int(j)) for k, j in seq}
+    mon._gather_other = {(sig, col): float(st) for sig, col, st in other}
     s, seg_len, seg_count = b["outliers"]
     mon.outliers.set_state({"s": s, "seg_len": seg_len, "seg_count": seg_count})
     for w, (ring, seen) in zip(mon.cats.values(), b["cats"]):
@@ -105,7 +116,9 @@ def _restore_labelled(lab, b: dict[str, Any]) -> None:
     ring[:, 2], ring[:, 4] = ring[:, 1] * ring[:, 1], ring[:, 3] * ring[:, 3]
     maes, block_sum, block_count, last = b["trend"]
     base = b["base_errors"] if b["base_errors"] is not None else lab.base_errors
-    lab.set_state({"s": b["s"], "ring": ring, "buffer": b["buffer"], "seen": b["seen"],
+    run_len, run_sum = b.get("run", [0, 0.0])
+    lab.set_state({"s": b["s"], "run_len": int(run_len), "run_sum": float(run_sum),
+                   "ring": ring, "buffer": b["buffer"], "seen": b["seen"],
                    "baseline": b["baseline"], "base_errors": base, "trend_maes": maes,
                    "block_sum": block_sum, "block_count": block_count,
                    "trend_last": np.asarray(last, dtype=np.float64)})

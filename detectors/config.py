@@ -52,6 +52,10 @@ class DetectorConfig:
     performance_window: int = 1000
     reference_cap: int = 10_000  # max reference sample per numeric column
     cooldown: int = 1000  # events after a trigger during which none fires
+    # events a feature decision waits after its first signal, naming every signal that
+    # passes its own threshold meanwhile (two shifted columns seldom cross on the same
+    # event); 0 decides at the first signal
+    gather_events: int = 25
     persistence_n: int = 1  # a signal counts when alarmed in n of its last m checks
     persistence_m: int = 1  # (checks: every event, or every ks_stride for KS/chi2)
     strong_factor: float = 2.0  # strength >= this is a "strong" signal
@@ -66,8 +70,8 @@ class DetectorConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.cooldown < 0:
-            raise ConfigError("cooldown must be >= 0")
+        if self.cooldown < 0 or self.gather_events < 0:
+            raise ConfigError("cooldown and gather_events must be >= 0")
         if self.trend_windows < 3:
             raise ConfigError("trend_windows must be >= 3 (a slope needs a residual)")
         if self.persistence_n > self.persistence_m:

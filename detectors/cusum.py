@@ -30,33 +30,55 @@ def lindley_scan(walk: np.ndarray, s0: np.ndarray, h: float | np.ndarray,
     running min of block minima`` (two halving reductions and an accumulate over
     ``n / block`` values); only rows whose bound passes ``h`` get the exact path.
 
-    Returns ``(s_end, rows, paths)``: the final statistic of every row, the row indices
-    that may pass ``h`` in the batch, and their exact paths (len(rows), n).
+    Returns ``(s_end, rows, paths, last0)``: the final statistic of every row, the row
+    indices that may pass ``h`` in the batch, their exact paths (len(rows), n), and per
+    row the index of the last event at which the CUSUM stood at zero (-1 if it never
+    did in the batch). That index is the last argmin of the walk when its minimum is
+    at most ``-s0`` (Page's change-point estimate); it is found from the block minima
+    plus one block per row, so it costs ``n / block`` comparisons.
 
     >>> w = np.cumsum(np.array([[1.0, -3.0, 2.0], [-1.0, -1.0, -1.0]]), axis=1)
-    >>> s, rows, paths = lindley_scan(w, np.array([0.5, 0.0]), 2.5)  # bounds 4 and 2
-    >>> s.tolist(), rows.tolist(), paths.tolist()
-    ([2.0, 0.0], [0], [[1.5, 0.0, 2.0]])
+    >>> s, rows, paths, last0 = lindley_scan(w, np.array([0.5, 0.0]), 2.5)  # bounds 4, 2
+    >>> s.tolist(), rows.tolist(), paths.tolist(), last0.tolist()
+    ([2.0, 0.0], [0], [[1.5, 0.0, 2.0]], [1, 2])
     """
     r, n = walk.shape
     s0 = np.asarray(s0, dtype=np.float64)
     h = np.broadcast_to(np.asarray(h, dtype=np.float64), (r,))
     if n == 0:
-        return s0.copy(), np.zeros(0, np.intp), np.zeros((0, 0))
+        return s0.copy(), np.zeros(0, np.intp), np.zeros((0, 0)), np.full(r, -1, np.intp)
     pad = (-n) % block  # padding repeats the last value: block extremes unchanged
     w = np.concatenate([walk, np.repeat(walk[:, -1:], pad, axis=1)], axis=1) if pad \
         else walk
     bmax = _halve(w, np.maximum, block)
-    low = np.minimum.accumulate(_halve(w, np.minimum, block), axis=1)
+    bmin = _halve(w, np.minimum, block)
+    low = np.minimum.accumulate(bmin, axis=1)
+    wmin = low[:, -1].copy()
     np.minimum(low, -s0[:, None], out=low)
     s_end = walk[:, -1] - low[:, -1]  # the last running minimum is the overall one
+    last0 = _last_zero(w, bmin, wmin, s0, block, n)
     rows = np.flatnonzero((bmax - low).max(axis=1) > h)
     if not rows.size:
-        return s_end, rows, np.zeros((0, n))
+        return s_end, rows, np.zeros((0, n)), last0
     sub = walk[rows]
     run = np.minimum.accumulate(sub, axis=1)
     np.minimum(run, -s0[rows, None], out=run)
-    return s_end, rows, sub - run
+    return s_end, rows, sub - run, last0
+
+
+def _last_zero(w: np.ndarray, bmin: np.ndarray, wmin: np.ndarray, s0: np.ndarray,
+               block: int, n: int) -> np.ndarray:
+    """Last index of the minimum ``wmin`` of each row of the (padded) walk ``w`` when
+    it is at most ``-s0`` (the CUSUM's last zero), else -1: the last block holding the
+    minimum, then the last position inside it."""
+    r, nb = bmin.shape
+    b = nb - 1 - (bmin == wmin[:, None])[:, ::-1].argmax(axis=1)
+    inside = w.reshape(r, nb, block)[np.arange(r), b]  # (a view: w is contiguous)
+    inside = inside == wmin[:, None]
+    pos = b * block + (block - 1) - inside[:, ::-1].argmax(axis=1)
+    pos[wmin > -s0] = -1
+    np.minimum(pos, n - 1, out=pos)  # padding repeats the last value
+    return pos
 
 
 def lindley(incr: np.ndarray, s0: np.ndarray) -> np.ndarray:
@@ -91,7 +113,7 @@ class CUSUM(StreamDetector):
     523
     """
 
-    _state_fields = ("s",)
+    _state_fields = ("s", "n")
     _settings = ("scale", "drift", "threshold")
 
     def __init__(self, scale, drift, threshold) -> None:
@@ -104,6 +126,10 @@ class CUSUM(StreamDetector):
 
     def _reset(self) -> None:
         self.s = np.zeros_like(self.scale)
+        # run length: events since the statistic last stood at zero (Page's estimate
+        # of the change point is its last reset); the segment mean of the increments
+        # is (s / n), whence the effect estimates of :meth:`effect`
+        self.n = np.zeros(self.scale.shape, dtype=np.int64)
 
     @property
     def drift_detected(self) -> np.ndarray:
@@ -114,7 +140,23 @@ class CUSUM(StreamDetector):
         path = lindley(values * self.scale - self.drift, self.s)
         if len(path):
             self.s = path[-1].copy()
+            zero = path == 0
+            hit = zero.any(axis=0)
+            last0 = len(path) - 1 - np.argmax(zero[::-1], axis=0)
+            self.n = np.where(hit, len(path) - 1 - last0, self.n + len(path))
         return path
+
+    def segment_mean(self, cols=slice(None)) -> np.ndarray:
+        """Mean of ``scale * x`` since the last zero (Page's change-point estimate):
+        ``(s + n * drift) / n``; 0 where the run is empty.
+
+        >>> det = CUSUM([1.0], [0.5], [9.0])
+        >>> _ = det.update_many(np.array([[-3.0], [2.0], [1.0]]))
+        >>> det.s.tolist(), det.n.tolist(), det.segment_mean().tolist()
+        ([2.0], [2], [1.5])
+        """
+        n = self.n[cols]
+        return np.where(n > 0, self.s[cols] / np.maximum(n, 1) + self.drift[cols], 0.0)
 
     def advance(self, walk: np.ndarray, cols: slice = slice(None)):
         """Fast path: ``walk`` (columns ``cols``, n) are cumulative sums of
@@ -124,6 +166,10 @@ class CUSUM(StreamDetector):
         pass the threshold in the batch and their exact paths (see
         :func:`lindley_scan`).
         """
-        s_end, rows, paths = lindley_scan(walk, self.s[cols], self.threshold[cols])
+        s_end, rows, paths, last0 = lindley_scan(walk, self.s[cols],
+                                                 self.threshold[cols])
         self.s[cols] = s_end
+        if walk.shape[1]:
+            self.n[cols] = np.where(last0 >= 0, walk.shape[1] - 1 - last0,
+                                    self.n[cols] + walk.shape[1])
         return rows + (cols.start or 0), paths

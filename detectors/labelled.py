@@ -28,8 +28,8 @@ class LabelledSignals(StreamDetector):
     ``error_threshold`` (15 %) of the baseline MAE.
     """
 
-    _state_fields = ("s", "ring", "buffer", "seen", "baseline", "base_errors",
-                     "trend_maes", "block_sum", "block_count", "trend_last")
+    _state_fields = ("s", "run_len", "run_sum", "ring", "buffer", "seen", "baseline",
+                     "base_errors", "trend_maes", "block_sum", "block_count", "trend_last")
     _settings = ("task", "window", "concept_window", "baseline_size", "baseline",
                  "base_errors", "delta", "h", "z", "floors", "trend_windows", "trend_z")
 
@@ -49,13 +49,21 @@ class LabelledSignals(StreamDetector):
         self._reset()
 
     def _reset(self) -> None:
-        self.s = np.zeros(1)
+        self.reset_cusum()
         # columns: valid, err (abs or 0/1), err^2, actual, actual^2
         self.ring = np.zeros((self.window, 5))
         self.buffer = np.zeros((0, 2))
         self.seen = 0
         self.reset_trend()
         self._prepare()
+
+    def reset_cusum(self) -> None:
+        """Restart the error CUSUM (after a trigger): statistic, and the length and
+        error sum of its run since it last stood at zero (Page's change-point
+        estimate), whence the error rise reported as the concept signal's strength."""
+        self.s = np.zeros(1)
+        self.run_len = 0
+        self.run_sum = 0.0
 
     def reset_trend(self) -> None:
         """Forget the block MAEs (after a trigger, like the CUSUM)."""
@@ -140,6 +148,14 @@ class LabelledSignals(StreamDetector):
         z = self._rt.score[self._rt.slots(e)]
         path = lindley((self.delta * z - self._psi)[:, None], self.s)[:, 0]
         self.s = path[-1:].copy()
+        # MAE since the CUSUM last stood at zero, per event
+        idx = np.arange(n)
+        last0 = np.maximum.accumulate(np.where(path == 0, idx, -1))
+        ce = np.cumsum(e)
+        run_len = np.where(last0 >= 0, idx - last0, self.run_len + idx + 1)
+        run_sum = np.where(last0 >= 0, ce - ce[np.maximum(last0, 0)], self.run_sum + ce)
+        mae_run = run_sum / np.maximum(run_len, 1)
+        self.run_len, self.run_sum = int(run_len[-1]), float(run_sum[-1])
         c = np.vstack([np.zeros((1, 5)), np.cumsum(hist, axis=0)])
         w, cw, W = self.window, self.concept_window, self.window
         end = np.arange(W + 1, W + n + 1)
@@ -154,8 +170,12 @@ class LabelledSignals(StreamDetector):
         enough = win[:, 0] >= min(self.floors["min_samples"], w)
         st = np.zeros((n, 5))  # mae, r2, rmse, accuracy, trend
         mae0 = max(self._mae0, 1e-12)
-        st[:, 0] = np.where((path > self.h) & (mae_recent > mae0 * (1 + self.floors["error"])),
-                            path / self.h, 0.0)
+        # strengths: the effect over its floor (the design's drop or rise), at least 1
+        # when the signal is past its threshold; for the CUSUM, the MAE rise since its
+        # change-point estimate over the 15 % floor
+        fl = self.floors["error"]
+        st[:, 0] = np.where((path > self.h) & (mae_recent > mae0 * (1 + fl)),
+                            np.maximum((mae_run / mae0 - 1) / fl, 1.0), 0.0)
         b = self.baseline
         if self.task == "classification":
             acc = 1 - win[:, 1] / cnt
@@ -164,7 +184,7 @@ class LabelledSignals(StreamDetector):
             zacc = (acc0 - acc) / se
             drop = (acc0 - acc) / max(acc0, 1e-12)
             st[:, 3] = np.where(enough & (zacc > self.z) & (drop > self.floors["accuracy"]),
-                                np.maximum(zacc / self.z, drop / self.floors["accuracy"]), 0)
+                                drop / self.floors["accuracy"], 0)
             out = {"accuracy": acc}
         else:
             rmse = np.sqrt(mse)
@@ -174,11 +194,11 @@ class LabelledSignals(StreamDetector):
             sig = enough & (zmse > self.z)
             rise = rmse / max(rmse0, 1e-12) - 1
             st[:, 2] = np.where(sig & (rise > self.floors["rmse"]),
-                                np.minimum(zmse / self.z, rise / self.floors["rmse"]), 0)
+                                rise / self.floors["rmse"], 0)
             if "r2" in b:
                 drop = (b["r2"] - r2) / max(abs(b["r2"]), 1e-12)
                 st[:, 1] = np.where(sig & (drop > self.floors["r2"]),
-                                    np.minimum(zmse / self.z, drop / self.floors["r2"]), 0)
+                                    drop / self.floors["r2"], 0)
             out = {"rmse": rmse, "r2": r2}
         slope, tz, checks, st[:, 4] = self._trend(e)
         out.update({"mae": mae_recent, "cusum": path, "strength": st,
@@ -209,8 +229,7 @@ class LabelledSignals(StreamDetector):
                 z = b / max(self._trend_se, 1e-300)
                 rise = b * (k - 1) / max(self._mae0, 1e-12)
                 fl = self.floors["error"]
-                st = np.where((z > self.trend_z) & (rise > fl),
-                              np.minimum(z / self.trend_z, rise / fl), 0.0)
+                st = np.where((z > self.trend_z) & (rise > fl), rise / fl, 0.0)
                 slope[ends[at]], tz[ends[at]], strength[ends[at]] = b, z, st
             self.trend_maes = series[-(k - 1):].copy()
             self.block_sum = float(cs[-1] - cs[ends[-1]])

@@ -32,7 +32,15 @@ class ModelMonitor:
     :meth:`update_labelled`; each returns the decisions that fired inside the batch
     (at most one per ``config.cooldown`` events, none before ``config.min_samples``).
     With ``persistence_n``/``persistence_m`` a signal counts only when alarmed in n of
-    its last m checks (see :mod:`detectors.persistence`).
+    its last m checks (see :mod:`detectors.persistence`). A feature decision fires
+    ``config.gather_events`` after its first signal and names every signal past its
+    threshold meanwhile.
+
+    A signal's strength (for severity) is how far past its threshold it is: for the
+    KS and chi-square windows the statistic over its critical value; for the sequential
+    tests, which fire the moment their statistic crosses the threshold, the estimated
+    effect since the test's change-point estimate over the design effect (see
+    :meth:`effect_sizes`), at least 1.
 
     Examples
     --------
@@ -41,8 +49,8 @@ class ModelMonitor:
     >>> ref = pd.DataFrame(rng.normal(size=(5000, 3)), columns=["a", "b", "c"])
     >>> mon = ModelMonitor(ReferenceProfile.from_frame(ref))
     >>> x = rng.normal(size=(4000, 3)); x[2000:, 1] += 1.0
-    >>> [(d.offset, d.columns) for d in mon.update_features(x)]
-    [(2066, ['b']), (3067, ['b'])]
+    >>> [(d.offset, d.columns, d.severity) for d in mon.update_features(x)]
+    [(2091, ['b'], 'MEDIUM'), (3117, ['b'], 'MEDIUM')]
     """
 
     def __init__(self, profile: ReferenceProfile, config: DetectorConfig = DetectorConfig(),
@@ -88,6 +96,11 @@ class ModelMonitor:
         self.labelled_seen = 0
         self._next_feature_fire = cfg.min_samples - 1
         self._next_label_fire = cfg.min_samples - 1
+        # a feature decision being gathered: the event it fires at (-1: none), the
+        # sequential signals (kind, column) and the KS/chi-square strengths seen so far
+        self._gather_until = -1
+        self._gather_seq: set[tuple[int, int]] = set()
+        self._gather_other: dict[tuple[str, str], float] = {}
         self._last: dict[str, Any] = {}
         self._crit_cache: dict[tuple[int, int], float] = {}
         for m in np.unique(self.ks.reference_sizes):
@@ -145,12 +158,24 @@ class ModelMonitor:
             fire = self._feature_step(xt[:, start:], {c: v[start:] for c, v in cats.items()})
             if fire is None:
                 break
-            i, signals = fire
+            i, seq_keys, other = fire
+            self._gather_seq.update(seq_keys)
+            for key, st in other.items():
+                self._gather_other[key] = max(st, self._gather_other.get(key, 0.0))
+            if i > n - start - 1:  # still gathering at the end of the batch
+                self._gather_until = self.events_seen - (n - start) + i
+                break
             if i < n - start - 1:  # roll back, redo exactly up to the firing event
                 self._load_feature_state(saved)
                 self.events_seen -= n - start
                 self._feature_step(xt[:, start:start + i + 1],
                                    {c: v[start:start + i + 1] for c, v in cats.items()})
+            # the state now stands at the firing event: effect sizes since each
+            # CUSUM's change-point estimate
+            signals = self._seq_signals(sorted(self._gather_seq)) + [
+                {"signal": sig, "column": col, "strength": st}
+                for (sig, col), st in self._gather_other.items()]
+            self._gather_until, self._gather_seq, self._gather_other = -1, set(), {}
             offset = self.events_seen - 1
             decisions.append(fuse(signals, offset, self.config, self.snapshot()))
             self._next_feature_fire = offset + self.config.cooldown + 1
@@ -161,8 +186,13 @@ class ModelMonitor:
         return decisions
 
     def _feature_step(self, xt: np.ndarray, cats: dict[str, np.ndarray]):
-        """Advance all feature detectors on ``xt`` (columns, n); return ``(index,
-        signals)`` of the first eligible alarm in the batch, or None."""
+        """Advance all feature detectors on ``xt`` (columns, n). Return None when no
+        decision is under way, else ``(index, sequential keys, other signals)``: the
+        event at which the decision fires (``config.gather_events`` after the first
+        eligible alarm; possibly past the batch) and the signals past their thresholds
+        from that alarm (or the batch start, when gathering) to it. The sequential keys
+        ``(kind, column)`` get their strengths from the state at the firing event
+        (:meth:`_seq_signals`); the others map ``(signal, column)`` to strength."""
         c, n = xt.shape
         cfg = self.config
         slots = self.ks.slots(xt)
@@ -190,29 +220,100 @@ class ModelMonitor:
             seq_flags = ok.reshape(3, c, n)
             ks_flags, self._hist["ks"] = n_of_m(ks_flags, self._hist["ks"], need)
             cat_flags, self._hist["cat"] = n_of_m(cat_flags, self._hist["cat"], need)
-        alarm = seq_flags.any(axis=(0, 1)) if seq else np.zeros(n, bool)
-        if len(k_idx):
-            alarm[k_idx] |= ks_flags.any(axis=0)
-        if len(cat_idx):
-            alarm[cat_idx] |= cat_flags.any(axis=0)
-        alarm[:max(self._next_feature_fire - start, 0)] = False
-        if not alarm.any():
-            return None
-        i = int(np.argmax(alarm))
+        if self._gather_until >= 0:  # a decision gathered since an earlier batch
+            first, i = 0, self._gather_until - start
+        else:
+            alarm = seq_flags.any(axis=(0, 1)) if seq else np.zeros(n, bool)
+            if len(k_idx):
+                alarm[k_idx] |= ks_flags.any(axis=0)
+            if len(cat_idx):
+                alarm[cat_idx] |= cat_flags.any(axis=0)
+            alarm[:max(self._next_feature_fire - start, 0)] = False
+            if not alarm.any():
+                return None
+            first = int(np.argmax(alarm))
+            i = first + cfg.gather_events
+        last = min(i, n - 1) + 1  # signals past their thresholds in [first, i]
+        keys = [(k, j) for (k, j) in sorted(seq) if seq_flags[k, j, first:last].any()]
+        other: dict[tuple[str, str], float] = {}
         names = self.profile.numeric_columns
-        sig = [{"signal": _SEQ_KINDS[k], "column": names[j], "strength": float(st[i])}
-               for (k, j), st in sorted(seq.items()) if seq_flags[k, j, i]]
-        hit = np.flatnonzero(k_idx == i)
-        if hit.size:
-            r = hit[0]
-            sig += [{"signal": "ks", "column": names[j], "strength": float(ks_st[r, j])}
-                    for j in np.flatnonzero(ks_flags[:, r])]
-        hit = np.flatnonzero(cat_idx == i)
-        if hit.size:
-            r = hit[0]
-            sig += [{"signal": "categorical", "column": name, "strength": float(cat_st[r, j])}
-                    for j, name in enumerate(self.cats) if cat_flags[j, r]]
-        return i, sig
+        for kind, idx, flags, st, cols in (("ks", k_idx, ks_flags, ks_st, names),
+                                           ("categorical", cat_idx, cat_flags, cat_st,
+                                            list(self.cats))):
+            for r in np.flatnonzero((idx >= first) & (idx < last)):
+                for j in np.flatnonzero(flags[:, r]):
+                    key = (kind, cols[j])
+                    other[key] = max(float(st[r, j]), other.get(key, 0.0))
+        return i, keys, other
+
+    def effect_sizes(self) -> dict[str, np.ndarray]:
+        """Per numeric column, the sequential tests' effect estimates since their
+        change-point estimates (the last time each CUSUM stood at zero), each over its
+        design effect: the mean shift of the normal scores (the side whose CUSUM is
+        higher) over ``config.mean_shift``, the variance ratio over
+        ``config.variance_ratio`` and the outlier share over the 5 % floor.
+
+        With Page's run length ``N`` and statistic ``S`` of a CUSUM with increments
+        ``scale * x - drift``, the segment sum is ``S + N * drift``, so the estimates
+        cost nothing per event: they are read off the state when a decision fires.
+        """
+        cfg, cal = self.config, self.calibration
+        # both sides' segment means are positive in their own direction
+        shift = np.where(self.mean_up.s >= self.mean_down.s, self.mean_up.segment_mean(),
+                         self.mean_down.segment_mean()) / cal.mean_scale
+        ratio = self.variance.segment_mean() / cal.var_scale
+        o = self.outliers
+        rate = np.where(o.seg_len > 0, o.seg_count / np.maximum(o.seg_len, 1), 0.0)
+        return {"mean_shift": shift / cfg.mean_shift,
+                "variance": ratio / cfg.variance_ratio,
+                "outlier_rate": rate / (cfg.outlier_pct_threshold / 100)}
+
+    def _seq_signals(self, keys) -> list[dict[str, Any]]:
+        """Signals of the sequential tests past their thresholds, from the state at the
+        firing event: strength = effect estimate over the design effect, at least 1
+        (the statistic itself is just past its threshold when it fires, so its ratio
+        to the threshold says nothing about the size of the change)."""
+        if not keys:
+            return []
+        eff = self.effect_sizes()
+        names = self.profile.numeric_columns
+        out = []
+        for k, j in keys:
+            e = self._hinkley(k, j) if k < 2 else None
+            e = float(eff[_SEQ_KINDS[k]][j]) if e is None else e
+            out.append({"signal": _SEQ_KINDS[k], "column": names[j],
+                        "strength": max(1.0, e)})
+        return out
+
+    def _hinkley(self, kind: int, j: int) -> float | None:
+        """Mean-shift or variance effect of column ``j`` at the change point that
+        maximises the likelihood ratio (Hinkley's estimate) among the events since the
+        CUSUM last stood at zero, over the design effect; None without data.
+
+        Page's run since the last zero starts where the CUSUM last reset, often well
+        before the change (the CUSUM wanders above zero under no change), and the
+        segment mean is diluted by those events; the maximum-likelihood change point
+        inside the run is not. The scores of the last ``ks_window`` events are in the
+        KS window, so this costs nothing per event, only ``O(ks_window)`` per decision.
+        """
+        if kind == 0:
+            up = self.mean_up.s[j] >= self.mean_down.s[j]
+            run = (self.mean_up if up else self.mean_down).n[j]
+        else:
+            run = self.variance.n[j]
+        m = min(int(run), self.ks.ring.shape[1])
+        if m < 1:
+            return None
+        z = self._score[self.ks.ring[j, -m:]][::-1]  # newest first
+        length = np.arange(1.0, m + 1)
+        if kind == 0:
+            mean = np.cumsum(z if up else -z) / length
+            best = int(np.argmax(np.where(mean > 0, length * mean * mean, 0.0)))
+            return float(mean[best]) / self.config.mean_shift
+        r = np.cumsum(z * z) / length
+        with np.errstate(divide="ignore"):
+            llr = np.where(r > 1, length * (r - 1 - np.log(r)), 0.0)
+        return float(r[int(np.argmax(llr))]) / self.config.variance_ratio
 
     def _sequential(self, xt: np.ndarray, slots: np.ndarray, cols: slice, seq: dict):
         """Advance the mean, variance and outlier CUSUMs of columns ``cols``; put the
@@ -319,7 +420,7 @@ class ModelMonitor:
             offset = self.labelled_seen - 1
             decisions.append(fuse(sig, offset, self.config, self.snapshot()))
             self._next_label_fire = offset + self.config.cooldown + 1
-            self.labelled.s[:] = 0.0
+            self.labelled.reset_cusum()
             self.labelled.reset_trend()
             self._hist["lab"][:] = False
             self._hist["trend"][:] = False

@@ -86,15 +86,12 @@ class OutlierRate(StreamDetector):
         walk = co * self._scale[cols, None]
         walk -= np.multiply.outer(self._drift[cols], t)
         s0 = self.s[cols]
-        s_end, rows, paths = lindley_scan(walk, s0, self.threshold[cols])
+        s_end, rows, paths, last0 = lindley_scan(walk, s0, self.threshold[cols])
         rates = np.empty(paths.shape)
         for i, j in enumerate(rows):
             rates[i] = self._segment_rate(paths[i], co[j], first + j)
         if n:
-            # the path is last at zero where the walk last reaches its running minimum
-            last0 = np.where(walk.min(axis=1) <= -s0,
-                             n - 1 - np.argmin(walk[:, ::-1], axis=1), -1)
-            hit = last0 >= 0
+            hit = last0 >= 0  # the CUSUM's last zero in the batch
             base = np.where(hit, co[np.arange(c), np.maximum(last0, 0)], 0.0)
             self.seg_len[cols] = np.where(hit, n - 1 - last0, self.seg_len[cols] + n)
             self.seg_count[cols] = np.where(hit, co[:, -1] - base,

@@ -51,9 +51,12 @@ def test_slot_lookup_on_skewed_clustered_and_tied_data():
 def test_lindley_scan_equals_lindley(incr, s0, h, block):
     inc = np.array(incr)[None, :]
     walk = np.cumsum(inc, axis=1)
-    s_end, rows, paths = lindley_scan(walk, np.array([s0]), h, block)
+    s_end, rows, paths, last0 = lindley_scan(walk, np.array([s0]), h, block)
     exact = lindley(inc.T, np.array([s0]))[:, 0]
     assert np.isclose(s_end[0], exact[-1], atol=1e-9)
+    # the last zero of the path (Page's change-point estimate), -1 if none
+    zeros = np.flatnonzero(walk[0] - np.minimum(np.minimum.accumulate(walk[0]), -s0) == 0)
+    assert last0.tolist() == [zeros[-1] if zeros.size else -1]
     if (exact > h + 1e-9).any():
         assert rows.tolist() == [0]
     if rows.size:

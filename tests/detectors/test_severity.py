@@ -1,0 +1,113 @@
+"""Severity of the first trigger: sequential signals report their estimated effect over
+the design effect (not statistic / threshold, which is ~1 when they fire), a decision
+gathers the signals of ``gather_events`` events, and the run lengths behind the effect
+estimates survive save/restore."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from detectors import DetectorConfig, ModelMonitor, ReferenceProfile
+from detectors.cusum import CUSUM, lindley
+
+_rng = np.random.default_rng(0)
+PROFILE = ReferenceProfile.from_frame(
+    pd.DataFrame(_rng.normal(size=(20000, 10)), columns=[f"x{i}" for i in range(10)]))
+
+
+def _first_after(shift, cols, seed, change=3000, config=DetectorConfig()):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(change + 3000, 10))
+    x[change:, cols] += shift
+    fired = [d for d in ModelMonitor(PROFILE, config).update_features(x)
+             if d.offset >= change]
+    return fired[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_big_shift_in_two_columns_is_high_or_critical_on_the_first_trigger(seed):
+    d = _first_after(1.5, [2, 7], seed)
+    assert d.severity in ("HIGH", "CRITICAL")
+    assert set(d.columns) == {"x2", "x7"}  # both named thanks to the gather
+    shift = {r["column"]: r["strength"] for r in d.root_cause if r["signal"] == "mean_shift"}
+    assert all(3.0 < s < 7.0 for s in shift.values())  # 1.5 sd / 0.3 sd = 5
+    assert 0.99 < d.confidence <= 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_small_shift_in_one_column_is_low(seed):
+    d = _first_after(0.3, [2], seed)
+    assert d.severity == "LOW" and d.columns == ["x2"]
+    assert all(1.0 <= r["strength"] < 2.0 for r in d.root_cause)
+    assert 0.6 < d.confidence < 0.9
+
+
+def test_without_gather_the_first_trigger_names_the_first_column_only():
+    d = _first_after(1.5, [2, 7], 0, config=DetectorConfig(gather_events=0))
+    late = _first_after(1.5, [2, 7], 0)
+    assert len(d.columns) == 1 and d.severity == "MEDIUM"  # one strong signal
+    assert late.offset == d.offset + 25
+
+
+def test_gathered_decisions_do_not_depend_on_batches():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(4000, 10))
+    x[2000:, [1, 5]] += 1.0
+    whole = ModelMonitor(PROFILE).update_features(x)
+    mon = ModelMonitor(PROFILE)
+    parts = [d for a in range(0, 4000, 7) for d in mon.update_features(x[a:a + 7])]
+    # (the snapshot in ``metrics`` holds the batch's outlier rate: left out)
+    assert whole and [{**d.to_dict(), "metrics": {}} for d in whole] == \
+        [{**d.to_dict(), "metrics": {}} for d in parts]
+
+
+def test_run_length_and_pending_gather_survive_save_restore():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(4000, 10))
+    x[2000:, [1, 5]] += 1.5
+    probe = ModelMonitor(PROFILE, DetectorConfig(gather_events=0)).update_features(x)
+    stop = probe[0].offset + 5  # inside the gather of the default config
+    a = ModelMonitor(PROFILE)
+    assert a.update_features(x[:stop]) == []
+    assert a._gather_until == probe[0].offset + 25 and a._gather_seq
+    assert (a.mean_up.n > 0).any() and (a.variance.n > 0).any()
+    b = ModelMonitor.from_state(PROFILE, a.state_to_bytes())
+    c = ModelMonitor.from_bytes(a.to_bytes())
+    for m in (b, c):
+        for part in ("mean_up", "mean_down", "variance"):
+            assert np.array_equal(getattr(m, part).n, getattr(a, part).n)
+        assert (m._gather_until, m._gather_seq, m._gather_other) == \
+            (a._gather_until, a._gather_seq, a._gather_other)
+    da, db, dc = (m.update_features(x[stop:]) for m in (a, b, c))
+    dump = [json.dumps([d.to_dict() for d in ds]) for ds in (da, db, dc)]
+    assert da and da[0].offset == probe[0].offset + 25 and dump[0] == dump[1] == dump[2]
+    assert a.state_to_bytes() == b.state_to_bytes()
+
+
+def test_cusum_run_length_is_the_events_since_the_last_zero_for_any_cut():
+    rng = np.random.default_rng(6)
+    incr_x = rng.normal(0.1, 1.0, size=(500, 3))
+    ref = CUSUM([0.5] * 3, [0.125] * 3, [1e9] * 3)
+    path = lindley(incr_x * 0.5 - 0.125, np.zeros(3))
+    for cut in ([500], [1, 17, 200, 282], [250, 250]):
+        a, b = CUSUM.from_bytes(ref.to_bytes()), CUSUM.from_bytes(ref.to_bytes())
+        for part in np.split(incr_x, np.cumsum(cut)[:-1]):
+            a.update_many(part)
+            b.advance(np.ascontiguousarray(np.cumsum(part * 0.5 - 0.125, axis=0).T))
+        for j in range(3):
+            zeros = np.flatnonzero(path[:, j] == 0)
+            want = 499 - zeros[-1] if zeros.size else 500
+            assert a.n[j] == b.n[j] == want
+        np.testing.assert_allclose(a.segment_mean(), b.segment_mean())
+
+
+def test_error_rise_strength_is_the_rise_over_the_floor():
+    rng = np.random.default_rng(3)
+    act = rng.normal(size=6000)
+    pred = act + rng.normal(scale=0.5, size=6000)
+    pred[3000:] = act[3000:] + rng.normal(scale=1.5, size=3000)  # MAE x3: +200 %
+    mae = [r["strength"] for d in ModelMonitor(PROFILE).update_labelled(pred, act)
+           for r in d.root_cause if r["signal"] == "mae"]
+    assert mae and all(8.0 < s < 16.0 for s in mae)  # 200 % / 15 % = 13.3
