@@ -82,6 +82,10 @@ class LabelledSignals(StreamDetector):
             self._rt = RankTransform(self.base_errors)
             self._psi = self._rt.cgf(self.delta)
             self._mae0 = float(self.base_errors.mean())
+            # The baseline is itself an estimate from this many errors: its sampling error
+            # adds to the window's in the performance z-tests (a small holdout would
+            # otherwise make a fixed bias look like degradation).
+            self._base_n = len(self.base_errors)
             sq = self.base_errors**2
             self._sq_sd = float(sq.std())
             # standard error of the trend slope under no drift
@@ -167,7 +171,10 @@ class LabelledSignals(StreamDetector):
         var_a = np.maximum(win[:, 4] / cnt - (win[:, 3] / cnt) ** 2, 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             r2 = np.where(var_a > 0, 1 - mse / var_a, 0.0)
-        enough = win[:, 0] >= min(self.floors["min_samples"], w)
+        # R2/RMSE/accuracy are judged on full windows only: on a short one, the
+        # heavy right tail of a mean of squared errors defeats the normal z-test (the
+        # error CUSUM covers the first events after a (re)start).
+        enough = win[:, 0] >= max(self.floors["min_samples"], w)
         st = np.zeros((n, 5))  # mae, r2, rmse, accuracy, trend
         mae0 = max(self._mae0, 1e-12)
         # strengths: the effect over its floor (the design's drop or rise), at least 1
@@ -180,7 +187,7 @@ class LabelledSignals(StreamDetector):
         if self.task == "classification":
             acc = 1 - win[:, 1] / cnt
             acc0 = b.get("accuracy", 1 - self._mae0)
-            se = np.sqrt(max(acc0 * (1 - acc0), 1e-12) / cnt)
+            se = np.sqrt(max(acc0 * (1 - acc0), 1e-12) * (1 / cnt + 1 / self._base_n))
             zacc = (acc0 - acc) / se
             drop = (acc0 - acc) / max(acc0, 1e-12)
             st[:, 3] = np.where(enough & (zacc > self.z) & (drop > self.floors["accuracy"]),
@@ -189,7 +196,7 @@ class LabelledSignals(StreamDetector):
         else:
             rmse = np.sqrt(mse)
             rmse0 = b.get("rmse", float(np.sqrt(mae0)))
-            se = np.maximum(self._sq_sd, 1e-12) / np.sqrt(cnt)
+            se = np.maximum(self._sq_sd, 1e-12) * np.sqrt(1 / cnt + 1 / self._base_n)
             zmse = (mse - rmse0**2) / se
             sig = enough & (zmse > self.z)
             rise = rmse / max(rmse0, 1e-12) - 1
