@@ -1,12 +1,13 @@
 """Worker throughput against a bare confluent-kafka consumer, and trigger latency.
 
-`python -m bench.worker_bench [--events N] [--bootstrap HOST:PORT]`: produces N feature
-events (10 columns, JSON, 8 models) to fresh topics, times `driftline worker` from start
-to having processed them all (every model's saved state holds its events), times a bare
-confluent-kafka consumer that only decodes the same JSON (msgspec, the same model), and
-prints events per second and the ratio. Then produces at --rate events/s a stream that
-drifts, and prints p50/p99 of the time from producing the event at which a trigger fired
-to the trigger arriving on retrain-requests.
+`python -m bench.worker_bench [--quick] [--events N] [--bootstrap HOST:PORT]`: produces N
+feature events (10 columns, JSON, 8 models) to fresh topics; times a bare confluent-kafka
+consumer that only decodes the same JSON (msgspec, the same model); times `driftline
+worker` from its start to the group's committed offsets covering every event; prints
+events per second, the ratio, the saved state per model, and the recovery time of a
+restart after `kill -9`. Then produces at --rate events/s a stream that drifts on and off
+and prints p50/p99 of the time from producing the event at which a trigger fired to the
+trigger arriving on retrain-requests. `--quick`: 100,000 events, 10 s of latency.
 """
 
 from __future__ import annotations
@@ -28,14 +29,17 @@ from schemas.messages import FeatureEvent, decode
 from tests.streams import harness as h
 
 MODELS = [f"bench-{i}" for i in range(8)]
+DEADLINE_SECONDS = 1800
 
 
 def bare_consumer_rate(bootstrap: str, topic: str, total: int) -> float:
+    """Events/s of a plain consumer decoding every message, from its first message."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bare-{uuid.uuid4().hex}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([topic])
     seen, started = 0, None
-    while seen < total:
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while seen < total and time.monotonic() < deadline:
         for message in consumer.consume(10_000, timeout=1.0):
             if message.error() is None:
                 started = started or time.perf_counter()
@@ -46,22 +50,58 @@ def bare_consumer_rate(bootstrap: str, topic: str, total: int) -> float:
     return total / elapsed
 
 
-def worker_rate(bootstrap: str, directory: Path, name: str, total: int, reference: Path) -> tuple[float, float]:
-    config = h.write_config(directory, bootstrap, name, MODELS, reference, batch_size=20_000)
+def _wait_committed(bootstrap: str, group: str, topic: str, total: int, proc: subprocess.Popen,
+                    log: Path) -> float:
+    """Seconds until the group's committed offsets on `topic` sum to `total`."""
+    started = time.perf_counter()
+    while h.committed_total(bootstrap, group, topic) < total:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        if time.perf_counter() - started > DEADLINE_SECONDS:
+            raise RuntimeError("worker did not process every event in time")
+        time.sleep(0.1)
+    return time.perf_counter() - started
+
+
+def worker_run(bootstrap: str, directory: Path, name: str, topic: str, total: int,
+               reference: Path, **monitor: object) -> dict[str, float]:
+    """Throughput from start to all committed; then kill -9, 10,000 more events, restart:
+    the recovery time (start to first processed batch, the worker's own figure)."""
+    config = h.write_config(directory, bootstrap, name, MODELS, reference, **monitor)
     log = directory / "worker.log"
     started = time.perf_counter()
     proc = h.start_worker(config, log)
+    result: dict[str, float] = {}
     try:
-        def done() -> bool:
-            states = h.read_states(bootstrap, name, seconds=0.3)
-            return sum(h.events_seen(s) for s in states.values()) >= total
-        h.wait_until(done, 1800, "worker processed everything")
+        _wait_committed(bootstrap, name, topic, total, proc, log)
         elapsed = time.perf_counter() - started
-        first = _first_batch_seconds(log)
-    finally:
-        proc.send_signal(signal.SIGTERM)
+        result["rate"] = total / elapsed
+        result["first_batch_seconds"] = _first_batch_seconds(log)
+        result["steady_rate"] = total / max(elapsed - result["first_batch_seconds"], 1e-9)
+        states = h.TopicReader(bootstrap, f"{name}-monitor-state-changelog")
+        states.poll(2.0)
+        sizes = [len(m.value()) for m in states.messages if m.value()]
+        states.close()
+        result["state_bytes"] = float(np.mean(sizes)) if sizes else 0.0
+        result["state_messages"] = float(len(sizes))
+        proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    return total / elapsed, elapsed - first
+        extra = h.feature_stream(MODELS, 10_000 // len(MODELS), seed=99)
+        h.produce(bootstrap, topic, extra)
+        relog = directory / "worker-restart.log"
+        restarted = time.perf_counter()
+        proc = h.start_worker(config, relog)
+        _wait_committed(bootstrap, name, topic, total + len(extra), proc, relog)
+        result["restart_to_caught_up_seconds"] = time.perf_counter() - restarted
+        result["recovery_seconds"] = _first_batch_seconds(relog)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return result
 
 
 def _first_batch_seconds(log: Path) -> float:
@@ -73,19 +113,25 @@ def _first_batch_seconds(log: Path) -> float:
 
 def trigger_latency(bootstrap: str, directory: Path, name: str, reference: Path, rate: int,
                     seconds: float) -> list[float]:
+    """Seconds from producing the event a trigger fired at to the trigger's arrival."""
     topics = h.create_topics(bootstrap, name)
     config = h.write_config(directory, bootstrap, name, ["lat"], reference, batch_within_seconds=0.05,
                             detector={"cooldown": 2000, "ks_window": 500, "ks_stride": 250})
-    proc = h.start_worker(config, directory / "latency-worker.log")
+    log = directory / "latency-worker.log"
+    proc = h.start_worker(config, log)
     producer = h.producer(bootstrap)
     requests = h.TopicReader(bootstrap, topics["retrain_requests_topic"])
     sent_at: dict[int, float] = {}
     rng = np.random.default_rng(0)
     try:
-        time.sleep(5)  # the worker joins its group before the clock starts
+        # The worker is ready once it has processed a first event.
+        producer.produce(topics["features_topic"], key=b"lat", value=h.feature_event("lat", 0, rng.normal(size=10)))
+        producer.flush(10)
+        h.wait_until(lambda: h.committed_total(bootstrap, name, topics["features_topic"]) >= 1, 120,
+                     "latency worker ready")
         n = int(rate * seconds)
         start = time.perf_counter()
-        for i in range(n):
+        for i in range(1, n + 1):
             values = rng.normal(size=len(h.COLUMNS))
             if (i // 3000) % 2 == 1:  # drift on and off in blocks of 3,000 events
                 values[2] += 2.0
@@ -93,7 +139,8 @@ def trigger_latency(bootstrap: str, directory: Path, name: str, reference: Path,
             while time.perf_counter() < target:
                 producer.poll(0)
             producer.produce(topics["features_topic"], key=b"lat", value=h.feature_event("lat", i, values))
-            sent_at[i] = time.time()
+            sent_at[i] = time.time()  # one key, one partition, a fresh topic: offset i
+            producer.poll(0)
         producer.flush(30)
         requests.poll(3.0)
     finally:
@@ -103,38 +150,52 @@ def trigger_latency(bootstrap: str, directory: Path, name: str, reference: Path,
     for message in requests.messages:
         request = json.loads(message.value())
         end = request["window"]["features"]["ranges"][0]["end"]
-        latencies.append(message.timestamp()[1] / 1000 - sent_at[end])
+        if end in sent_at:
+            latencies.append(message.timestamp()[1] / 1000 - sent_at[end])
+    requests.close()
     return latencies
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.worker_bench")
-    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", help="100,000 events, 10 s of latency")
+    parser.add_argument("--events", type=int, default=None)
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--rate", type=int, default=10_000)
-    parser.add_argument("--latency-seconds", type=float, default=30.0)
-    args = parser.parse_args(argv)
+    parser.add_argument("--latency-seconds", type=float, default=None)
+    parser.add_argument("--batch-size", type=int, default=20_000)
+    args, _ = parser.parse_known_args(argv)
+    events = args.events or (100_000 if args.quick else 1_000_000)
+    latency_seconds = args.latency_seconds or (10.0 if args.quick else 30.0)
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         reference = h.write_reference(directory / "reference.csv")
         name = f"bench_{uuid.uuid4().hex[:8]}"
         topics = h.create_topics(args.bootstrap, name)
-        per_model = args.events // len(MODELS)
+        per_model = events // len(MODELS)
         total = per_model * len(MODELS)
         t = time.perf_counter()
         h.produce(args.bootstrap, topics["features_topic"], h.feature_stream(MODELS, per_model))
-        print(f"produced {total} events in {time.perf_counter() - t:.1f}s", flush=True)
+        print(f"produced {total:,} events in {time.perf_counter() - t:.1f}s", flush=True)
         bare = bare_consumer_rate(args.bootstrap, topics["features_topic"], total)
         print(f"bare confluent-kafka consumer + msgspec decode: {bare:,.0f} events/s", flush=True)
-        worker, steady = worker_rate(args.bootstrap, directory, name, total, reference)
-        print(f"driftline worker, start to all processed: {worker:,.0f} events/s "
-              f"({total / steady:,.0f} events/s after its first batch); ratio {worker / bare:.2f}", flush=True)
+        run = worker_run(args.bootstrap, directory, name, topics["features_topic"], total, reference,
+                         batch_size=args.batch_size)
+        print(f"driftline worker, start to all committed: {run['rate']:,.0f} events/s "
+              f"({run['steady_rate']:,.0f} events/s after its first batch at "
+              f"{run['first_batch_seconds']:.1f}s); ratio {run['rate'] / bare:.2f} "
+              f"(after the first batch {run['steady_rate'] / bare:.2f})", flush=True)
+        print(f"saved state per model: {run['state_bytes'] / 1024:,.1f} KiB on average over "
+              f"{run['state_messages']:.0f} changelog messages", flush=True)
+        print(f"restart after kill -9: first batch after {run['recovery_seconds']:.2f}s, 10,000 new "
+              f"events committed after {run['restart_to_caught_up_seconds']:.2f}s", flush=True)
         latencies = trigger_latency(args.bootstrap, directory, f"{name}_lat", reference, args.rate,
-                                    args.latency_seconds)
+                                    latency_seconds)
         if latencies:
             p50, p99 = np.percentile(latencies, [50, 99])
-            print(f"trigger latency at {args.rate} events/s over {len(latencies)} triggers: "
-                  f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms", flush=True)
+            print(f"trigger latency at {args.rate:,} events/s over {len(latencies)} triggers: "
+                  f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms",
+                  flush=True)
         else:
             print("trigger latency: no trigger arrived", flush=True)
     return 0

@@ -34,7 +34,7 @@ import faust
 from aiokafka import AIOKafkaProducer
 from faust.streams import _current_event  # no public API to write a table "as" an event
 
-from detectors import DetectorConfig, ModelMonitor
+from detectors import ModelMonitor, ReferenceProfile, StateError
 from schemas.messages import (
     ActualEvent,
     DeadLetter,
@@ -50,9 +50,9 @@ from streams.join import ExpiryIndex, Pending, decode_pending, encode_pending
 from streams.kafka_clients import faust_credentials, output_producer
 from streams.logs import get_logger
 from streams.metrics import MonitorMetrics
-from streams.model_state import Firing, ModelRuntime
+from streams.model_state import Firing, ModelRuntime, decode_state
 from streams.promotions import PromotionWatcher
-from streams.references import profile_from_settings, profile_from_store
+from streams.references import ReferenceUnavailable, profile_from_settings, profile_from_store
 from streams.settings import Settings
 from streams.triggers import at_least, retrain_request
 
@@ -78,7 +78,7 @@ class MonitorApp:
         self.kafka = kafka = settings.kafka
         self.conf = conf = settings.monitor
         self.metrics = metrics or MonitorMetrics()
-        self.detector_config = DetectorConfig.from_mapping(conf.detector)
+        self.detector_config = settings.detectors
         self.started_at = time.monotonic()
         self.app = app = faust.App(
             conf.app_id,
@@ -97,6 +97,9 @@ class MonitorApp:
             producer_acks=-1,
             producer_max_request_size=conf.state_max_bytes,
             stream_wait_empty=True,
+            consumer_max_fetch_size=conf.consumer_max_fetch_size,
+            broker_max_poll_records=conf.max_poll_records,
+            stream_buffer_maxsize=conf.stream_buffer_maxsize,
             table_standby_replicas=0,
         )
         topic = self._raw_topic
@@ -115,7 +118,8 @@ class MonitorApp:
         self.outputs_ready = asyncio.Event()
         self.promotions = PromotionWatcher(kafka)
         self.runtimes: dict[str, ModelRuntime] = {}
-        self.configured_profiles: dict[str, Any] = {}
+        self._profiles: dict[tuple[str, str | None], ReferenceProfile] = {}
+        self._promotion_failures: dict[str, float] = {}  # trigger_id -> monotonic time
         self.expiry = ExpiryIndex(conf.join_ttl_seconds)
         self.expiry_stale = True
         self.recovered = False
@@ -123,6 +127,9 @@ class MonitorApp:
         app.agent(self.monitor_inputs, name="monitor")(self._monitor_agent)
         app.agent(self.join_inputs, name="join")(self._join_agent)
         app.timer(conf.join_sweep_interval_seconds)(self._sweep_expired)
+        app.timer(conf.lag_interval_seconds)(self._report_lag)
+        self.input_topics = frozenset(
+            (kafka.features_topic, kafka.labelled_topic, kafka.predictions_topic, kafka.actuals_topic))
         app.task(self._start_outputs)
         app.on_partitions_revoked.connect(self._on_rebalance)
         app.on_partitions_assigned.connect(self._on_rebalance)
@@ -170,9 +177,22 @@ class MonitorApp:
     async def _monitor_agent(self, stream: faust.StreamT) -> None:
         async for events in stream.take_events(self.conf.batch_size, within=self.conf.batch_within_seconds):
             started = time.perf_counter()
-            await self._monitor_batch(events)
+            try:
+                await self._monitor_batch(events)
+            except Exception as error:
+                await self._stop_on(error, "monitor", events)
+                return
             self.metrics.batch_seconds.labels("monitor").observe(time.perf_counter() - started)
             self._mark_recovered()
+
+    async def _stop_on(self, error: Exception, agent: str, events: Sequence[faust.types.EventT]) -> None:
+        """Failures of one model are handled inside the batch; what reaches here is the
+        output producer or the state table failing. faust would restart the agent with
+        the batch un-acked (its offsets could never be committed again): stop the worker
+        instead, loudly; a restart resumes from the committed offsets and saved state."""
+        log.error("batch failed: stopping the worker", agent=agent, inputs=_span(events),
+                  error=f"{type(error).__name__}: {error}", exc_info=error)
+        await self.app.crash(error)
 
     def _mark_recovered(self) -> None:
         if not self.recovered:
@@ -184,8 +204,8 @@ class MonitorApp:
     async def _monitor_batch(self, events: Sequence[faust.types.EventT]) -> None:
         kafka = self.kafka
         await self.outputs_ready.wait()
+        await self.promotions.caught_up.wait()  # a new state starts from the promoted reference
         by_topic: dict[str, list[Record]] = defaultdict(list)
-        last_event: dict[str, faust.types.EventT] = {}
         for event in events:
             message = event.message
             by_topic[message.topic].append(Record(message.topic, message.partition, message.offset, event.value))
@@ -199,74 +219,171 @@ class MonitorApp:
         for kind, decoded in (("features", features), ("labelled", labelled)):
             for record, message in decoded.valid:
                 per_model[message.model_id][kind].append((record, message))
-        event_by_offset = {(e.message.topic, e.message.offset, e.message.partition): e for e in events}
+        event_by_offset = {(e.message.topic, e.message.partition, e.message.offset): e for e in events}
+        last_event: dict[str, faust.types.EventT] = {}
         firings: list[Firing] = []
         for model_id, items in per_model.items():
-            runtime = await self._runtime(model_id)
-            if runtime is None:
-                for record, _ in items["features"] + items["labelled"]:
-                    dead.append(_dead(record, SchemaError("unknown_model", f"model {model_id!r} is not configured")))
-                continue
-            await self._maybe_rebaseline(model_id, runtime)
-            for kind, apply in (("features", runtime.apply_features), ("labelled", runtime.apply_labelled)):
-                unseen = runtime.unseen(items[kind])
-                skipped = len(items[kind]) - len(unseen)
-                if skipped:
-                    self.metrics.events_duplicate.labels(kind).inc(skipped)
-                if not unseen:
-                    continue
-                fired, rejected = apply(unseen)
-                firings.extend(fired)
-                dead.extend(_dead(record, error) for record, error in rejected)
-                record = unseen[-1][0]
-                last_event[model_id] = event_by_offset[(record.topic, record.offset, record.partition)]
-            self.metrics.record_snapshot(model_id, runtime.monitor.snapshot())
+            fired, rejected = await self._model_batch(model_id, items)
+            firings.extend(fired)
+            dead.extend(rejected)
+            record = (items["labelled"] or items["features"])[-1][0]
+            last_event[model_id] = event_by_offset[(record.topic, record.partition, record.offset)]
         await self._publish(dead, firings)
         self._save_states(last_event)
+
+    async def _model_batch(
+        self, model_id: str, items: dict[str, list]
+    ) -> tuple[list[Firing], list[DeadLetter]]:
+        """One model's part of a batch. An exception (from the detectors or anywhere in
+        the model's processing) does not stop the agent: the model goes back to its last
+        saved state and the batch is applied again in halves, down to the single events
+        that fail; those go to the dead-letter topic (reason `processing_error`) with
+        their offsets, counted and logged. Every other event is counted as usual."""
+        try:
+            return await self._advance_model(model_id, items, isolate=False)
+        except Exception as error:
+            self.metrics.processing_errors.labels(model_id).inc()
+            log.error("model batch failed: isolating the failing events", model_id=model_id,
+                      inputs=_span_items(items), error=f"{type(error).__name__}: {error}", exc_info=error)
+        self.runtimes.pop(model_id, None)  # half-applied: back to the last saved state
+        try:
+            return await self._advance_model(model_id, items, isolate=True)
+        except Exception as error:  # the state cannot even be built (reference unreadable)
+            self.runtimes.pop(model_id, None)
+            log.error("model unavailable: its events go to dead letters", model_id=model_id,
+                      inputs=_span_items(items), error=f"{type(error).__name__}: {error}", exc_info=error)
+            failure = _processing_error(error)
+            return [], [_dead(record, failure) for kind in ("features", "labelled") for record, _ in items[kind]]
+
+    async def _advance_model(
+        self, model_id: str, items: dict[str, list], *, isolate: bool
+    ) -> tuple[list[Firing], list[DeadLetter]]:
+        runtime = await self._runtime(model_id)
+        if runtime is None:
+            error = SchemaError("unknown_model", f"model {model_id!r} is not configured")
+            return [], [_dead(record, error) for kind in ("features", "labelled") for record, _ in items[kind]]
+        await self._maybe_rebaseline(model_id, runtime)
+        firings: list[Firing] = []
+        dead: list[DeadLetter] = []
+        for kind, apply in (("features", runtime.apply_features), ("labelled", runtime.apply_labelled)):
+            unseen = runtime.unseen(items[kind])
+            skipped = len(items[kind]) - len(unseen)
+            if skipped:
+                self.metrics.events_duplicate.labels(kind).inc(skipped)
+            if not unseen:
+                continue
+            fired, rejected = self._apply_isolating(runtime, apply, unseen) if isolate else apply(unseen)
+            firings.extend(fired)
+            dead.extend(_dead(record, error) for record, error in rejected)
+        self.metrics.record_snapshot(model_id, runtime.monitor.snapshot())
+        return firings, dead
+
+    def _apply_isolating(self, runtime: ModelRuntime, apply, items):
+        saved = runtime.to_bytes()
+        try:
+            return apply(items)
+        except Exception as error:
+            runtime.reset_to(saved)
+            if len(items) > 1:
+                half = len(items) // 2
+                fired, rejected = self._apply_isolating(runtime, apply, items[:half])
+                more_fired, more_rejected = self._apply_isolating(runtime, apply, items[half:])
+                return fired + more_fired, rejected + more_rejected
+            record = items[0][0]
+            log.error("event failed in the detectors: dead-lettered", model_id=runtime.state.model_id,
+                      topic=record.topic, partition=record.partition, offset=record.offset,
+                      error=f"{type(error).__name__}: {error}")
+            return [], [(record, _processing_error(error))]
+
+    async def _profile(self, model_id: str, reference: str | None) -> ReferenceProfile:
+        """The configured reference (`reference` None) or a stored profile, read once."""
+        key = (model_id, reference)
+        profile = self._profiles.get(key)
+        if profile is not None:
+            return profile
+        if reference is None:
+            model = self.settings.models.get(model_id)
+            if model is None:
+                raise ReferenceUnavailable(f"model {model_id!r} has no configured reference")
+            profile = await asyncio.to_thread(profile_from_settings, model, self.detector_config)
+        else:
+            profile = await asyncio.to_thread(profile_from_store, self.settings.model_store_path, reference)
+        self._profiles[key] = profile
+        return profile
 
     async def _runtime(self, model_id: str) -> ModelRuntime | None:
         runtime = self.runtimes.get(model_id)
         if runtime is not None:
             return runtime
         topics = dict(features_topic=self.kafka.features_topic, labelled_topic=self.kafka.labelled_topic)
+        model = self.settings.models.get(model_id)
         saved = self.states.get(model_id.encode())
         if saved is not None:
-            runtime = ModelRuntime.from_bytes(saved, **topics)
-            log.info("state restored", model_id=model_id, events_seen=runtime.monitor.events_seen)
+            state = decode_state(saved)
+            profile = await self._profile(model_id, state.reference)
+            try:
+                monitor = ModelMonitor.from_state(profile, state.monitor, config=self.detector_config)
+                runtime = ModelRuntime(state, monitor, **topics)
+                log.info("state restored", model_id=model_id, events_seen=monitor.events_seen,
+                         reference=state.reference or "configured")
+            except StateError as error:
+                # The reference file or the detector settings changed since it was saved.
+                monitor = ModelMonitor(profile, self.detector_config, model.task if model else profile.task)
+                runtime = ModelRuntime(state, monitor, **topics)
+                runtime.restart_monitor(monitor)
+                self.metrics.state_discarded.labels(model_id).inc()
+                log.warning("saved detector state does not fit the reference or the detector "
+                            "settings: its windows restart", model_id=model_id, error=str(error))
         else:
-            model = self.settings.models.get(model_id)
             promoted = self.promotions.latest(model_id)
             if model is None and promoted is None:
                 return None
-            if model is not None:
-                profile = self.configured_profiles.get(model_id)
-                if profile is None:
-                    profile = await asyncio.to_thread(profile_from_settings, model, self.detector_config)
-                    self.configured_profiles[model_id] = profile
-                monitor = ModelMonitor(profile, self.detector_config, model.task)
-                runtime = ModelRuntime.fresh(model_id, "configured", monitor, **topics)
-            else:
-                runtime = ModelRuntime.fresh(model_id, "unknown", await self._promoted_monitor(promoted), **topics)
+            runtime = None
+            if promoted is not None:
+                try:
+                    profile = await self._profile(model_id, promoted.reference_profile)
+                    runtime = ModelRuntime.fresh(
+                        model_id, promoted.new_version or "promoted",
+                        ModelMonitor(profile, self.detector_config, model.task if model else profile.task),
+                        reference=promoted.reference_profile, promotion_id=promoted.trigger_id, **topics)
+                except ReferenceUnavailable as error:
+                    if model is None:
+                        raise
+                    self._promotion_failed(model_id, promoted, error)
+            if runtime is None:
+                profile = await self._profile(model_id, None)
+                runtime = ModelRuntime.fresh(
+                    model_id, "configured", ModelMonitor(profile, self.detector_config, model.task), **topics)
         self.runtimes[model_id] = runtime
         return runtime
 
-    async def _promoted_monitor(self, outcome) -> ModelMonitor:
-        profile = await asyncio.to_thread(
-            profile_from_store, self.settings.model_store_path, outcome.reference_profile
-        )
-        return ModelMonitor(profile, self.detector_config, profile.task)
-
     async def _maybe_rebaseline(self, model_id: str, runtime: ModelRuntime) -> None:
+        """Applies the model's latest promotion once (the state records its trigger_id)."""
         promoted = self.promotions.latest(model_id)
         if promoted is None or promoted.trigger_id == runtime.state.promotion_id:
             return
-        profile = await asyncio.to_thread(
-            profile_from_store, self.settings.model_store_path, promoted.reference_profile
-        )
-        runtime.rebaseline(profile, promoted.new_version or "promoted", promoted.trigger_id)
+        failed_at = self._promotion_failures.get(promoted.trigger_id)
+        if failed_at is not None and time.monotonic() - failed_at < self.conf.promotion_retry_seconds:
+            return
+        try:
+            profile = await self._profile(model_id, promoted.reference_profile)
+        except ReferenceUnavailable as error:
+            self._promotion_failed(model_id, promoted, error)
+            return
+        self._promotion_failures.pop(promoted.trigger_id, None)
+        runtime.rebaseline(profile, promoted.new_version or "promoted", promoted.trigger_id,
+                           promoted.reference_profile)
         self.metrics.rebaselines.labels(model_id).inc()
         log.info("re-baselined", model_id=model_id, new_version=promoted.new_version,
-                 fingerprint=profile.fingerprint, trigger_id=promoted.trigger_id)
+                 fingerprint=profile.fingerprint, trigger_id=promoted.trigger_id,
+                 reference_profile=promoted.reference_profile)
+
+    def _promotion_failed(self, model_id: str, promoted, error: Exception) -> None:
+        self._promotion_failures[promoted.trigger_id] = time.monotonic()
+        self.metrics.rebaseline_failures.labels(model_id).inc()
+        log.error("promotion not applied: monitoring goes on against the current reference; "
+                  "retried later", model_id=model_id, trigger_id=promoted.trigger_id,
+                  retry_seconds=self.conf.promotion_retry_seconds, error=str(error))
 
     async def _publish(self, dead: list[DeadLetter], firings: list[Firing]) -> None:
         """Dead letters and triggers, all acknowledged before the batch's state is saved:
@@ -293,8 +410,8 @@ class MonitorApp:
 
     def _save_states(self, last_event: dict[str, faust.types.EventT]) -> None:
         for model_id, event in last_event.items():
-            runtime = self.runtimes[model_id]
-            if not runtime.dirty:
+            runtime = self.runtimes.get(model_id)
+            if runtime is None or not runtime.dirty:
                 continue
             data = runtime.to_bytes()
             with acting_as(event):
@@ -306,7 +423,11 @@ class MonitorApp:
     async def _join_agent(self, stream: faust.StreamT) -> None:
         async for events in stream.take_events(self.conf.batch_size, within=self.conf.batch_within_seconds):
             started = time.perf_counter()
-            await self._join_batch(events)
+            try:
+                await self._join_batch(events)
+            except Exception as error:
+                await self._stop_on(error, "join", events)
+                return
             self.metrics.batch_seconds.labels("join").observe(time.perf_counter() - started)
 
     async def _join_batch(self, events: Sequence[faust.types.EventT]) -> None:
@@ -381,6 +502,52 @@ class MonitorApp:
         if not self.expiry_stale:
             self._expire(time.time())
             self.metrics.pending_predictions.set(self.expiry.size())
+
+
+    # -- consumer lag --------------------------------------------------------------------
+    async def _report_lag(self) -> None:
+        """`driftline_consumer_lag_messages` per assigned input partition: the high
+        watermark minus the group's committed offset (the fetch position until the
+        first commit of this worker)."""
+        try:
+            consumer = self.app.consumer
+            tps = sorted(tp for tp in consumer.assignment() if tp.topic in self.input_topics)
+            highwaters = await consumer.highwaters(*tps) if tps else {}
+            committed = self.app.monitor.tp_committed_offsets or {}
+            lags: dict[tuple[str, str], float] = {}
+            for tp in tps:
+                done = committed.get(tp)
+                if done is None:
+                    done = await consumer.position(tp)
+                end = highwaters.get(tp)
+                if done is not None and end is not None:
+                    lags[(tp.topic, str(tp.partition))] = max(0, end - done)
+            self.metrics.set_consumer_lag(lags)
+        except Exception as error:  # a metric must not stop the worker
+            log.warning("consumer lag not measured", error=f"{type(error).__name__}: {error}")
+
+
+def _processing_error(error: Exception) -> SchemaError:
+    return SchemaError("processing_error", f"{type(error).__name__}: {error}"[:1000])
+
+
+def _span(events: Sequence[faust.types.EventT]) -> str:
+    """`topic[partition]:first-last, ...` of a batch, for logs."""
+    ranges: dict[tuple[str, int], list[int]] = {}
+    for event in events:
+        message = event.message
+        span = ranges.setdefault((message.topic, message.partition), [message.offset, message.offset])
+        span[0], span[1] = min(span[0], message.offset), max(span[1], message.offset)
+    return ", ".join(f"{t}[{p}]:{a}-{b}" for (t, p), (a, b) in sorted(ranges.items()))
+
+
+def _span_items(items: dict[str, list]) -> str:
+    parts = []
+    for kind in ("features", "labelled"):
+        if items[kind]:
+            first, last = items[kind][0][0], items[kind][-1][0]
+            parts.append(f"{first.topic}[{first.partition}]:{first.offset}-{last.offset}")
+    return ", ".join(parts)
 
 
 def _dead(record: Record, error: SchemaError) -> DeadLetter:

@@ -3,12 +3,14 @@
     driftline backtest --reference REF --stream STREAM --output TRIGGERS.jsonl
         [--config FILE] [--prediction-column prediction] [--actual-column actual]
         [--task auto|regression|classification] [--feature-column NAME ...]
+        [--report REPORT.html [--sample-every N]]
 
 The same `ModelMonitor` the Kafka worker runs, with the same settings, so a backtest
 says what the worker would have done. Feature columns are the columns other than the
 prediction and the actual unless named; rows with both a prediction and an actual also
 feed the labelled signals. Writes one JSON line per trigger, `offset` being the 0-based
-row of the stream at which it fired.
+row of the stream at which it fired. `--report` also writes the HTML report of
+`streams/report.py` (the statistics sampled every `--sample-every` rows).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import pandas as pd
 from detectors import Decision, DetectorConfig, ModelMonitor, ReferenceProfile
 from streams.errors import UsageError
 from streams.files import read_table, require_same_columns
+from streams.report import Timeline, write_report
 from streams.settings import Settings
 
 # Rows per micro-batch; decisions do not depend on it, only the speed does.
@@ -42,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=["auto", "regression", "classification"], default="auto")
     parser.add_argument("--feature-column", action="append", dest="feature_columns",
                         help="a feature to monitor (repeatable; default: all but prediction and actual)")
+    parser.add_argument("--report", help="also write an HTML report with plots here")
+    parser.add_argument("--sample-every", type=int, default=None, metavar="N",
+                        help="report: sample the statistics every N rows (default: the KS stride)")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -51,11 +57,23 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     features = args.feature_columns or [c for c in stream.columns if c not in labels]
     require_same_columns(reference, args.reference, stream, args.stream, features)
     task = args.task if args.task != "auto" else infer_task(stream, reference, args.actual_column)
+    sample_every = args.sample_every or settings.detectors.ks_stride
+    if sample_every < 1:
+        raise UsageError("--sample-every must be at least 1")
+    timeline = Timeline("backtest", task, x_label="row",
+                        labelled_warmup=settings.detectors.concept_baseline_size) if args.report else None
 
     triggers = backtest(
-        reference, stream, features, args.prediction_column, args.actual_column, task, settings.detectors
+        reference, stream, features, args.prediction_column, args.actual_column, task, settings.detectors,
+        timeline=timeline, sample_every=sample_every,
     )
     write_triggers(Path(args.output), triggers)
+    if timeline is not None:
+        write_report(args.report, f"driftline backtest of {args.stream}", [
+            ("reference", str(args.reference)), ("stream", f"{args.stream} ({len(stream)} rows)"),
+            ("task", task), ("triggers", str(len(triggers))),
+            ("detector settings", ", ".join(f"{k}={v}" for k, v in settings.detectors.to_dict().items())),
+        ], [timeline], triggers)
     print(summary(len(stream), triggers, args.output))
     return 0
 
@@ -79,8 +97,12 @@ def backtest(
     actual_column: str,
     task: str,
     config: DetectorConfig,
+    *,
+    timeline: Timeline | None = None,
+    sample_every: int = BATCH_ROWS,
 ) -> list[dict[str, Any]]:
-    """Every trigger of the streaming core over `stream`, in row order."""
+    """Every trigger of the streaming core over `stream`, in row order; with a
+    `timeline`, the monitor's snapshot every `sample_every` rows goes into it."""
     profile = ReferenceProfile.from_frame(
         reference,
         feature_columns=features,
@@ -100,16 +122,24 @@ def backtest(
         actuals = _labels(stream[actual_column].to_numpy()[labelled_rows], task)
 
     triggers: list[dict[str, Any]] = []
-    for start in range(0, len(stream), BATCH_ROWS):
-        stop = min(start + BATCH_ROWS, len(stream))
+    step = sample_every if timeline is not None else BATCH_ROWS
+    for start in range(0, len(stream), step):
+        stop = min(start + step, len(stream))
         batch_categorical = {c: v[start:stop] for c, v in categorical.items()} or None
         for decision in monitor.update_features(numeric[start:stop], batch_categorical):
-            triggers.append(_trigger_line(decision, decision.offset, "features"))
+            triggers.append(trigger_line(decision, decision.offset, "features"))
+        if timeline is not None:
+            timeline.sample_features(stop - 1, monitor.snapshot())
         first, last = np.searchsorted(labelled_rows, [start, stop])
         if last > first:
             for decision in monitor.update_labelled(predictions[first:last], actuals[first:last]):
-                triggers.append(_trigger_line(decision, int(labelled_rows[decision.offset]), "labelled"))
+                triggers.append(trigger_line(decision, int(labelled_rows[decision.offset]), "labelled"))
+            if timeline is not None:
+                timeline.sample_labelled(int(labelled_rows[last - 1]), monitor.snapshot())
     triggers.sort(key=lambda t: (t["offset"], t["source"]))
+    if timeline is not None:
+        for trigger in triggers:
+            timeline.mark(trigger["offset"], trigger)
     return triggers
 
 
@@ -122,7 +152,8 @@ def _labels(values: np.ndarray, task: str) -> np.ndarray:
     return values.astype(str)
 
 
-def _trigger_line(decision: Decision, offset: int, source: str) -> dict[str, Any]:
+def trigger_line(decision: Decision, offset: int, source: str) -> dict[str, Any]:
+    """A trigger's JSON line (`driftline replay` adds where in Kafka it fired)."""
     return {
         "offset": offset,
         "source": source,

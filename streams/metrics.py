@@ -68,6 +68,19 @@ class MonitorMetrics:
         self.state_bytes = Gauge(
             "driftline_state_bytes", "size of a model's last saved monitor state", ["model"],
             registry=r)
+        self.processing_errors = Counter(
+            "driftline_processing_errors", "model batches that raised in processing (their "
+            "failing events are dead-lettered, the rest processed)", ["model"], registry=r)
+        self.rebaseline_failures = Counter(
+            "driftline_rebaseline_failures", "promotions whose reference profile could not be "
+            "read (retried)", ["model"], registry=r)
+        self.state_discarded = Counter(
+            "driftline_state_discarded", "saved detector states that no longer fit the "
+            "reference or the detector settings (windows restarted)", ["model"], registry=r)
+        self.consumer_lag = Gauge(
+            "driftline_consumer_lag_messages", "high watermark minus committed offset of an "
+            "assigned input partition", ["topic", "partition"], registry=r)
+        self._lag_labels: set[tuple[str, str]] = set()
         self.column = {
             name: Gauge(f"driftline_column_{name}", doc, ["model", "column"], registry=r)
             for name, doc in _COLUMN_GAUGES.items()
@@ -81,6 +94,14 @@ class MonitorMetrics:
         """Starts the endpoint in a daemon thread (prometheus_client's own server)."""
         if port:
             start_http_server(port, registry=self.registry)
+
+    def set_consumer_lag(self, lags: dict[tuple[str, str], float]) -> None:
+        """Lag per (topic, partition); partitions no longer assigned are removed."""
+        for labels in self._lag_labels - lags.keys():
+            self.consumer_lag.remove(*labels)
+        for labels, lag in lags.items():
+            self.consumer_lag.labels(*labels).set(lag)
+        self._lag_labels = set(lags)
 
     def record_snapshot(self, model_id: str, snapshot: dict[str, Any]) -> None:
         """Copies a `ModelMonitor.snapshot()` into the gauges (NaN: not yet known)."""

@@ -1,7 +1,8 @@
 """One model's monitoring state and how a micro-batch advances it.
 
-The state saved per model holds the detectors' bytes *and* the last input offset they
-include, per topic. That is what makes recovery exact: after a crash the worker resumes
+The state saved per model holds the detectors' changing state (`ModelMonitor.state_to_bytes`,
+without the reference profile: the profile is named by its fingerprint and by where it is
+read from, `reference`) *and* the last input offset they include, per topic. That is what makes recovery exact: after a crash the worker resumes
 from the committed offsets (never past the saved state, see `streams/app.py`) and skips
 every event the state already holds, so each event is counted once and the decisions,
 and their trigger ids, are those of an uninterrupted run.
@@ -39,8 +40,13 @@ class ModelState(msgspec.Struct, kw_only=True):
     model_id: str
     model_version: str
     fingerprint: str  # of the reference profile the monitor compares against
+    # Where the reference profile is: None for the model's configured reference file,
+    # else the promoted version's profile, relative to the model store.
+    reference: str | None = None
     promotion_id: str | None = None  # trigger_id of the promotion last applied
-    monitor: bytes
+    monitor: bytes  # ModelMonitor.state_to_bytes()
+    events_seen: int = 0  # feature events the monitor holds (also inside `monitor`)
+    labelled_seen: int = 0
     progress: dict[str, TopicProgress] = {}
     event_time_start: dt.datetime | None = None
     event_time_end: dt.datetime | None = None
@@ -48,6 +54,10 @@ class ModelState(msgspec.Struct, kw_only=True):
 
 _state_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(ModelState)
+
+
+def decode_state(data: bytes) -> ModelState:
+    return _state_decoder.decode(data)
 
 
 def trigger_id(model_id: str, model_version: str, fingerprint: str, record: Record) -> str:
@@ -81,33 +91,52 @@ class ModelRuntime:
 
     @classmethod
     def fresh(
-        cls, model_id: str, model_version: str, monitor: ModelMonitor, **topics: str
+        cls, model_id: str, model_version: str, monitor: ModelMonitor, *,
+        reference: str | None = None, promotion_id: str | None = None, **topics: str
     ) -> ModelRuntime:
         state = ModelState(
             model_id=model_id,
             model_version=model_version,
             fingerprint=monitor.profile.fingerprint,
+            reference=reference,
+            promotion_id=promotion_id,
             monitor=b"",
         )
         return cls(state, monitor, **topics)
 
-    @classmethod
-    def from_bytes(cls, data: bytes, **topics: str) -> ModelRuntime:
-        state = _state_decoder.decode(data)
-        return cls(state, ModelMonitor.from_bytes(state.monitor), **topics)
-
     def to_bytes(self) -> bytes:
-        self.state.monitor = self.monitor.to_bytes()
-        return _state_encoder.encode(self.state)
+        state = self.state
+        state.monitor = self.monitor.state_to_bytes()
+        state.events_seen = self.monitor.events_seen
+        state.labelled_seen = self.monitor.labelled_seen
+        return _state_encoder.encode(state)
+
+    def reset_to(self, data: bytes) -> None:
+        """Back to a state this runtime saved with `to_bytes` (same reference profile)."""
+        self.state = decode_state(data)
+        self.monitor = ModelMonitor.from_state(
+            self.monitor.profile, self.state.monitor, config=self.monitor.config, task=self.monitor.task
+        )
 
     # -- re-baselining -------------------------------------------------------------
-    def rebaseline(self, profile: ReferenceProfile, model_version: str, promotion_id: str) -> None:
+    def rebaseline(
+        self, profile: ReferenceProfile, model_version: str, promotion_id: str, reference: str
+    ) -> None:
         """The new reference and baseline; windows restart, so the drift the new model
         was trained on does not trigger it again."""
         self.monitor.rebaseline(profile)
         self.state.fingerprint = profile.fingerprint
         self.state.model_version = model_version
         self.state.promotion_id = promotion_id
+        self.state.reference = reference
+        self._restart_window()
+        self.dirty = True
+
+    def restart_monitor(self, monitor: ModelMonitor) -> None:
+        """A new monitor for a state that cannot be restored (reference or detector
+        settings changed): windows restart; offsets already counted stay skipped."""
+        self.monitor = monitor
+        self.state.fingerprint = monitor.profile.fingerprint
         self._restart_window()
         self.dirty = True
 

@@ -118,6 +118,11 @@ class MonitorSettings(_Section):
     state_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
     broker_session_timeout_seconds: float = Field(default=10.0, gt=0)
     broker_heartbeat_interval_seconds: float = Field(default=1.0, gt=0)
+    # Consumer throughput (faust's per-event path is the bottleneck; see bench/worker_bench):
+    # bytes fetched per partition and request, records per poll, events buffered per stream.
+    consumer_max_fetch_size: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_poll_records: int = Field(default=50_000, ge=1)
+    stream_buffer_maxsize: int = Field(default=50_000, ge=1)
     # How often the consumer lag metric is measured.
     lag_interval_seconds: float = Field(default=5.0, gt=0)
     # A promotion whose reference profile cannot be read is tried again after this long

@@ -49,7 +49,7 @@ def write_config(directory: Path, bootstrap: str, name: str, models: Iterable[st
     lines += ["", "[monitor]"]
     for key, value in monitor.items():
         lines.append(f"{key} = {json.dumps(value)}")
-    lines += ["", "[monitor.detector]"] + [f"{k} = {json.dumps(v)}" for k, v in detector.items()]
+    lines += ["", "[detectors]"] + [f"{k} = {json.dumps(v)}" for k, v in detector.items()]
     for model in models:
         lines += ["", f'[models."{model}"]', f'reference_path = "{reference}"']
     path = directory / f"{name}.toml"
@@ -67,9 +67,10 @@ def create_topics(bootstrap: str, name: str) -> dict[str, str]:
     return topics
 
 
-def start_worker(config: Path, log: Path, **env: str) -> subprocess.Popen:
+def start_worker(config: Path, log: Path, *, module: str = "streams.cli", **env: str) -> subprocess.Popen:
+    """`driftline worker` (or a test module wrapping its command line) as a subprocess."""
     return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "--config", str(config), "worker"],
+        [sys.executable, "-m", module, "--config", str(config), "worker"],
         cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT,
         env={**os.environ, **env},
     )
@@ -178,9 +179,7 @@ def read_states(bootstrap: str, app_id: str, seconds: float = 1.0) -> dict[str, 
 
 
 def events_seen(state) -> int:
-    from detectors import ModelMonitor
-
-    return ModelMonitor.from_bytes(state.monitor).events_seen
+    return state.events_seen
 
 
 def wait_until(condition: Callable[[], bool], deadline_seconds: float, what: str,

@@ -11,7 +11,6 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -76,7 +75,9 @@ def test_drift_gives_one_trigger_with_root_cause_and_no_drift_none(
     kafka_bootstrap, unique_name, tmp_path, reference, workers
 ):
     topics = h.create_topics(kafka_bootstrap, unique_name)
-    config = h.write_config(tmp_path, kafka_bootstrap, unique_name, ["drifting", "steady"], reference)
+    port = h.free_port()
+    config = h.write_config(tmp_path, kafka_bootstrap, unique_name, ["drifting", "steady"], reference,
+                            metrics_port=port, lag_interval_seconds=0.5)
     stream = h.feature_stream(["drifting"], 4000, drift_after=2000, drift_column=3)
     stream += h.feature_stream(["steady"], 4000, seed=7)
     h.produce(kafka_bootstrap, topics["features_topic"], stream)
@@ -98,6 +99,52 @@ def test_drift_gives_one_trigger_with_root_cause_and_no_drift_none(
     assert offsets["start"] == 0 and 2000 <= offsets["end"] < 4000 * 2
     assert request["window"]["event_time_start"] < request["window"]["event_time_end"]
     assert len(request["trigger_id"]) == 32
+    # Consumer lag: one series per assigned input partition, all caught up at the end.
+    features_lag = 'driftline_consumer_lag_messages{partition="%d",topic="%s"} 0.0'
+    h.wait_until(lambda: all(features_lag % (p, topics["features_topic"]) in _scrape(port)
+                             for p in range(h.PARTITIONS)), DEADLINE, "consumer lag 0", workers.alive)
+    assert 'driftline_consumer_lag_messages{partition="0",topic="%s"}' % topics["labelled_topic"] in _scrape(port)
+
+
+def test_an_exception_in_the_detectors_dead_letters_only_the_failing_events(
+    kafka_bootstrap, unique_name, tmp_path, reference, workers
+):
+    from tests.streams.poison_worker import POISON
+
+    topics = h.create_topics(kafka_bootstrap, unique_name)
+    port = h.free_port()
+    config = h.write_config(tmp_path, kafka_bootstrap, unique_name, ["m0", "m1"], reference,
+                            batch_size=1000, metrics_port=port)
+    stream = h.feature_stream(["m0", "m1"], 5000, seed=9)
+    poisoned = {37, 1500, 1501, 4000, 9998}  # positions in the stream (models alternate)
+    values = []
+    for i, (model, value) in enumerate(stream):
+        if i in poisoned:
+            event = json.loads(value)
+            event["features"]["f0"] = POISON
+            value = json.dumps(event).encode()
+        values.append((model, value))
+    h.produce(kafka_bootstrap, topics["features_topic"], values)
+    proc = workers.start(config, module="tests.streams.poison_worker")
+    dead = h.TopicReader(kafka_bootstrap, topics["dead_letter_topic"])
+    dead.wait_for(lambda m: len(m) >= len(poisoned), DEADLINE, alive=workers.alive)
+    expected = {m: 5000 - sum(1 for i in poisoned if stream[i][0] == m) for m in ("m0", "m1")}
+    h.wait_until(lambda: {m: h.events_seen(s) for m, s in h.read_states(kafka_bootstrap, unique_name).items()}
+                 == expected, DEADLINE, "every valid event counted", workers.alive)
+    dead.poll(1.0)
+    letters = dead.values()
+    assert len(letters) == len(poisoned)
+    assert {l["reason"] for l in letters} == {"processing_error"}
+    assert all("poisoned batch" in l["detail"] for l in letters)
+    import base64
+    ids = {json.loads(base64.b64decode(l["original"]))["event_id"] for l in letters}
+    assert ids == {json.loads(stream[i][1])["event_id"] for i in poisoned}
+    workers.alive()
+    log = proc.log.read_text()  # type: ignore[attr-defined]
+    assert '"event": "model batch failed: isolating the failing events"' in log
+    assert topics["features_topic"] + "[" in log  # the partition and offsets are logged
+    metrics = _scrape(port)
+    assert 'driftline_events_invalid_total{reason="processing_error"} %d.0' % len(poisoned) in metrics
 
 
 def test_malformed_input_goes_to_dead_letters_and_valid_events_are_all_counted(
@@ -297,3 +344,23 @@ def test_promotion_rebaselines_the_monitor(kafka_bootstrap, unique_name, tmp_pat
                  DEADLINE, "all processed", workers.alive)
     requests.poll(1.0)
     assert len(requests.messages) == before, "the drift the new model was trained on triggered again"
+    # After kill -9, every worker (two now) reads the promotion again; the restored state
+    # already has it: it is not applied twice, and the monitor keeps the new reference.
+    workers.kill9(workers.procs[0])
+    again = [workers.start(config), workers.start(config)]
+    more = h.feature_stream(["m0"], 14_000, drift_after=0, drift_column=3, seed=5)[12_000:]
+    h.produce(kafka_bootstrap, topics["features_topic"], more)
+    h.wait_until(lambda: state().progress[topics["features_topic"]].last_offset == 13_999,
+                 DEADLINE, "all processed after the restart", workers.alive)
+    assert state().promotion_id == trigger["trigger_id"] and state().reference == "m0/2/profile.bin"
+    assert h.events_seen(state()) >= 14_000 - 6000  # counted on from the restored state
+    def logs() -> list[str]:
+        return [proc.log.read_text() for proc in again]  # type: ignore[attr-defined]
+
+    h.wait_until(lambda: all('"event": "promotion seen"' in log for log in logs()), DEADLINE,
+                 "both workers read the promotion", workers.alive)
+    logs = logs()
+    assert not any('"event": "re-baselined"' in log for log in logs)
+    assert any('"reference": "m0/2/profile.bin"' in log and '"event": "state restored"' in log for log in logs)
+    requests.poll(1.0)
+    assert len(requests.messages) == before

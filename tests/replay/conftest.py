@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.streams import harness as h
+
+
+@pytest.fixture
+def reference(tmp_path: Path) -> Path:
+    return h.write_reference(tmp_path / "reference.csv")
