@@ -86,8 +86,7 @@ class LabelledSignals(StreamDetector):
             # adds to the window's in the performance z-tests (a small holdout would
             # otherwise make a fixed bias look like degradation).
             self._base_n = len(self.base_errors)
-            sq = self.base_errors**2
-            self._sq_sd = float(sq.std())
+            self._abs_sd = float(self.base_errors.std())
             # standard error of the trend slope under no drift
             self._trend_se = float(self.base_errors.std()) / np.sqrt(
                 self.concept_window * self._sxx)
@@ -196,9 +195,13 @@ class LabelledSignals(StreamDetector):
         else:
             rmse = np.sqrt(mse)
             rmse0 = b.get("rmse", float(np.sqrt(mae0)))
-            se = np.maximum(self._sq_sd, 1e-12) * np.sqrt(1 / cnt + 1 / self._base_n)
-            zmse = (mse - rmse0**2) / se
-            sig = enough & (zmse > self.z)
+            # The evidence is a rise of the mean absolute error: squared errors are too
+            # heavy-tailed for a z-test (their variance, estimated from the baseline, is
+            # far below the truth for t-like errors); the RMSE and R2 floors then say
+            # whether the rise matters.
+            se = np.maximum(self._abs_sd, 1e-12) * np.sqrt(1 / cnt + 1 / self._base_n)
+            zmae = (win[:, 1] / cnt - self._mae0) / se
+            sig = enough & (zmae > self.z)
             rise = rmse / max(rmse0, 1e-12) - 1
             st[:, 2] = np.where(sig & (rise > self.floors["rmse"]),
                                 rise / self.floors["rmse"], 0)

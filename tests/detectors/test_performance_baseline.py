@@ -9,7 +9,7 @@ from detectors import DetectorConfig, ModelMonitor, ReferenceProfile
 
 def heavy_tailed(n: int, rng: np.random.Generator) -> pd.DataFrame:
     actual = rng.normal(size=n) * 3
-    prediction = actual + rng.standard_t(df=5, size=n) * 0.4  # heavy-tailed errors
+    prediction = actual + rng.standard_t(df=3, size=n) * 0.4  # heavy-tailed errors
     return pd.DataFrame({"x": rng.normal(size=n), "prediction": prediction, "actual": actual})
 
 
