@@ -10,7 +10,14 @@ import pandas as pd
 
 from retrain.labelled_source import read_window
 from retrain.policy import PolicyDecision, RetrainPolicy, Verdict
-from retrain.preparation import PreparedData, clean, combine, records_to_frame, resolve_feature_columns
+from retrain.preparation import (
+    EVENT_TIME,
+    PreparedData,
+    clean,
+    combine,
+    records_to_frame,
+    resolve_feature_columns,
+)
 from retrain.tables import read_table
 from schemas.messages import Window
 from streams.settings import KafkaSettings, ModelSettings, RetrainSettings
@@ -54,7 +61,10 @@ def prepare_for_training(
     """Cleans and splits the data, unless too few recent samples survive the cleaning."""
     target = model.actual_column
     if "concept_drift" in trigger_types and not retrain.history_on_concept_drift:
+        # The old concept is wrong now, in the history and in the window before the
+        # trigger alike: keep the rows after the trigger when there are enough of them.
         historical = historical.iloc[:0]
+        recent = _after(recent, profile_since, retrain.min_recent_samples)
     cleaned = clean(historical, recent, feature_columns=columns, target=target, task=model.task)
     decision = policy.enough_samples(len(cleaned.recent))
     if decision.verdict is not Verdict.RUN:
@@ -68,6 +78,13 @@ def prepare_for_training(
     )
     prepared.counts["invalid_dropped"] += undecodable
     return decision, prepared
+
+
+def _after(recent: pd.DataFrame, since: Any, at_least: int) -> pd.DataFrame:
+    if since is None or EVENT_TIME not in recent.columns:
+        return recent
+    later = recent[pd.to_datetime(recent[EVENT_TIME], utc=True) > pd.Timestamp(since)]
+    return later if len(later) >= at_least else recent
 
 
 def policy_from(retrain: RetrainSettings) -> RetrainPolicy:

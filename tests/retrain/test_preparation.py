@@ -96,3 +96,17 @@ def test_a_change_of_concept_trains_on_recent_rows_only(
     )
     assert prepared.counts["historical_rows"] == historical_rows
     assert prepared.counts["training_rows"] == historical_rows + 32
+
+
+def test_a_change_of_concept_keeps_only_the_rows_after_the_trigger(tmp_path) -> None:
+    from retrain.datasets import policy_from, prepare_for_training
+    from streams.settings import ModelSettings, RetrainSettings
+
+    retrain = RetrainSettings(min_recent_samples=10)
+    model = ModelSettings(reference_path=tmp_path / "unused.csv")
+    since = START + dt.timedelta(seconds=19.5)  # rows 20..39 are after the trigger
+    _, prepared = prepare_for_training(
+        model, retrain, policy_from(retrain), regression_frame(50, seed=1), recent_frame(40), FEATURES,
+        profile_since=since, trigger_types=["concept_drift"],
+    )
+    assert prepared.counts["recent_rows"] == 20 and prepared.counts["historical_rows"] == 0
