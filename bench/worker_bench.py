@@ -8,6 +8,11 @@ events per second, the ratio, the saved state per model, and the recovery time o
 restart after `kill -9`. Then produces at --rate events/s a stream that drifts on and off
 and prints p50/p99 of the time from producing the event at which a trigger fired to the
 trigger arriving on retrain-requests. `--quick`: 100,000 events, 10 s of latency.
+
+`--mode batched` (or `both`, the default) runs the throughput part again with the same
+events in batch records (`--records-per-batch`, 1,000 events of one model per record, a
+JSON array; see schemas/README.md), against a bare consumer decoding the same records
+(one msgspec call per record); rates are events/s in both modes.
 """
 
 from __future__ import annotations
@@ -25,15 +30,16 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka import Consumer
 
-from schemas.messages import FeatureEvent, decode
+from schemas.messages import FeatureEvent, decode, decode_batch
 from tests.streams import harness as h
 
 MODELS = [f"bench-{i}" for i in range(8)]
 DEADLINE_SECONDS = 1800
 
 
-def bare_consumer_rate(bootstrap: str, topic: str, total: int) -> float:
-    """Events/s of a plain consumer decoding every message, from its first message."""
+def bare_consumer_rate(bootstrap: str, topic: str, total: int, *, batched: bool = False) -> float:
+    """Events/s of a plain consumer decoding every message, from its first message
+    (`batched`: every record is a JSON array of events, decoded in one call)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bare-{uuid.uuid4().hex}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([topic])
@@ -43,8 +49,11 @@ def bare_consumer_rate(bootstrap: str, topic: str, total: int) -> float:
         for message in consumer.consume(10_000, timeout=1.0):
             if message.error() is None:
                 started = started or time.perf_counter()
-                decode(FeatureEvent, message.value())
-                seen += 1
+                if batched:
+                    seen += len(decode_batch(FeatureEvent, message.value()))
+                else:
+                    decode(FeatureEvent, message.value())
+                    seen += 1
     elapsed = time.perf_counter() - started
     consumer.close()
     return total / elapsed
@@ -64,16 +73,19 @@ def _wait_committed(bootstrap: str, group: str, topic: str, total: int, proc: su
 
 
 def worker_run(bootstrap: str, directory: Path, name: str, topic: str, total: int,
-               reference: Path, **monitor: object) -> dict[str, float]:
-    """Throughput from start to all committed; then kill -9, 10,000 more events, restart:
-    the recovery time (start to first processed batch, the worker's own figure)."""
+               reference: Path, *, records: int | None = None, records_per_batch: int = 0,
+               **monitor: object) -> dict[str, float]:
+    """Throughput from start to all committed (`total` events in `records` records);
+    then kill -9, 10,000 more events, restart: the recovery time (start to first
+    processed batch, the worker's own figure)."""
+    records = records or total
     config = h.write_config(directory, bootstrap, name, MODELS, reference, **monitor)
-    log = directory / "worker.log"
+    log = directory / f"{name}-worker.log"
     started = time.perf_counter()
     proc = h.start_worker(config, log)
     result: dict[str, float] = {}
     try:
-        _wait_committed(bootstrap, name, topic, total, proc, log)
+        _wait_committed(bootstrap, name, topic, records, proc, log)
         elapsed = time.perf_counter() - started
         result["rate"] = total / elapsed
         result["first_batch_seconds"] = _first_batch_seconds(log)
@@ -87,11 +99,13 @@ def worker_run(bootstrap: str, directory: Path, name: str, topic: str, total: in
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         extra = h.feature_stream(MODELS, 10_000 // len(MODELS), seed=99)
+        if records_per_batch:
+            extra = h.batch_records(extra, records_per_batch)
         h.produce(bootstrap, topic, extra)
-        relog = directory / "worker-restart.log"
+        relog = directory / f"{name}-worker-restart.log"
         restarted = time.perf_counter()
         proc = h.start_worker(config, relog)
-        _wait_committed(bootstrap, name, topic, total + len(extra), proc, relog)
+        _wait_committed(bootstrap, name, topic, records + len(extra), proc, relog)
         result["restart_to_caught_up_seconds"] = time.perf_counter() - restarted
         result["recovery_seconds"] = _first_batch_seconds(relog)
     finally:
@@ -164,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=10_000)
     parser.add_argument("--latency-seconds", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=20_000)
+    parser.add_argument("--mode", choices=("single", "batched", "both"), default="both",
+                        help="one event per record, batch records, or both (default)")
+    parser.add_argument("--records-per-batch", type=int, default=1000,
+                        help="events per batch record in the batched mode")
     args, _ = parser.parse_known_args(argv)
     events = args.events or (100_000 if args.quick else 1_000_000)
     latency_seconds = args.latency_seconds or (10.0 if args.quick else 30.0)
@@ -171,24 +189,34 @@ def main(argv: list[str] | None = None) -> int:
         directory = Path(tmp)
         reference = h.write_reference(directory / "reference.csv")
         name = f"bench_{uuid.uuid4().hex[:8]}"
-        topics = h.create_topics(args.bootstrap, name)
         per_model = events // len(MODELS)
         total = per_model * len(MODELS)
-        t = time.perf_counter()
-        h.produce(args.bootstrap, topics["features_topic"], h.feature_stream(MODELS, per_model))
-        print(f"produced {total:,} events in {time.perf_counter() - t:.1f}s", flush=True)
-        bare = bare_consumer_rate(args.bootstrap, topics["features_topic"], total)
-        print(f"bare confluent-kafka consumer + msgspec decode: {bare:,.0f} events/s", flush=True)
-        run = worker_run(args.bootstrap, directory, name, topics["features_topic"], total, reference,
-                         batch_size=args.batch_size)
-        print(f"driftline worker, start to all committed: {run['rate']:,.0f} events/s "
-              f"({run['steady_rate']:,.0f} events/s after its first batch at "
-              f"{run['first_batch_seconds']:.1f}s); ratio {run['rate'] / bare:.2f} "
-              f"(after the first batch {run['steady_rate'] / bare:.2f})", flush=True)
-        print(f"saved state per model: {run['state_bytes'] / 1024:,.1f} KiB on average over "
-              f"{run['state_messages']:.0f} changelog messages", flush=True)
-        print(f"restart after kill -9: first batch after {run['recovery_seconds']:.2f}s, 10,000 new "
-              f"events committed after {run['restart_to_caught_up_seconds']:.2f}s", flush=True)
+        stream = h.feature_stream(MODELS, per_model)
+        modes = ("single", "batched") if args.mode == "both" else (args.mode,)
+        for mode in modes:
+            batched = mode == "batched"
+            run_name = f"{name}_b" if batched else name
+            topics = h.create_topics(args.bootstrap, run_name)
+            records = h.batch_records(stream, args.records_per_batch) if batched else stream
+            label = (f"batched ({args.records_per_batch:,} events per record, {len(records):,} records)"
+                     if batched else "single (one event per record)")
+            print(f"-- mode: {label}", flush=True)
+            t = time.perf_counter()
+            h.produce(args.bootstrap, topics["features_topic"], records)
+            print(f"produced {total:,} events in {time.perf_counter() - t:.1f}s", flush=True)
+            bare = bare_consumer_rate(args.bootstrap, topics["features_topic"], total, batched=batched)
+            print(f"bare confluent-kafka consumer + msgspec decode: {bare:,.0f} events/s", flush=True)
+            run = worker_run(args.bootstrap, directory, run_name, topics["features_topic"], total, reference,
+                             records=len(records), records_per_batch=args.records_per_batch if batched else 0,
+                             batch_size=args.batch_size)
+            print(f"driftline worker, start to all committed: {run['rate']:,.0f} events/s "
+                  f"({run['steady_rate']:,.0f} events/s after its first batch at "
+                  f"{run['first_batch_seconds']:.1f}s); ratio {run['rate'] / bare:.2f} "
+                  f"(after the first batch {run['steady_rate'] / bare:.2f})", flush=True)
+            print(f"saved state per model: {run['state_bytes'] / 1024:,.1f} KiB on average over "
+                  f"{run['state_messages']:.0f} changelog messages", flush=True)
+            print(f"restart after kill -9: first batch after {run['recovery_seconds']:.2f}s, 10,000 new "
+                  f"events committed after {run['restart_to_caught_up_seconds']:.2f}s", flush=True)
         latencies = trigger_latency(args.bootstrap, directory, f"{name}_lat", reference, args.rate,
                                     latency_seconds)
         if latencies:

@@ -176,10 +176,14 @@ class DeadLetter(_Message, kw_only=True):
     source_offset: int
     original: bytes  # base64 in JSON
     received_at: dt.datetime
+    # For an event of a batch record (a JSON array of events): its position in the
+    # array; `original` is then that event alone. None for a whole record.
+    source_index: int | None = None
 
     @classmethod
     def for_failure(
-        cls, error: SchemaError, *, topic: str, partition: int, offset: int, original: bytes
+        cls, error: SchemaError, *, topic: str, partition: int, offset: int, original: bytes,
+        index: int | None = None,
     ) -> DeadLetter:
         return cls(
             reason=error.reason,
@@ -189,6 +193,7 @@ class DeadLetter(_Message, kw_only=True):
             source_offset=offset,
             original=original,
             received_at=dt.datetime.now(dt.timezone.utc),
+            source_index=index,
         )
 
 
@@ -232,6 +237,12 @@ def decode(message_type: type[M], data: bytes) -> M:
         # Python's json module writes NaN and Infinity, which JSON does not allow.
         reason = "not_finite" if b"NaN" in data or b"Infinity" in data else "malformed_json"
         raise SchemaError(reason, str(exc)) from None
+
+
+def decode_batch(message_type: type[M], data: bytes) -> list[M]:
+    """Decodes and validates a batch record (a JSON array of messages) in one call, or
+    raises `SchemaError` (for the first invalid message, or an array that does not parse)."""
+    return decode(list[message_type], data)  # type: ignore[valid-type]
 
 
 def encode(message: msgspec.Struct) -> bytes:

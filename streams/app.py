@@ -42,10 +42,9 @@ from schemas.messages import (
     LabelledRecord,
     PredictionEvent,
     SchemaError,
-    decode,
     encode,
 )
-from streams.decoding import Record, decode_records
+from streams.decoding import Decoded, Record, dead_letter, decode_record, decode_records
 from streams.join import ExpiryIndex, Pending, decode_pending, encode_pending
 from streams.kafka_clients import faust_credentials, output_producer
 from streams.logs import get_logger
@@ -212,8 +211,14 @@ class MonitorApp:
         features = decode_records(FeatureEvent, by_topic.get(kafka.features_topic, ()))
         labelled = decode_records(LabelledRecord, by_topic.get(kafka.labelled_topic, ()))
         dead: list[DeadLetter] = features.dead + labelled.dead
+        # Events, not records: a batch record counts its events.
+        if features.events:
+            self.metrics.events_consumed.labels(kafka.features_topic).inc(features.events)
+        if labelled.events:
+            self.metrics.events_consumed.labels(kafka.labelled_topic).inc(labelled.events)
         for topic, records in by_topic.items():
-            self.metrics.events_consumed.labels(topic).inc(len(records))
+            if topic not in (kafka.features_topic, kafka.labelled_topic):
+                self.metrics.events_consumed.labels(topic).inc(len(records))
         # One model's events in order; an event's faust object names its partition.
         per_model: dict[str, dict[str, list]] = defaultdict(lambda: {"features": [], "labelled": []})
         for kind, decoded in (("features", features), ("labelled", labelled)):
@@ -436,18 +441,9 @@ class MonitorApp:
         self._rebuild_expiry()
         dead: list[DeadLetter] = []
         sends = []
-        for event in events:
+        for event, record, decoded in self._join_inputs(events, dead):
             message = event.message
-            record = Record(message.topic, message.partition, message.offset, event.value)
-            self.metrics.events_consumed.labels(message.topic).inc()
             is_prediction = message.topic == kafka.predictions_topic
-            try:
-                decoded = decode(PredictionEvent if is_prediction else ActualEvent, record.value)
-                if not self._known(decoded.model_id):
-                    raise SchemaError("unknown_model", f"model {decoded.model_id!r} is not configured")
-            except SchemaError as error:
-                dead.append(_dead(record, error))
-                continue
             key = decoded.event_id.encode()
             self.expiry.observe(message.partition, decoded.timestamp)
             with acting_as(event):
@@ -472,6 +468,25 @@ class MonitorApp:
         if sends:
             await asyncio.gather(*sends)
         self._expire(now)
+
+    def _join_inputs(self, events: Sequence[faust.types.EventT], dead: list[DeadLetter]):
+        """(faust event, record, decoded message) of every valid event, in order; a
+        batch record gives one per event. Invalid events and unknown models go to `dead`."""
+        kafka = self.kafka
+        for event in events:
+            message = event.message
+            record = Record(message.topic, message.partition, message.offset, event.value)
+            is_prediction = message.topic == kafka.predictions_topic
+            decoded: Decoded = Decoded()
+            decode_record(PredictionEvent if is_prediction else ActualEvent, record, decoded)
+            self.metrics.events_consumed.labels(message.topic).inc(decoded.events)
+            dead.extend(decoded.dead)
+            for item, message_ in decoded.valid:
+                if not self._known(message_.model_id):
+                    dead.append(_dead(item, SchemaError(
+                        "unknown_model", f"model {message_.model_id!r} is not configured")))
+                    continue
+                yield event, item, message_
 
     def _known(self, model_id: str) -> bool:
         return model_id in self.settings.models or self.promotions.latest(model_id) is not None
@@ -551,7 +566,5 @@ def _span_items(items: dict[str, list]) -> str:
 
 
 def _dead(record: Record, error: SchemaError) -> DeadLetter:
-    return DeadLetter.for_failure(
-        error, topic=record.topic, partition=record.partition, offset=record.offset, original=record.value
-    )
+    return dead_letter(record, error)
 

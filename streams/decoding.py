@@ -3,6 +3,15 @@
 Decoding is msgspec's (C, one pass, validating); the per-column conversion to numpy is
 one list comprehension and one `np.array` per column per model, so the Python work per
 event is a few attribute reads, not a loop over its fields.
+
+A record holds one event (a JSON object) or a batch of events of one model (a JSON
+array, decoded in one msgspec call). Each event of a batch becomes its own
+`(Record, event)` pair whose `Record.index` is its position in the array; the offset is
+the record's, so everything offset-based (saved progress, replay skipping, trigger
+windows) stays record-granular, and the events of one record are always processed in
+the same micro-batch. A batch that does not decode is checked event by event: only its
+invalid events are set aside (dead letter with `source_index`, `original` the event
+alone); an array that does not parse at all, or is empty, is set aside whole.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ from typing import Generic, TypeVar
 import msgspec
 import numpy as np
 
-from schemas.messages import DeadLetter, SchemaError, decode
+from schemas.messages import DeadLetter, SchemaError, decode, decode_batch
 
 M = TypeVar("M", bound=msgspec.Struct)
 
@@ -27,7 +36,39 @@ class Record:
     topic: str
     partition: int
     offset: int
-    value: bytes
+    value: bytes  # the whole record's value, also for an event of a batch record
+    index: int | None = None  # the event's position in a batch record; None: a single event
+
+
+_raws_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+_last_raws: tuple[bytes, list[msgspec.Raw]] | None = None
+
+
+def _raws(value: bytes) -> list[msgspec.Raw]:
+    """The events of a batch record as raw JSON, one by one (failure paths only; the
+    last record's split is kept, since its events are usually set aside together)."""
+    global _last_raws
+    if _last_raws is None or _last_raws[0] is not value:
+        _last_raws = (value, _raws_decoder.decode(value))
+    return _last_raws[1]
+
+
+def original_bytes(record: Record) -> bytes:
+    """What a dead letter carries: the record, or the one event of a batch record."""
+    if record.index is None:
+        return record.value
+    return bytes(_raws(record.value)[record.index])
+
+
+def dead_letter(record: Record, error: SchemaError) -> DeadLetter:
+    return DeadLetter.for_failure(
+        error,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        original=original_bytes(record),
+        index=record.index,
+    )
 
 
 @dataclass(slots=True)
@@ -36,25 +77,79 @@ class Decoded(Generic[M]):
     dead: list[DeadLetter] = field(default_factory=list)
 
     def reject(self, record: Record, error: SchemaError) -> None:
-        self.dead.append(
-            DeadLetter.for_failure(
-                error,
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                original=record.value,
-            )
-        )
+        self.dead.append(dead_letter(record, error))
+
+    @property
+    def events(self) -> int:
+        """Events read (valid or set aside; a record set aside whole counts once)."""
+        return len(self.valid) + len(self.dead)
+
+
+_WHITESPACE = b" \t\r\n"
+
+
+def is_batch(value: bytes) -> bool:
+    first = value[:1]
+    if first and first in _WHITESPACE:
+        first = value.lstrip()[:1]
+    return first == b"["
 
 
 def decode_records(message_type: type[M], records: Iterable[Record]) -> Decoded[M]:
     out: Decoded[M] = Decoded()
     for record in records:
+        decode_record(message_type, record, out)
+    return out
+
+
+def decode_record(message_type: type[M], record: Record, out: Decoded[M]) -> None:
+    """One record's events into `out`: one event, or every event of a batch record."""
+    value = record.value
+    if not is_batch(value):
         try:
-            out.valid.append((record, decode(message_type, record.value)))
+            out.valid.append((record, decode(message_type, value)))
         except SchemaError as error:
             out.reject(record, error)
-    return out
+        return
+    topic, partition, offset = record.topic, record.partition, record.offset
+    try:
+        events = decode_batch(message_type, value)
+    except SchemaError:
+        events = None
+    if events is None:
+        # Some event is invalid (or the array does not parse): find which, one by one.
+        try:
+            raws = _raws(value)
+        except msgspec.DecodeError as error:
+            out.reject(record, _batch_error(value, error))
+            return
+        items: list[tuple[int, M]] = []
+        for i, raw in enumerate(raws):
+            try:
+                items.append((i, decode(message_type, bytes(raw))))
+            except SchemaError as error:
+                out.reject(Record(topic, partition, offset, value, i), error)
+    else:
+        items = list(enumerate(events))
+        if not items:
+            out.reject(record, SchemaError("empty_batch", "a batch record holds no event"))
+            return
+    if not items:
+        return
+    model_id = items[0][1].model_id  # type: ignore[attr-defined]
+    valid = out.valid
+    for i, event in items:
+        if event.model_id == model_id:  # type: ignore[attr-defined]
+            valid.append((Record(topic, partition, offset, value, i), event))
+        else:
+            out.reject(Record(topic, partition, offset, value, i), SchemaError(
+                "batch_mixed_models",
+                f"event of model {event.model_id!r} in a batch record of model {model_id!r}"))  # type: ignore[attr-defined]
+
+
+def _batch_error(value: bytes, error: msgspec.DecodeError) -> SchemaError:
+    reason = "not_finite" if b"NaN" in value or b"Infinity" in value else "malformed_json"
+    return SchemaError(reason, str(error))
 
 
 def numeric_matrix(

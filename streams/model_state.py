@@ -6,6 +6,13 @@ read from, `reference`) *and* the last input offset they include, per topic. Tha
 from the committed offsets (never past the saved state, see `streams/app.py`) and skips
 every event the state already holds, so each event is counted once and the decisions,
 and their trigger ids, are those of an uninterrupted run.
+
+Batch records (several events in one record, `streams/decoding.py`): offsets stay
+record-granular. All events of a record are in the same micro-batch, so "the last
+offset included" means the whole record; a trigger firing at event i of the record at
+offset o has an id from (topic, partition, o, i), and a single-event record's id is
+unchanged; a window whose trigger fired inside a record ends at that record, and the
+next window starts at it.
 """
 
 from __future__ import annotations
@@ -63,6 +70,8 @@ def decode_state(data: bytes) -> ModelState:
 def trigger_id(model_id: str, model_version: str, fingerprint: str, record: Record) -> str:
     """Same model, version, reference and stream position: the same id, on every replay."""
     parts = (model_id, model_version, fingerprint, record.topic, str(record.partition), str(record.offset))
+    if record.index is not None:  # an event of a batch record: its position in the record
+        parts += (str(record.index),)
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
@@ -215,6 +224,10 @@ class ModelRuntime:
             )
             self._restart_window()
             start = index + 1
+            if start < len(items) and items[start][0].offset == record.offset:
+                # Fired inside a batch record: its later events are in the next window,
+                # so that window starts at the same record (windows are record-granular).
+                self.state.progress[record.topic].window_start = record.offset
         self._extend_window(items[start:])
         self.dirty = True
         return firings

@@ -207,3 +207,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def batch_records(stream: list[tuple[str, bytes]], size: int) -> list[tuple[str, bytes]]:
+    """The same events as batch records: per model, `size` consecutive events in one
+    JSON array (the last one shorter), in the order each batch fills up."""
+    pending: dict[str, list[bytes]] = {}
+    out = []
+    for model, value in stream:
+        events = pending.setdefault(model, [])
+        events.append(value)
+        if len(events) == size:
+            out.append((model, b"[" + b",".join(events) + b"]"))
+            pending[model] = []
+    out += [(model, b"[" + b",".join(events) + b"]") for model, events in pending.items() if events]
+    return out

@@ -364,3 +364,84 @@ def test_promotion_rebaselines_the_monitor(kafka_bootstrap, unique_name, tmp_pat
     assert any('"reference": "m0/2/profile.bin"' in log and '"event": "state restored"' in log for log in logs)
     requests.poll(1.0)
     assert len(requests.messages) == before
+
+
+def test_batch_records_drift_gives_one_trigger_with_root_cause_and_an_event_position_id(
+    kafka_bootstrap, unique_name, tmp_path, reference, workers
+):
+    from streams.decoding import Record
+    from streams.model_state import trigger_id
+
+    topics = h.create_topics(kafka_bootstrap, unique_name)
+    port = h.free_port()
+    config = h.write_config(tmp_path, kafka_bootstrap, unique_name, ["drifting", "steady"], reference,
+                            metrics_port=port)
+    size = 250  # events per record: the trigger fires inside a record
+    stream = h.feature_stream(["drifting"], 4000, drift_after=2000, drift_column=3)
+    stream += h.feature_stream(["steady"], 4000, seed=7)
+    records = h.batch_records(stream, size)
+    assert len(records) == 2 * 4000 // size
+    h.produce(kafka_bootstrap, topics["features_topic"], records)
+    workers.start(config)
+    requests = h.TopicReader(kafka_bootstrap, topics["retrain_requests_topic"])
+    requests.wait_for(lambda m: len(m) >= 1, DEADLINE, alive=workers.alive)
+    h.wait_until(lambda: len(h.read_states(kafka_bootstrap, unique_name)) == 2
+                 and all(h.events_seen(s) == 4000 for s in h.read_states(kafka_bootstrap, unique_name).values()),
+                 DEADLINE, "all events seen", workers.alive)
+    requests.poll(1.0)
+    [request] = requests.values()
+    assert request["model_id"] == "drifting"
+    assert "data_drift" in request["decision"]["trigger_types"]
+    assert request["decision"]["root_cause"][0]["column"] == "f3"
+    assert request["decision"]["columns"] == ["f3"]
+    [offsets] = request["window"]["features"]["ranges"]
+    # Offsets are the records': 16 records per model, the drift starts in the 9th.
+    assert offsets["start"] == 0 and 2000 // size <= offsets["end"] < len(records)
+    assert request["window"]["event_time_start"] < request["window"]["event_time_end"]
+    # The id is derived from (topic, partition, offset, position in the record).
+    state = h.read_states(kafka_bootstrap, unique_name)["drifting"]
+    candidates = {trigger_id("drifting", "1", state.fingerprint,
+                             Record(topics["features_topic"], offsets["partition"], offsets["end"], b"", i)): i
+                  for i in range(size)}
+    assert request["trigger_id"] in candidates
+    assert trigger_id("drifting", "1", state.fingerprint,
+                      Record(topics["features_topic"], offsets["partition"], offsets["end"], b"")) not in candidates
+    # Metrics count events, not records.
+    h.wait_until(lambda: 'driftline_events_consumed_total{topic="%s"} 8000.0' % topics["features_topic"]
+                 in _scrape(port), DEADLINE, "events counted", workers.alive)
+
+
+def test_a_bad_batch_record_dead_letters_only_its_invalid_events(
+    kafka_bootstrap, unique_name, tmp_path, reference, workers
+):
+    import base64
+
+    topics = h.create_topics(kafka_bootstrap, unique_name)
+    port = h.free_port()
+    config = h.write_config(tmp_path, kafka_bootstrap, unique_name, ["m0"], reference, metrics_port=port)
+    stream = h.feature_stream(["m0"], 2000, seed=4)
+    events = [json.loads(value) for _, value in stream]
+    events[307]["features"] = "oops"  # record 3, event 7: wrong type
+    del events[350]["event_id"]  # record 3, event 50: missing field
+    events[420]["features"]["f1"] = "text"  # record 4, event 20: a string in a numeric column
+    records = h.batch_records([("m0", json.dumps(e).encode()) for e in events], 100)
+    records[5] = ("m0", records[5][1][:-10])  # record 5: the array does not parse
+    records.append(("m0", b"[]"))  # record 20: empty
+    h.produce(kafka_bootstrap, topics["features_topic"], records)
+    workers.start(config)
+    dead = h.TopicReader(kafka_bootstrap, topics["dead_letter_topic"])
+    dead.wait_for(lambda m: len(m) >= 5, DEADLINE, alive=workers.alive)
+    h.wait_until(lambda: h.events_seen(h.read_states(kafka_bootstrap, unique_name)["m0"]) == 2000 - 3 - 100,
+                 DEADLINE, "valid events counted", workers.alive)
+    dead.poll(1.0)
+    letters = {(l["source_offset"], l["source_index"]): l for l in dead.values()}
+    assert {k: l["reason"] for k, l in letters.items()} == {
+        (3, 7): "wrong_type", (3, 50): "missing_field", (4, 20): "wrong_type",
+        (5, None): "malformed_json", (20, None): "empty_batch"}
+    assert json.loads(base64.b64decode(letters[(3, 7)]["original"]))["event_id"] == "m0-307"
+    assert json.loads(base64.b64decode(letters[(4, 20)]["original"]))["event_id"] == "m0-420"
+    assert base64.b64decode(letters[(5, None)]["original"]) == records[5][1]
+    state = h.read_states(kafka_bootstrap, unique_name)["m0"]
+    assert state.progress[topics["features_topic"]].last_offset == 19  # the last record with a valid event
+    metrics = _scrape(port)
+    assert 'driftline_events_consumed_total{topic="%s"} 1902.0' % topics["features_topic"] in metrics
