@@ -37,8 +37,8 @@ MODEL = "demo"
 SCHEMA = "demo"
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".driftline" / "demo"
-SCHEDULE = Schedule(rate=1000, events=75_000, covariate_shift_at=20_000, concept_change_at=45_000)
-STATUS_EVERY_EVENTS = 5_000
+SCHEDULE = Schedule(rate=500, events=50_000, covariate_shift_at=10_000, concept_change_at=27_500)
+STATUS_EVERY_EVENTS = 2_500
 SETTLE_SECONDS = 45  # after the last event, for the last retrain to finish
 
 RECENT = """SELECT
@@ -74,7 +74,7 @@ dead_letter_topic = "{topics['dead-letters']}"
 db_schema = "{SCHEMA}"
 
 [detectors]
-cooldown = 5000
+cooldown = 3000
 
 [monitor]
 app_id = "driftline-demo-{run_id}"
