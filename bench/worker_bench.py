@@ -129,6 +129,8 @@ def trigger_latency(bootstrap: str, directory: Path, name: str, reference: Path,
                     seconds: float) -> list[float]:
     """Seconds from producing the event a trigger fired at to the trigger's arrival."""
     topics = h.create_topics(bootstrap, name)
+    directory = directory / "latency"  # its own RocksDB state, apart from the throughput runs'
+    directory.mkdir()
     config = h.write_config(directory, bootstrap, name, ["lat"], reference, batch_within_seconds=0.05,
                             detector={"cooldown": 2000, "ks_window": 500, "ks_stride": 250})
     log = directory / "latency-worker.log"
