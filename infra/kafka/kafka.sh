@@ -74,6 +74,8 @@ start() {
   format_storage
   java_cmd
   local began=$SECONDS
+  # The readiness check greps the log: start it afresh so an earlier run's lines don't count.
+  [[ -f "$state/logs/server.log" ]] && mv "$state/logs/server.log" "$state/logs/server.log.previous"
   nohup "${JAVA[@]}" kafka.Kafka "$state/server.properties" \
     > "$state/logs/stdout.log" 2>&1 &
   echo $! > "$pidfile"
