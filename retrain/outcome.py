@@ -12,6 +12,17 @@ from typing import Any
 
 from schemas.messages import RetrainOutcome, RetrainRequest, to_builtins
 
+# The metric columns of `model_retraining_events`, also the metrics of the outcome event.
+METRIC_COLUMNS = (
+    "retraining_r2",
+    "retraining_rmse",
+    "retraining_accuracy",
+    "comparison_previous_r2",
+    "improvement_r2_percent",
+    "improvement_rmse_percent",
+    "improvement_accuracy_percent",
+)
+
 # Column widths of the design's table, so that no value can make an insert fail forever.
 TYPE_WIDTH = 50
 SEVERITY_WIDTH = 20
@@ -153,18 +164,7 @@ class OutcomeRecord:
 def event_from_row(row: dict[str, Any]) -> RetrainOutcome:
     """The event of a row written earlier (its event may never have been published)."""
     execution = row["execution_metrics"] or {}
-    metrics = {
-        key: row[key]
-        for key in (
-            "retraining_r2",
-            "retraining_rmse",
-            "retraining_accuracy",
-            "comparison_previous_r2",
-            "improvement_r2_percent",
-            "improvement_rmse_percent",
-            "improvement_accuracy_percent",
-        )
-    }
+    metrics = {key: row[key] for key in METRIC_COLUMNS}
     return RetrainOutcome(
         trigger_id=row["trigger_id"],
         model_id=row["model_id"],

@@ -15,6 +15,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from retrain.outcome import METRIC_COLUMNS
+
 COLUMNS = (
     "trigger_id",
     "model_id",
@@ -28,13 +30,7 @@ COLUMNS = (
     "execution_successful",
     "execution_metrics",
     "retraining_model_version",
-    "retraining_r2",
-    "retraining_rmse",
-    "retraining_accuracy",
-    "comparison_previous_r2",
-    "improvement_r2_percent",
-    "improvement_rmse_percent",
-    "improvement_accuracy_percent",
+    *METRIC_COLUMNS,
     "triggered_at",
     "execution_completed_at",
 )
