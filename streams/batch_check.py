@@ -25,6 +25,10 @@ from streams.files import read_array, read_table, require_same_columns
 from streams.settings import Settings
 
 
+# NaN and infinities become null; numpy scalars and arrays are numbers and lists.
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference-data", required=True, help="training data, CSV or Parquet")
     parser.add_argument("--recent-data", required=True, help="recent inputs, CSV or Parquet")
@@ -86,10 +90,6 @@ def check(args: argparse.Namespace, settings: Settings) -> RetrainingTrigger:
     return orchestrator.should_retrain(
         reference[shared], recent[shared], predictions, actuals, baseline or None
     )
-
-
-# NaN and infinities become null; numpy scalars and arrays are numbers and lists.
-_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
 
 
 def trigger_document(trigger: RetrainingTrigger) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from confluent_kafka import Producer
 
 from tests.streams import harness as h
 
@@ -57,22 +56,7 @@ def labelled_message(model: str, i: int, row: pd.Series, version: str = "1") -> 
 
 def produce(bootstrap: str, topic: str, messages: Iterable[tuple[str, bytes, int | None]]) -> int:
     """(key, value, Kafka timestamp in ms or None for now), in order; waits for every ack."""
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5,
-                         "partitioner": "murmur2_random"})
-    count = 0
-    for key, value, timestamp in messages:
-        extra = {"timestamp": timestamp} if timestamp is not None else {}
-        while True:
-            try:
-                producer.produce(topic, key=key.encode(), value=value, **extra)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        count += 1
-        if count % 1000 == 0:
-            producer.poll(0)
-    assert producer.flush(60) == 0
-    return count
+    return h.produce(bootstrap, topic, messages)
 
 
 def now_ms() -> int:

@@ -102,12 +102,14 @@ def feature_stream(models: list[str], per_model: int, *, drift_after: int | None
     return [(m, feature_event(m, i, data[k, i])) for i in range(per_model) for k, m in enumerate(models)]
 
 
-def produce(bootstrap: str, topic: str, messages: Iterable[tuple[str | None, bytes]]) -> int:
+def produce(bootstrap: str, topic: str, messages: Iterable[tuple]) -> int:
+    """(key, value) or (key, value, Kafka timestamp in ms), in order; waits for every ack."""
     p, count = producer(bootstrap), 0
-    for key, value in messages:
+    for key, value, *timestamp in messages:
+        extra = {"timestamp": timestamp[0]} if timestamp and timestamp[0] is not None else {}
         while True:
             try:
-                p.produce(topic, key=key.encode() if key else None, value=value)
+                p.produce(topic, key=key.encode() if key else None, value=value, **extra)
                 break
             except BufferError:
                 p.poll(0.1)
