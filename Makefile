@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status test demo bench airflow
+.PHONY: help setup up down status test demo bench airflow tools
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -32,7 +32,10 @@ status: ## what runs where: ports, pids, log files
 airflow: ## create .venv-airflow (Apache Airflow 3.3.2 + driftline) for infra/airflow
 	infra/airflow/setup.sh
 
-test: up airflow ## set up, start the services and run the whole test suite
+tools: ## install the command-line tools the tests use (Debian's kcat), when missing
+	infra/kcat.sh install
+
+test: up airflow tools ## set up, start the services and run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: up ## the whole loop on a synthetic model (see README)

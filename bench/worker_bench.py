@@ -31,6 +31,7 @@ import numpy as np
 from confluent_kafka import Consumer
 
 from schemas.messages import FeatureEvent, decode, decode_batch
+from streams.settings import MonitorSettings
 from tests.streams import harness as h
 
 MODELS = [f"bench-{i}" for i in range(8)]
@@ -90,7 +91,7 @@ def worker_run(bootstrap: str, directory: Path, name: str, topic: str, total: in
         result["rate"] = total / elapsed
         result["first_batch_seconds"] = _first_batch_seconds(log)
         result["steady_rate"] = total / max(elapsed - result["first_batch_seconds"], 1e-9)
-        states = h.TopicReader(bootstrap, f"{name}-monitor-state-changelog")
+        states = h.TopicReader(bootstrap, MonitorSettings(app_id=name).state_topic)
         states.poll(2.0)
         sizes = [len(m.value()) for m in states.messages if m.value()]
         states.close()

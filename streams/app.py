@@ -1,31 +1,26 @@
-"""The faust app of the streaming monitor: topics, tables and agents.
+"""The worker: the faust app that joins predictions with their actuals, and the
+monitor loop (`streams/monitor_loop.py`) on a thread beside it.
 
-Two agents, each on co-partitioned topics keyed by `model_id` (so a model's events, its
-state and its joins all live in the same partition number, and workers split models by
-partition):
+- `join` agent (predictions + actuals, co-partitioned, keyed by `model_id`): keeps
+  predictions in the `join-pending` table until their actual arrives (-> a
+  `LabelledRecord` on the labelled topic, same partition) or the TTL expires them.
+- the monitor loop (features + labelled): micro-batches into each model's
+  `ModelMonitor`; decisions at or above the minimum severity become `RetrainRequest`s.
+- the promotion watcher (retrain events), shared by both; metrics on one endpoint.
 
-- `join` (predictions + actuals): keeps predictions in the `join-pending` table until
-  their actual arrives (-> a `LabelledRecord` on the labelled topic, same partition) or
-  the TTL expires them.
-- `monitor` (features + labelled): micro-batches (`take_events(n, within)`) decoded in
-  bulk into numpy and fed to the model's `ModelMonitor`; decisions at or above the
-  minimum severity become `RetrainRequest`s.
-
-Durability: one value per model in the `monitor-state` table (changelog topic) holds the
-detectors and the last offset they include. Per micro-batch the agent publishes dead
-letters and triggers (idempotent producer, acks=all, awaited), then writes the state,
-and only then acks the batch (`take_events` acks when the next batch is requested);
-faust commits acked offsets after flushing its producer, so the committed offset never
-passes the saved state. A replay after `kill -9` therefore starts at or before the state
-and skips what the state already holds (`ModelRuntime.unseen`).
+Join table writes do not use faust's own changelog path: it queues the record in a
+buffer whose flush before a commit gives up after 0.1 s without a send (faust 0.15.3,
+`ProducerBuffer.flush_atmost`), so offsets could be committed past an entry the
+changelog never received. `_write_table` updates the local store and sends the
+changelog record with the output producer, and the batch awaits it before it is acked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import weakref
-from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -34,26 +29,15 @@ import faust
 from aiokafka import AIOKafkaProducer
 from faust.streams import _current_event  # no public API to write a table "as" an event
 
-from detectors import ModelMonitor, ReferenceProfile, StateError
-from schemas.messages import (
-    ActualEvent,
-    DeadLetter,
-    FeatureEvent,
-    LabelledRecord,
-    PredictionEvent,
-    SchemaError,
-    encode,
-)
-from streams.decoding import Decoded, Record, dead_letter, decode_record, decode_records
+from schemas.messages import ActualEvent, DeadLetter, PredictionEvent, SchemaError, encode
+from streams.decoding import Decoded, Record, dead_letter, decode_record
 from streams.join import ExpiryIndex, Pending, decode_pending, encode_pending
 from streams.kafka_clients import faust_credentials, output_producer
 from streams.logs import get_logger
 from streams.metrics import MonitorMetrics
-from streams.model_state import Firing, ModelRuntime, decode_state
+from streams.monitor_loop import MonitorLoop
 from streams.promotions import PromotionWatcher
-from streams.references import ReferenceUnavailable, profile_from_settings, profile_from_store
 from streams.settings import Settings
-from streams.triggers import at_least, retrain_request
 
 log = get_logger(__name__)
 
@@ -77,8 +61,6 @@ class MonitorApp:
         self.kafka = kafka = settings.kafka
         self.conf = conf = settings.monitor
         self.metrics = metrics or MonitorMetrics()
-        self.detector_config = settings.detectors
-        self.started_at = time.monotonic()
         self.app = app = faust.App(
             conf.app_id,
             broker=f"kafka://{kafka.bootstrap_servers.replace(',', ';kafka://')}",
@@ -101,42 +83,26 @@ class MonitorApp:
             stream_buffer_maxsize=conf.stream_buffer_maxsize,
             table_standby_replicas=0,
         )
-        topic = self._raw_topic
-        self.monitor_inputs = topic(kafka.features_topic, kafka.labelled_topic)
-        self.join_inputs = topic(kafka.predictions_topic, kafka.actuals_topic)
-        table_options: dict[str, Any] = dict(
-            key_type=bytes, value_type=bytes, partitions=conf.partitions,  # bytes: raw codec
-        )
-        self.states = app.Table(
-            "monitor-state",
-            **table_options,
-            extra_topic_configs={"max.message.bytes": str(conf.state_max_bytes)},
-        )
-        self.pending = app.Table("join-pending", **table_options)
+        self.join_inputs = app.topic(kafka.predictions_topic, kafka.actuals_topic, key_type=bytes,
+                                     value_type=bytes, key_serializer="raw", value_serializer="raw")
+        self.pending = app.Table("join-pending", key_type=bytes, value_type=bytes,  # bytes: raw codec
+                                 partitions=conf.partitions)
         self.producer: AIOKafkaProducer | None = None  # made in the worker's event loop
         self.outputs_ready = asyncio.Event()
         self.promotions = PromotionWatcher(kafka)
-        self.runtimes: dict[str, ModelRuntime] = {}
-        self._profiles: dict[tuple[str, str | None], ReferenceProfile] = {}
-        self._promotion_failures: dict[str, float] = {}  # trigger_id -> monotonic time
+        self.monitor = MonitorLoop(settings, self.metrics, self.promotions, on_fatal=self._monitor_failed)
+        self._monitor_thread: threading.Thread | None = None
         self.expiry = ExpiryIndex(conf.join_ttl_seconds)
         self.expiry_stale = True
-        self.recovered = False
 
-        app.agent(self.monitor_inputs, name="monitor")(self._monitor_agent)
         app.agent(self.join_inputs, name="join")(self._join_agent)
         app.timer(conf.join_sweep_interval_seconds)(self._sweep_expired)
         app.timer(conf.lag_interval_seconds)(self._report_lag)
-        self.input_topics = frozenset(
-            (kafka.features_topic, kafka.labelled_topic, kafka.predictions_topic, kafka.actuals_topic))
+        self.input_topics = frozenset((kafka.predictions_topic, kafka.actuals_topic))
         app.task(self._start_outputs)
         app.on_partitions_revoked.connect(self._on_rebalance)
         app.on_partitions_assigned.connect(self._on_rebalance)
-
-    def _raw_topic(self, *names: str) -> faust.TopicT:
-        return self.app.topic(
-            *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-        )
+        app.on_before_shutdown.connect(self._stop_monitor)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def _start_outputs(self) -> None:
@@ -145,6 +111,9 @@ class MonitorApp:
         self.outputs_ready.set()
         self.metrics.serve(self.conf.metrics_port)
         self.app.add_future(self._follow_promotions())
+        self._loop = asyncio.get_running_loop()
+        self._monitor_thread = threading.Thread(target=self.monitor.run, name="monitor", daemon=True)
+        self._monitor_thread.start()
         log.info(
             "worker started",
             app_id=self.conf.app_id,
@@ -164,265 +133,44 @@ class MonitorApp:
             log.exception("following retrain events failed")
             await self.app.crash(RuntimeError("promotion watcher failed"))
 
-    async def _on_rebalance(self, *args: Any, **kwargs: Any) -> None:
-        # The table holds every model's state as of its last batch (batches finish
-        # before a rebalance: stream_wait_empty); drop the live copies so a partition
-        # that comes back is read again from the recovered table.
-        self.runtimes.clear()
-        self.expiry_stale = True
-        self.recovered = False
+    def _monitor_failed(self, error: BaseException) -> None:
+        """From the monitor's thread: its failure stops the worker (a restart resumes
+        from the committed offsets and the saved states)."""
+        asyncio.run_coroutine_threadsafe(self.app.crash(error), self._loop)
 
-    # -- monitor agent -----------------------------------------------------------------
-    async def _monitor_agent(self, stream: faust.StreamT) -> None:
-        async for events in stream.take_events(self.conf.batch_size, within=self.conf.batch_within_seconds):
-            started = time.perf_counter()
-            try:
-                await self._monitor_batch(events)
-            except Exception as error:
-                await self._stop_on(error, "monitor", events)
-                return
-            self.metrics.batch_seconds.labels("monitor").observe(time.perf_counter() - started)
-            self._mark_recovered()
+    async def _stop_monitor(self, *args: Any, **kwargs: Any) -> None:
+        self.monitor.stop()
+        if self._monitor_thread is not None:
+            await asyncio.to_thread(self._monitor_thread.join)
+
+    async def _on_rebalance(self, *args: Any, **kwargs: Any) -> None:
+        self.expiry_stale = True  # the pending table changed hands: index it again
 
     async def _stop_on(self, error: Exception, agent: str, events: Sequence[faust.types.EventT]) -> None:
-        """Failures of one model are handled inside the batch; what reaches here is the
-        output producer or the state table failing. faust would restart the agent with
-        the batch un-acked (its offsets could never be committed again): stop the worker
-        instead, loudly; a restart resumes from the committed offsets and saved state."""
+        """What reaches here is the output producer or the table failing. faust would
+        restart the agent with the batch un-acked (its offsets could never be committed
+        again): stop the worker instead, loudly; a restart resumes from the committed
+        offsets and the saved table."""
         log.error("batch failed: stopping the worker", agent=agent, inputs=_span(events),
                   error=f"{type(error).__name__}: {error}", exc_info=error)
         await self.app.crash(error)
 
-    def _mark_recovered(self) -> None:
-        if not self.recovered:
-            self.recovered = True
-            seconds = time.monotonic() - self.started_at
-            self.metrics.recovery_seconds.set(seconds)
-            log.info("processing", seconds_since_start=round(seconds, 3))
-
-    async def _monitor_batch(self, events: Sequence[faust.types.EventT]) -> None:
-        kafka = self.kafka
-        await self.outputs_ready.wait()
-        await self.promotions.caught_up.wait()  # a new state starts from the promoted reference
-        by_topic: dict[str, list[Record]] = defaultdict(list)
-        for event in events:
-            message = event.message
-            by_topic[message.topic].append(Record(message.topic, message.partition, message.offset, event.value))
-        features = decode_records(FeatureEvent, by_topic.get(kafka.features_topic, ()))
-        labelled = decode_records(LabelledRecord, by_topic.get(kafka.labelled_topic, ()))
-        dead: list[DeadLetter] = features.dead + labelled.dead
-        # Events, not records: a batch record counts its events.
-        if features.events:
-            self.metrics.events_consumed.labels(kafka.features_topic).inc(features.events)
-        if labelled.events:
-            self.metrics.events_consumed.labels(kafka.labelled_topic).inc(labelled.events)
-        for topic, records in by_topic.items():
-            if topic not in (kafka.features_topic, kafka.labelled_topic):
-                self.metrics.events_consumed.labels(topic).inc(len(records))
-        # One model's events in order; an event's faust object names its partition.
-        per_model: dict[str, dict[str, list]] = defaultdict(lambda: {"features": [], "labelled": []})
-        for kind, decoded in (("features", features), ("labelled", labelled)):
-            for record, message in decoded.valid:
-                per_model[message.model_id][kind].append((record, message))
-        event_by_offset = {(e.message.topic, e.message.partition, e.message.offset): e for e in events}
-        last_event: dict[str, faust.types.EventT] = {}
-        firings: list[Firing] = []
-        for model_id, items in per_model.items():
-            fired, rejected = await self._model_batch(model_id, items)
-            firings.extend(fired)
-            dead.extend(rejected)
-            record = (items["labelled"] or items["features"])[-1][0]
-            last_event[model_id] = event_by_offset[(record.topic, record.partition, record.offset)]
-        await self._publish(dead, firings)
-        self._save_states(last_event)
-
-    async def _model_batch(
-        self, model_id: str, items: dict[str, list]
-    ) -> tuple[list[Firing], list[DeadLetter]]:
-        """One model's part of a batch. An exception (from the detectors or anywhere in
-        the model's processing) does not stop the agent: the model goes back to its last
-        saved state and the batch is applied again in halves, down to the single events
-        that fail; those go to the dead-letter topic (reason `processing_error`) with
-        their offsets, counted and logged. Every other event is counted as usual."""
-        try:
-            return await self._advance_model(model_id, items, isolate=False)
-        except Exception as error:
-            self.metrics.processing_errors.labels(model_id).inc()
-            log.error("model batch failed: isolating the failing events", model_id=model_id,
-                      inputs=_span_items(items), error=f"{type(error).__name__}: {error}", exc_info=error)
-        self.runtimes.pop(model_id, None)  # half-applied: back to the last saved state
-        try:
-            return await self._advance_model(model_id, items, isolate=True)
-        except Exception as error:  # the state cannot even be built (reference unreadable)
-            self.runtimes.pop(model_id, None)
-            log.error("model unavailable: its events go to dead letters", model_id=model_id,
-                      inputs=_span_items(items), error=f"{type(error).__name__}: {error}", exc_info=error)
-            failure = _processing_error(error)
-            return [], [_dead(record, failure) for kind in ("features", "labelled") for record, _ in items[kind]]
-
-    async def _advance_model(
-        self, model_id: str, items: dict[str, list], *, isolate: bool
-    ) -> tuple[list[Firing], list[DeadLetter]]:
-        runtime = await self._runtime(model_id)
-        if runtime is None:
-            error = SchemaError("unknown_model", f"model {model_id!r} is not configured")
-            return [], [_dead(record, error) for kind in ("features", "labelled") for record, _ in items[kind]]
-        await self._maybe_rebaseline(model_id, runtime)
-        firings: list[Firing] = []
-        dead: list[DeadLetter] = []
-        for kind, apply in (("features", runtime.apply_features), ("labelled", runtime.apply_labelled)):
-            unseen = runtime.unseen(items[kind])
-            skipped = len(items[kind]) - len(unseen)
-            if skipped:
-                self.metrics.events_duplicate.labels(kind).inc(skipped)
-            if not unseen:
-                continue
-            fired, rejected = self._apply_isolating(runtime, apply, unseen) if isolate else apply(unseen)
-            firings.extend(fired)
-            dead.extend(_dead(record, error) for record, error in rejected)
-        self.metrics.record_snapshot(model_id, runtime.monitor.snapshot())
-        return firings, dead
-
-    def _apply_isolating(self, runtime: ModelRuntime, apply, items):
-        saved = runtime.to_bytes()
-        try:
-            return apply(items)
-        except Exception as error:
-            runtime.reset_to(saved)
-            if len(items) > 1:
-                half = len(items) // 2
-                fired, rejected = self._apply_isolating(runtime, apply, items[:half])
-                more_fired, more_rejected = self._apply_isolating(runtime, apply, items[half:])
-                return fired + more_fired, rejected + more_rejected
-            record = items[0][0]
-            log.error("event failed in the detectors: dead-lettered", model_id=runtime.state.model_id,
-                      topic=record.topic, partition=record.partition, offset=record.offset,
-                      error=f"{type(error).__name__}: {error}")
-            return [], [(record, _processing_error(error))]
-
-    async def _profile(self, model_id: str, reference: str | None) -> ReferenceProfile:
-        """The configured reference (`reference` None) or a stored profile, read once."""
-        key = (model_id, reference)
-        profile = self._profiles.get(key)
-        if profile is not None:
-            return profile
-        if reference is None:
-            model = self.settings.models.get(model_id)
-            if model is None:
-                raise ReferenceUnavailable(f"model {model_id!r} has no configured reference")
-            profile = await asyncio.to_thread(profile_from_settings, model, self.detector_config)
+    async def _write_table(self, table: faust.types.CollectionT, partition: int, key: bytes,
+                           value: bytes | None, *, event: faust.types.EventT | None = None) -> asyncio.Future:
+        """Sets (`value` None: deletes) `key` in the local store and sends the changelog
+        record to `partition`; returns the delivery future, for the batch to await
+        before it is acked (why not faust's own changelog path: the module's docstring).
+        `event` names the store partition; without it a delete looks in every one."""
+        if event is None:
+            assert value is None, "a write outside an event needs the event of its partition"
+            table.data.pop(key, None)
         else:
-            profile = await asyncio.to_thread(profile_from_store, self.settings.model_store_path, reference)
-        self._profiles[key] = profile
-        return profile
-
-    async def _runtime(self, model_id: str) -> ModelRuntime | None:
-        runtime = self.runtimes.get(model_id)
-        if runtime is not None:
-            return runtime
-        topics = dict(features_topic=self.kafka.features_topic, labelled_topic=self.kafka.labelled_topic)
-        model = self.settings.models.get(model_id)
-        saved = self.states.get(model_id.encode())
-        if saved is not None:
-            state = decode_state(saved)
-            profile = await self._profile(model_id, state.reference)
-            try:
-                monitor = ModelMonitor.from_state(profile, state.monitor, config=self.detector_config)
-                runtime = ModelRuntime(state, monitor, **topics)
-                log.info("state restored", model_id=model_id, events_seen=monitor.events_seen,
-                         reference=state.reference or "configured")
-            except StateError as error:
-                # The reference file or the detector settings changed since it was saved.
-                monitor = ModelMonitor(profile, self.detector_config, model.task if model else profile.task)
-                runtime = ModelRuntime(state, monitor, **topics)
-                runtime.restart_monitor(monitor)
-                self.metrics.state_discarded.labels(model_id).inc()
-                log.warning("saved detector state does not fit the reference or the detector "
-                            "settings: its windows restart", model_id=model_id, error=str(error))
-        else:
-            promoted = self.promotions.latest(model_id)
-            if model is None and promoted is None:
-                return None
-            runtime = None
-            if promoted is not None:
-                try:
-                    profile = await self._profile(model_id, promoted.reference_profile)
-                    runtime = ModelRuntime.fresh(
-                        model_id, promoted.new_version or "promoted",
-                        ModelMonitor(profile, self.detector_config, model.task if model else profile.task),
-                        reference=promoted.reference_profile, promotion_id=promoted.trigger_id, **topics)
-                except ReferenceUnavailable as error:
-                    if model is None:
-                        raise
-                    self._promotion_failed(model_id, promoted, error)
-            if runtime is None:
-                profile = await self._profile(model_id, None)
-                runtime = ModelRuntime.fresh(
-                    model_id, "configured", ModelMonitor(profile, self.detector_config, model.task), **topics)
-        self.runtimes[model_id] = runtime
-        return runtime
-
-    async def _maybe_rebaseline(self, model_id: str, runtime: ModelRuntime) -> None:
-        """Applies the model's latest promotion once (the state records its trigger_id)."""
-        promoted = self.promotions.latest(model_id)
-        if promoted is None or promoted.trigger_id == runtime.state.promotion_id:
-            return
-        failed_at = self._promotion_failures.get(promoted.trigger_id)
-        if failed_at is not None and time.monotonic() - failed_at < self.conf.promotion_retry_seconds:
-            return
-        try:
-            profile = await self._profile(model_id, promoted.reference_profile)
-        except ReferenceUnavailable as error:
-            self._promotion_failed(model_id, promoted, error)
-            return
-        self._promotion_failures.pop(promoted.trigger_id, None)
-        runtime.rebaseline(profile, promoted.new_version or "promoted", promoted.trigger_id,
-                           promoted.reference_profile)
-        self.metrics.rebaselines.labels(model_id).inc()
-        log.info("re-baselined", model_id=model_id, new_version=promoted.new_version,
-                 fingerprint=profile.fingerprint, trigger_id=promoted.trigger_id,
-                 reference_profile=promoted.reference_profile)
-
-    def _promotion_failed(self, model_id: str, promoted, error: Exception) -> None:
-        self._promotion_failures[promoted.trigger_id] = time.monotonic()
-        self.metrics.rebaseline_failures.labels(model_id).inc()
-        log.error("promotion not applied: monitoring goes on against the current reference; "
-                  "retried later", model_id=model_id, trigger_id=promoted.trigger_id,
-                  retry_seconds=self.conf.promotion_retry_seconds, error=str(error))
-
-    async def _publish(self, dead: list[DeadLetter], firings: list[Firing]) -> None:
-        """Dead letters and triggers, all acknowledged before the batch's state is saved:
-        a crash in between publishes the same triggers (same trigger_id) again."""
-        kafka, sends = self.kafka, []
-        for letter in dead:
-            self.metrics.events_invalid.labels(letter.reason).inc()
-            sends.append(await self.producer.send(kafka.dead_letter_topic, encode(letter)))
-        for firing in firings:
-            severity = firing.decision.severity
-            if not at_least(severity, self.conf.min_severity):
-                self.metrics.triggers_suppressed.labels(firing.model_id, severity).inc()
-                continue
-            request = retrain_request(firing)
-            sends.append(await self.producer.send(
-                kafka.retrain_requests_topic, encode(request), key=firing.model_id.encode()))
-            for trigger_type in request.decision.trigger_types:
-                self.metrics.triggers.labels(firing.model_id, severity, trigger_type).inc()
-            log.info("trigger", model_id=firing.model_id, trigger_id=firing.trigger_id,
-                     severity=severity, types=request.decision.trigger_types,
-                     columns=request.decision.columns)
-        if sends:
-            await asyncio.gather(*sends)
-
-    def _save_states(self, last_event: dict[str, faust.types.EventT]) -> None:
-        for model_id, event in last_event.items():
-            runtime = self.runtimes.get(model_id)
-            if runtime is None or not runtime.dirty:
-                continue
-            data = runtime.to_bytes()
             with acting_as(event):
-                self.states[model_id.encode()] = data
-            runtime.dirty = False
-            self.metrics.state_bytes.labels(model_id).set(len(data))
+                if value is None:
+                    table.data.pop(key, None)
+                else:
+                    table.data[key] = value
+        return await self.producer.send(table.changelog_topic.get_topic_name(), value, key=key, partition=partition)
 
     # -- join agent --------------------------------------------------------------------
     async def _join_agent(self, stream: faust.StreamT) -> None:
@@ -446,17 +194,18 @@ class MonitorApp:
             is_prediction = message.topic == kafka.predictions_topic
             key = decoded.event_id.encode()
             self.expiry.observe(message.partition, decoded.timestamp)
+            if is_prediction:
+                pending = Pending.of(decoded, message.partition, now)
+                sends.append(await self._write_table(
+                    self.pending, message.partition, key, encode_pending(pending), event=event))
+                self.expiry.add(decoded.event_id, pending)
+                continue
             with acting_as(event):
-                if is_prediction:
-                    pending = Pending.of(decoded, message.partition, now)
-                    self.pending[key] = encode_pending(pending)
-                    self.expiry.add(decoded.event_id, pending)
-                    continue
                 stored = self.pending.get(key)
-                if stored is None:
-                    self.metrics.joins.labels("unmatched").inc()
-                    continue
-                del self.pending[key]
+            if stored is None:
+                self.metrics.joins.labels("unmatched").inc()
+                continue
+            sends.append(await self._write_table(self.pending, message.partition, key, None, event=event))
             pending = decode_pending(stored)
             self.metrics.joins.labels("matched").inc()
             sends.append(await self.producer.send(
@@ -465,9 +214,9 @@ class MonitorApp:
         for letter in dead:
             self.metrics.events_invalid.labels(letter.reason).inc()
             sends.append(await self.producer.send(kafka.dead_letter_topic, encode(letter)))
+        sends.extend(await self._expire(now))
         if sends:
             await asyncio.gather(*sends)
-        self._expire(now)
 
     def _join_inputs(self, events: Sequence[faust.types.EventT], dead: list[DeadLetter]):
         """(faust event, record, decoded message) of every valid event, in order; a
@@ -499,25 +248,25 @@ class MonitorApp:
             self.expiry.add(key.decode(), decode_pending(value))
         self.expiry_stale = False
 
-    def _expire(self, now: float) -> None:
-        expired = 0
-        for event_id in self.expiry.due(now):
+    async def _expire(self, now: float) -> list[asyncio.Future]:
+        """Deletes the predictions whose TTL passed; returns the tombstones' deliveries."""
+        deletes = []
+        for event_id in list(self.expiry.due(now)):  # the heaps stay consistent across the awaits
             key = event_id.encode()
-            stored = self.pending.get(key)
+            stored = self.pending.data.get(key)
             if stored is None:
                 continue  # matched meanwhile
-            # Outside an event: delete in the store and tombstone the entry's partition.
-            del self.pending.data[key]
-            self.pending.send_changelog(decode_pending(stored).partition, key, None, value_serializer="raw")
-            expired += 1
-        if expired:
-            self.metrics.joins.labels("expired").inc(expired)
+            deletes.append(await self._write_table(self.pending, decode_pending(stored).partition, key, None))
+        if deletes:
+            self.metrics.joins.labels("expired").inc(len(deletes))
+        return deletes
 
     async def _sweep_expired(self) -> None:
         if not self.expiry_stale:
-            self._expire(time.time())
+            deletes = await self._expire(time.time())
+            if deletes:
+                await asyncio.gather(*deletes)
             self.metrics.pending_predictions.set(self.expiry.size())
-
 
     # -- consumer lag --------------------------------------------------------------------
     async def _report_lag(self) -> None:
@@ -537,13 +286,9 @@ class MonitorApp:
                 end = highwaters.get(tp)
                 if done is not None and end is not None:
                     lags[(tp.topic, str(tp.partition))] = max(0, end - done)
-            self.metrics.set_consumer_lag(lags)
+            self.metrics.set_consumer_lag(lags, source="join")
         except Exception as error:  # a metric must not stop the worker
             log.warning("consumer lag not measured", error=f"{type(error).__name__}: {error}")
-
-
-def _processing_error(error: Exception) -> SchemaError:
-    return SchemaError("processing_error", f"{type(error).__name__}: {error}"[:1000])
 
 
 def _span(events: Sequence[faust.types.EventT]) -> str:
@@ -554,15 +299,6 @@ def _span(events: Sequence[faust.types.EventT]) -> str:
         span = ranges.setdefault((message.topic, message.partition), [message.offset, message.offset])
         span[0], span[1] = min(span[0], message.offset), max(span[1], message.offset)
     return ", ".join(f"{t}[{p}]:{a}-{b}" for (t, p), (a, b) in sorted(ranges.items()))
-
-
-def _span_items(items: dict[str, list]) -> str:
-    parts = []
-    for kind in ("features", "labelled"):
-        if items[kind]:
-            first, last = items[kind][0][0], items[kind][-1][0]
-            parts.append(f"{first.topic}[{first.partition}]:{first.offset}-{last.offset}")
-    return ", ".join(parts)
 
 
 def _dead(record: Record, error: SchemaError) -> DeadLetter:

@@ -63,20 +63,25 @@ def output_producer(kafka: KafkaSettings, *, max_request_size: int) -> AIOKafkaP
 
 
 def ensure_topics(
-    kafka: KafkaSettings, names: Iterable[str], *, partitions: int, replication_factor: int
-) -> None:
-    """Creates the topics that do not exist yet (blocking: call before the event loop)."""
+    kafka: KafkaSettings, names: Iterable[str], *, partitions: int, replication_factor: int,
+    config: dict[str, str] | None = None,
+) -> dict[str, int]:
+    """Creates the topics that do not exist yet (blocking: call before the event loop);
+    returns the partition count of each named topic."""
     admin = AdminClient(kafka.client_config())
-    existing = set(admin.list_topics(timeout=30).topics)
-    missing = [n for n in dict.fromkeys(names) if n not in existing]
-    if not missing:
-        return
-    futures = admin.create_topics(
-        [NewTopic(n, num_partitions=partitions, replication_factor=replication_factor) for n in missing]
-    )
-    for name, future in futures.items():
-        try:
-            future.result(timeout=30)
-        except Exception as exc:  # another worker created it first
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise
+    names = list(dict.fromkeys(names))
+    existing = admin.list_topics(timeout=30).topics
+    missing = [n for n in names if n not in existing]
+    if missing:
+        futures = admin.create_topics([
+            NewTopic(n, num_partitions=partitions, replication_factor=replication_factor, config=config or {})
+            for n in missing
+        ])
+        for name, future in futures.items():
+            try:
+                future.result(timeout=30)
+            except Exception as exc:  # another worker created it first
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+        existing = admin.list_topics(timeout=30).topics
+    return {n: len(existing[n].partitions) for n in names}

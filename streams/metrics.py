@@ -80,7 +80,7 @@ class MonitorMetrics:
         self.consumer_lag = Gauge(
             "driftline_consumer_lag_messages", "high watermark minus committed offset of an "
             "assigned input partition", ["topic", "partition"], registry=r)
-        self._lag_labels: set[tuple[str, str]] = set()
+        self._lag_labels: dict[str, set[tuple[str, str]]] = {}  # per source (consumer)
         self.column = {
             name: Gauge(f"driftline_column_{name}", doc, ["model", "column"], registry=r)
             for name, doc in _COLUMN_GAUGES.items()
@@ -95,13 +95,14 @@ class MonitorMetrics:
         if port:
             start_http_server(port, registry=self.registry)
 
-    def set_consumer_lag(self, lags: dict[tuple[str, str], float]) -> None:
-        """Lag per (topic, partition); partitions no longer assigned are removed."""
-        for labels in self._lag_labels - lags.keys():
+    def set_consumer_lag(self, lags: dict[tuple[str, str], float], *, source: str) -> None:
+        """Lag per (topic, partition) of one of the worker's consumers (`source`);
+        its partitions no longer assigned are removed."""
+        for labels in self._lag_labels.get(source, set()) - lags.keys():
             self.consumer_lag.remove(*labels)
         for labels, lag in lags.items():
             self.consumer_lag.labels(*labels).set(lag)
-        self._lag_labels = set(lags)
+        self._lag_labels[source] = set(lags)
 
     def record_snapshot(self, model_id: str, snapshot: dict[str, Any]) -> None:
         """Copies a `ModelMonitor.snapshot()` into the gauges (NaN: not yet known)."""

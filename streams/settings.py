@@ -128,6 +128,19 @@ class MonitorSettings(_Section):
     # A promotion whose reference profile cannot be read is tried again after this long
     # (the monitor keeps the current reference meanwhile).
     promotion_retry_seconds: float = Field(default=30.0, gt=0)
+    # How long a batch waits for the broker to acknowledge its triggers and states
+    # before the worker stops (nothing of the batch is committed then).
+    output_timeout_seconds: float = Field(default=60.0, gt=0)
+
+    @property
+    def monitor_group_id(self) -> str:
+        """Consumer group of the monitor loop (features and labelled topics)."""
+        return f"{self.app_id}-monitor"
+
+    @property
+    def state_topic(self) -> str:
+        """Compacted topic of the monitor's saved state, one record per model."""
+        return f"{self.app_id}-monitor-state"
 
 
 class RetrainSettings(_Section):

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging(settings.log_level)
     kafka, monitor = settings.kafka, settings.monitor
     if not args.no_create_topics:
-        ensure_topics(
+        counts = ensure_topics(
             kafka,
             [
                 kafka.features_topic,
@@ -37,6 +37,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             ],
             partitions=monitor.partitions,
             replication_factor=monitor.replication_factor,
+        )
+        # A model's state goes to the partition number of its inputs.
+        ensure_topics(
+            kafka, [monitor.state_topic], partitions=counts[kafka.features_topic],
+            replication_factor=monitor.replication_factor,
+            config={"cleanup.policy": "compact", "max.message.bytes": str(monitor.state_max_bytes)},
         )
     monitor.data_dir.mkdir(parents=True, exist_ok=True)
     service = MonitorApp(settings)

@@ -17,6 +17,8 @@ import pandas as pd
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams.settings import MonitorSettings
+
 ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = [f"f{i}" for i in range(10)]
 PARTITIONS = 4
@@ -153,8 +155,9 @@ class TopicReader:
         self.consumer.close()
 
 
-def committed_total(bootstrap: str, group: str, topic: str) -> int:
-    """Sum of the group's committed offsets on `topic` (how far the worker has got)."""
+def committed_total(bootstrap: str, app_id: str, topic: str) -> int:
+    """Sum of the monitor's committed offsets on `topic` (how far the worker has got)."""
+    group = MonitorSettings(app_id=app_id).monitor_group_id
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
         from confluent_kafka import TopicPartition
@@ -165,12 +168,12 @@ def committed_total(bootstrap: str, group: str, topic: str) -> int:
 
 
 def read_states(bootstrap: str, app_id: str, seconds: float = 1.0) -> dict[str, "ModelState"]:
-    """The latest saved state per model, from the monitor-state changelog topic."""
+    """The latest saved state per model, from the monitor's state topic."""
     import msgspec
 
     from streams.model_state import ModelState
 
-    reader = TopicReader(bootstrap, f"{app_id}-monitor-state-changelog")
+    reader = TopicReader(bootstrap, MonitorSettings(app_id=app_id).state_topic)
     try:
         reader.poll(seconds)
         reader.poll(0.2)

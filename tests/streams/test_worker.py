@@ -228,12 +228,6 @@ def _scrape(port: int) -> str:
         return ""
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug (issue 4 stays open): at some kill points the restarted worker resumes "
-    "from committed offsets that are ahead of the restored state, so events in between are "
-    "never counted (seen: restored events_seen 6850/model, final 9230 of 12000)",
-)
 def test_kill_9_recovery_gives_the_triggers_of_an_uninterrupted_run(
     kafka_bootstrap, unique_name, tmp_path, reference, workers
 ):
