@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import gc
 
 import faust
 
 from streams.app import MonitorApp
 from streams.kafka_clients import ensure_topics
 from streams.logs import configure_logging
-from streams.settings import Settings
+from streams.settings import MonitorSettings, Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +46,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             config={"cleanup.policy": "compact", "max.message.bytes": str(monitor.state_max_bytes)},
         )
     monitor.data_dir.mkdir(parents=True, exist_ok=True)
+    tune_gc(monitor)
     service = MonitorApp(settings)
     worker = faust.Worker(service.app, loglevel=settings.log_level, override_logging=False)
     worker.execute_from_commandline()  # returns by raising SystemExit with the exit code
     return 0
+
+
+def tune_gc(monitor: MonitorSettings) -> None:
+    """The worker's process-wide collector settings (see `MonitorSettings.gc_threshold`);
+    objects alive after start-up (modules, references) are not scanned again."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(monitor.gc_threshold, older, oldest)
