@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{run['first_batch_seconds']:.1f}s); ratio {run['rate'] / bare:.2f} "
                   f"(after the first batch {run['steady_rate'] / bare:.2f})", flush=True)
             print(f"saved state per model: {run['state_bytes'] / 1024:,.1f} KiB on average over "
-                  f"{run['state_messages']:.0f} changelog messages", flush=True)
+                  f"{run['state_messages']:.0f} state messages", flush=True)
             print(f"restart after kill -9: first batch after {run['recovery_seconds']:.2f}s, 10,000 new "
                   f"events committed after {run['restart_to_caught_up_seconds']:.2f}s", flush=True)
         latencies = trigger_latency(args.bootstrap, directory, f"{name}_lat", reference, args.rate,

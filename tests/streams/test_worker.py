@@ -445,3 +445,40 @@ def test_a_bad_batch_record_dead_letters_only_its_invalid_events(
     assert state.progress[topics["features_topic"]].last_offset == 19  # the last record with a valid event
     metrics = _scrape(port)
     assert 'driftline_events_consumed_total{topic="%s"} 1902.0' % topics["features_topic"] in metrics
+
+
+def test_an_unacknowledged_state_stops_the_worker_and_a_restart_counts_every_event_once(
+    kafka_bootstrap, unique_name, tmp_path, reference, workers
+):
+    """The crash path outside any one model: the broker refuses the states (a 1 KiB
+    message limit on the state topic), so the worker must stop without committing;
+    once the limit is lifted a restart counts every event exactly once."""
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
+
+    from streams.settings import MonitorSettings
+
+    topics = h.create_topics(kafka_bootstrap, unique_name)
+    state_topic = MonitorSettings(app_id=unique_name).state_topic
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(state_topic, num_partitions=h.PARTITIONS, replication_factor=1,
+                                  config={"cleanup.policy": "compact", "max.message.bytes": "1024"})]
+                        )[state_topic].result(timeout=30)
+    config = h.write_config(tmp_path, kafka_bootstrap, unique_name, ["m0"], reference, batch_size=500)
+    h.produce(kafka_bootstrap, topics["features_topic"], h.feature_stream(["m0"], 3000, seed=3))
+
+    failing = workers.start(config)
+    failing.killed = True  # expected to exit  # type: ignore[attr-defined]
+    failing.wait(timeout=DEADLINE)
+    assert failing.returncode != 0
+    assert "monitor loop failed" in failing.log.read_text()  # type: ignore[attr-defined]
+    assert h.committed_total(kafka_bootstrap, unique_name, topics["features_topic"]) == 0
+
+    resource = ConfigResource(ConfigResource.Type.TOPIC, state_topic, incremental_configs=[
+        ConfigEntry("max.message.bytes", str(16 * 1024 * 1024), incremental_operation=AlterConfigOpType.SET)])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+    workers.start(config)
+    h.wait_until(lambda: {m: h.events_seen(s) for m, s in h.read_states(kafka_bootstrap, unique_name).items()}
+                 == {"m0": 3000}, DEADLINE, "restart counted every event", workers.alive)
+    h.wait_until(lambda: h.committed_total(kafka_bootstrap, unique_name, topics["features_topic"]) == 3000,
+                 DEADLINE, "restart committed every event", workers.alive)
