@@ -32,7 +32,15 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import NamedTuple
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from detectors import ModelMonitor, ReferenceProfile, StateError
 from schemas.messages import DeadLetter, FeatureEvent, LabelledRecord, SchemaError, encode
@@ -146,21 +154,21 @@ class MonitorLoop:
 
     def _read_states(self, partitions: set[int]) -> dict[str, bytes]:
         """The latest state per model in `partitions` of the (compacted) state topic."""
-        topic = self.conf.state_topic
+        topic, timeout = self.conf.state_topic, self.conf.state_read_timeout_seconds
         reader = Consumer({**self.kafka.client_config(), "group.id": self.conf.monitor_group_id + "-states",
                            "enable.auto.commit": False, "enable.partition.eof": True})
         try:
             ends = {}
             for partition in partitions:
-                low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+                low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
                 if high > low:
                     ends[partition] = high
-            reader.assign([TopicPartition(topic, p, 0) for p in ends])
+            reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])  # compacted: low > 0
             states: dict[str, bytes] = {}
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + timeout
             while ends:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"state topic {topic} not read to its end in 120 s")
+                    raise TimeoutError(f"state topic {topic} not read to its end in {timeout} s")
                 for message in reader.consume(10_000, timeout=1.0):
                     if message.error() is not None:
                         if message.error().code() != KafkaError._PARTITION_EOF:

@@ -96,13 +96,16 @@ class ModelSettings(_Section):
 class MonitorSettings(_Section):
     """The streaming monitor (`driftline worker`)."""
 
-    app_id: str = "driftline-monitor"  # faust app id = consumer group = prefix of its topics
+    # faust app id (the join's consumer group) and prefix of the worker's own topics and
+    # groups (`monitor_group_id`, `state_topic`).
+    app_id: str = "driftline-monitor"
     metrics_port: int = 9464  # 0: no metrics endpoint
     # Partitions of the topics the worker creates when absent (its own state topics and
     # the inference topics); the inference topics must all have the same count.
     partitions: int = Field(default=4, ge=1)
     replication_factor: int = Field(default=1, ge=1)
-    # Micro-batches: `stream.take(batch_size, within=batch_within_seconds)`.
+    # Micro-batches: up to batch_size records, or what arrived within batch_within_seconds
+    # (the monitor loop's `consume`, the join agent's `take_events`).
     batch_size: int = Field(default=10_000, ge=1)
     batch_within_seconds: float = Field(default=0.2, gt=0)
     # Predictions wait this long (event time, and wall-clock time since they arrived)
@@ -111,15 +114,16 @@ class MonitorSettings(_Section):
     join_sweep_interval_seconds: float = Field(default=5.0, gt=0)
     min_severity: Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"] = "LOW"
     # Detector thresholds are not here: they are `Settings.detectors`, the one place.
-    store: Literal["rocksdb", "memory"] = "rocksdb"  # rocksdb keeps local state across restarts
+    # The join table's local store (rocksdb keeps it across restarts) and the join's commits.
+    store: Literal["rocksdb", "memory"] = "rocksdb"
     data_dir: Path = Path(".driftline/worker")
     commit_interval_seconds: float = Field(default=1.0, gt=0)
-    # Largest state message (one model's monitor, with its reference sample).
+    # Largest state message (one model's monitor).
     state_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
     broker_session_timeout_seconds: float = Field(default=10.0, gt=0)
     broker_heartbeat_interval_seconds: float = Field(default=1.0, gt=0)
-    # Consumer throughput (faust's per-event path is the bottleneck; see bench/worker_bench):
-    # bytes fetched per partition and request, records per poll, events buffered per stream.
+    # Consumer throughput: bytes fetched per partition and request (both consumers);
+    # records per poll and events buffered per stream (the join agent's faust consumer).
     consumer_max_fetch_size: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_poll_records: int = Field(default=50_000, ge=1)
     stream_buffer_maxsize: int = Field(default=50_000, ge=1)
@@ -135,6 +139,8 @@ class MonitorSettings(_Section):
     # How long a batch waits for the broker to acknowledge its triggers and states
     # before the worker stops (nothing of the batch is committed then).
     output_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Reading the saved states of newly assigned partitions back (the worker stops if slower).
+    state_read_timeout_seconds: float = Field(default=120.0, gt=0)
 
     @property
     def monitor_group_id(self) -> str:
