@@ -1,9 +1,10 @@
 """The worker: the faust app that joins predictions with their actuals, and the
 monitor loop (`streams/monitor_loop.py`) on a thread beside it.
 
-- `join` agent (predictions + actuals, co-partitioned, keyed by `model_id`): keeps
-  predictions in the `join-pending` table until their actual arrives (-> a
-  `LabelledRecord` on the labelled topic, same partition) or the TTL expires them.
+- `join` agent (predictions + actuals, co-partitioned, keyed by `model_id`): whichever
+  of a prediction and its actual comes first waits in the `join-pending` table until the
+  other arrives (-> a `LabelledRecord` on the labelled topic, same partition) or the TTL
+  expires it (`streams/join.py`).
 - the monitor loop (features + labelled): micro-batches into each model's
   `ModelMonitor`; decisions at or above the minimum severity become `RetrainRequest`s.
 - the promotion watcher (retrain events), shared by both; metrics on one endpoint.
@@ -189,28 +190,25 @@ class MonitorApp:
         self._rebuild_expiry()
         dead: list[DeadLetter] = []
         sends = []
-        for event, record, decoded in self._join_inputs(events, dead):
-            message = event.message
-            is_prediction = message.topic == kafka.predictions_topic
+        for event, _, decoded in self._join_inputs(events, dead):
+            partition = event.message.partition
             key = decoded.event_id.encode()
-            self.expiry.observe(message.partition, decoded.timestamp)
-            if is_prediction:
-                pending = Pending.of(decoded, message.partition, now)
-                sends.append(await self._write_table(
-                    self.pending, message.partition, key, encode_pending(pending), event=event))
-                self.expiry.add(decoded.event_id, pending)
-                continue
+            self.expiry.observe(partition, decoded.timestamp)
+            arrived = Pending.of(decoded, partition, now)
             with acting_as(event):
                 stored = self.pending.get(key)
-            if stored is None:
-                self.metrics.joins.labels("unmatched").inc()
+            waiting = decode_pending(stored) if stored is not None else None
+            if waiting is None or not waiting.completes(arrived):
+                # First of the pair (or a repeat of the waiting side, which replaces it).
+                sends.append(await self._write_table(self.pending, partition, key, encode_pending(arrived),
+                                                     event=event))
+                self.expiry.add(decoded.event_id, arrived)
                 continue
-            sends.append(await self._write_table(self.pending, message.partition, key, None, event=event))
-            pending = decode_pending(stored)
+            sends.append(await self._write_table(self.pending, partition, key, None, event=event))
             self.metrics.joins.labels("matched").inc()
             sends.append(await self.producer.send(
-                kafka.labelled_topic, encode(pending.labelled(decoded)),
-                key=pending.model_id.encode(), partition=message.partition))
+                kafka.labelled_topic, encode(waiting.labelled(arrived, decoded.event_id)),
+                key=decoded.model_id.encode(), partition=partition))
         for letter in dead:
             self.metrics.events_invalid.labels(letter.reason).inc()
             sends.append(await self.producer.send(kafka.dead_letter_topic, encode(letter)))
@@ -249,16 +247,18 @@ class MonitorApp:
         self.expiry_stale = False
 
     async def _expire(self, now: float) -> list[asyncio.Future]:
-        """Deletes the predictions whose TTL passed; returns the tombstones' deliveries."""
+        """Deletes the entries whose TTL passed, counted as `expired` (a prediction that
+        never got its actual) or `unmatched` (an actual that never got its prediction);
+        returns the tombstones' deliveries."""
         deletes = []
         for event_id in list(self.expiry.due(now)):  # the heaps stay consistent across the awaits
             key = event_id.encode()
             stored = self.pending.data.get(key)
             if stored is None:
                 continue  # matched meanwhile
-            deletes.append(await self._write_table(self.pending, decode_pending(stored).partition, key, None))
-        if deletes:
-            self.metrics.joins.labels("expired").inc(len(deletes))
+            waiting = decode_pending(stored)
+            deletes.append(await self._write_table(self.pending, waiting.partition, key, None))
+            self.metrics.joins.labels("expired" if waiting.side == "prediction" else "unmatched").inc()
         return deletes
 
     async def _sweep_expired(self) -> None:
@@ -266,7 +266,7 @@ class MonitorApp:
             deletes = await self._expire(time.time())
             if deletes:
                 await asyncio.gather(*deletes)
-            self.metrics.pending_predictions.set(self.expiry.size())
+            self.metrics.join_waiting.set(self.expiry.size())
 
     # -- consumer lag --------------------------------------------------------------------
     async def _report_lag(self) -> None:

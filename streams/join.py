@@ -1,10 +1,14 @@
-"""Predictions waiting for their actual: what is kept, and when it expires.
+"""One side of a prediction/actual join waiting for the other: what is kept, and when it
+expires.
 
-The pending predictions themselves live in a faust table keyed by `event_id` (durable
-through its changelog); this module holds the value stored there and the in-memory
-expiry index over it, rebuilt from the table after a restart or a rebalance. A
-prediction expires when the partition's event time has moved past its own by the TTL,
-or when it has waited the TTL in wall-clock time (an idle stream releases it too).
+Either side can come first: an actual is normally late, but a worker catching up on a
+backlog reads the two topics at their own pace, and the actuals topic may run ahead (an
+actual dropped for want of its prediction was a lost labelled record). So whichever
+arrives first waits in a faust table keyed by `event_id` (durable through its
+changelog), and the other completes it. This module holds the value stored there and the
+in-memory expiry index over it, rebuilt from the table after a restart or a rebalance.
+An entry expires when the partition's event time has moved past its own by the TTL, or
+when it has waited the TTL in wall-clock time (an idle stream releases it too).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 from collections.abc import Iterable
+from typing import Literal
 
 import msgspec
 
@@ -19,36 +24,44 @@ from schemas.messages import ActualEvent, FeatureValue, Label, LabelledRecord, P
 
 
 class Pending(msgspec.Struct, kw_only=True, array_like=True):
+    side: Literal["prediction", "actual"]
     model_id: str
     model_version: str
     partition: int
-    prediction: Label
-    features: dict[str, FeatureValue] | None
-    timestamp: dt.datetime
-    received_at: float  # wall-clock seconds when the prediction arrived
+    value: Label  # the prediction or the actual
+    features: dict[str, FeatureValue] | None  # a prediction's
+    timestamp: dt.datetime  # the side's own event time
+    received_at: float  # wall-clock seconds when it arrived
 
     @classmethod
-    def of(cls, event: PredictionEvent, partition: int, now: float) -> Pending:
+    def of(cls, event: PredictionEvent | ActualEvent, partition: int, now: float) -> Pending:
+        is_prediction = isinstance(event, PredictionEvent)
         return cls(
+            side="prediction" if is_prediction else "actual",
             model_id=event.model_id,
             model_version=event.model_version,
             partition=partition,
-            prediction=event.prediction,
-            features=event.features,
+            value=event.prediction if is_prediction else event.actual,
+            features=event.features if is_prediction else None,
             timestamp=event.timestamp,
             received_at=now,
         )
 
-    def labelled(self, actual: ActualEvent) -> LabelledRecord:
+    def completes(self, other: Pending) -> bool:
+        return self.side != other.side
+
+    def labelled(self, other: Pending, event_id: str) -> LabelledRecord:
+        """The joined record of this side and the other (either order)."""
+        prediction, actual = (self, other) if self.side == "prediction" else (other, self)
         return LabelledRecord(
-            model_id=self.model_id,
-            model_version=self.model_version,
-            event_id=actual.event_id,
-            timestamp=self.timestamp,
-            prediction=self.prediction,
-            actual=actual.actual,
+            model_id=prediction.model_id,
+            model_version=prediction.model_version,
+            event_id=event_id,
+            timestamp=prediction.timestamp,
+            prediction=prediction.value,
+            actual=actual.value,
             actual_timestamp=actual.timestamp,
-            features=self.features or {},
+            features=prediction.features or {},
         )
 
 
@@ -85,7 +98,7 @@ class ExpiryIndex:
             yield heapq.heappop(self._by_arrival)[1]
 
     def size(self) -> int:
-        """Upper bound of the pending predictions (entries not yet popped)."""
+        """Upper bound of the waiting entries (not yet popped)."""
         return len(self._by_arrival)
 
     def clear(self) -> None:

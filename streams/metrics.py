@@ -46,10 +46,11 @@ class MonitorMetrics:
             "driftline_events_replayed", "events skipped because the state already holds them "
             "(redelivered after a crash or rebalance)", ["topic"], registry=r)
         self.joins = Counter(
-            "driftline_joins", "prediction/actual joins by outcome (matched, unmatched, expired)",
+            "driftline_joins", "prediction/actual joins by outcome: matched; expired (a prediction "
+            "whose actual never came); unmatched (an actual whose prediction never came)",
             ["outcome"], registry=r)
-        self.pending_predictions = Gauge(
-            "driftline_join_pending_predictions", "predictions waiting for their actual",
+        self.join_waiting = Gauge(
+            "driftline_join_waiting", "predictions and actuals waiting for the other side of their join",
             registry=r)
         self.triggers = Counter(
             "driftline_triggers", "retrain requests published", ["model", "severity", "trigger_type"],

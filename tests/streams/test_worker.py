@@ -187,7 +187,7 @@ def test_malformed_input_goes_to_dead_letters_and_valid_events_are_all_counted(
     assert all(l["source_topic"] == topics["features_topic"] for l in letters)
 
 
-def test_late_actuals_are_joined_and_unmatched_predictions_expire(
+def test_late_actuals_are_joined_and_what_never_matches_expires(
     kafka_bootstrap, unique_name, tmp_path, reference, workers
 ):
     topics = h.create_topics(kafka_bootstrap, unique_name)
@@ -210,8 +210,9 @@ def test_late_actuals_are_joined_and_unmatched_predictions_expire(
               [("m0", event(i, actual=float(i) + 1)) for i in range(150)] + [("m0", event(999, actual=1.0))])
     labelled = h.TopicReader(kafka_bootstrap, topics["labelled_topic"])
     labelled.wait_for(lambda m: len(m) >= 150, DEADLINE, alive=workers.alive)
-    h.wait_until(lambda: 'driftline_joins_total{outcome="expired"} 50.0' in _scrape(port),
-                 DEADLINE, "50 predictions expired", workers.alive)
+    h.wait_until(lambda: 'driftline_joins_total{outcome="expired"} 50.0' in (text := _scrape(port))
+                 and 'driftline_joins_total{outcome="unmatched"} 1.0' in text,
+                 DEADLINE, "50 predictions and the actual without one expired", workers.alive)
     metrics = _scrape(port)
     assert 'driftline_joins_total{outcome="matched"} 150.0' in metrics
     assert 'driftline_joins_total{outcome="unmatched"} 1.0' in metrics
@@ -219,6 +220,45 @@ def test_late_actuals_are_joined_and_unmatched_predictions_expire(
     assert sorted(int(r["event_id"][1:]) for r in records) == list(range(150))
     assert all(r["actual"] == r["prediction"] + 1 and r["features"] == {"f0": 0.5} for r in records)
     assert "driftline_batch_processing_seconds_bucket" in metrics
+
+
+def test_an_actual_read_before_its_prediction_waits_for_it(kafka_bootstrap, unique_name, tmp_path, reference,
+                                                          workers):
+    """A worker catching up on a backlog reads the actuals topic at its own pace: an
+    actual that comes first waits for its prediction instead of being dropped."""
+    topics = h.create_topics(kafka_bootstrap, unique_name)
+    config = h.write_config(tmp_path, kafka_bootstrap, unique_name, ["m0"], reference)
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+
+    def event(i: int, **extra) -> bytes:
+        return json.dumps({"model_id": "m0", "model_version": "1", "event_id": f"e{i}", "timestamp": now,
+                           **extra}).encode()
+
+    h.produce(kafka_bootstrap, topics["actuals_topic"], [("m0", event(i, actual=float(i))) for i in range(100)])
+    labelled = h.TopicReader(kafka_bootstrap, topics["labelled_topic"])
+    workers.start(config)
+    h.wait_until(lambda: _join_committed(kafka_bootstrap, unique_name, topics) >= 100,
+                 DEADLINE, "actuals consumed", workers.alive)
+    assert labelled.poll(0.5) == []
+    h.produce(kafka_bootstrap, topics["predictions_topic"],
+              [("m0", event(i, prediction=float(i) - 1, features={"f0": 0.5})) for i in range(100)])
+    labelled.wait_for(lambda m: len(m) >= 100, DEADLINE, alive=workers.alive)
+    records = labelled.values()
+    assert sorted(int(r["event_id"][1:]) for r in records) == list(range(100))
+    assert all(r["actual"] == r["prediction"] + 1 and r["features"] == {"f0": 0.5} for r in records)
+
+
+def _join_committed(bootstrap: str, app_id: str, topics: dict[str, str]) -> int:
+    """Records of the actuals topic the join agent (faust's group: the app id) committed."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": app_id, "enable.auto.commit": False})
+    try:
+        offsets = consumer.committed([TopicPartition(topics["actuals_topic"], p) for p in range(h.PARTITIONS)],
+                                     timeout=10)
+        return sum(max(tp.offset, 0) for tp in offsets)
+    finally:
+        consumer.close()
 
 
 def _scrape(port: int) -> str:
