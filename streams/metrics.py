@@ -65,7 +65,7 @@ class MonitorMetrics:
             buckets=BATCH_SECONDS_BUCKETS, registry=r)
         self.recovery_seconds = Gauge(
             "driftline_recovery_seconds", "time from worker start to its first processed batch "
-            "(state restored from the changelog)", registry=r)
+            "(saved states read back)", registry=r)
         self.state_bytes = Gauge(
             "driftline_state_bytes", "size of a model's last saved monitor state", ["model"],
             registry=r)

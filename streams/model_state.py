@@ -2,10 +2,11 @@
 
 The state saved per model holds the detectors' changing state (`ModelMonitor.state_to_bytes`,
 without the reference profile: the profile is named by its fingerprint and by where it is
-read from, `reference`) *and* the last input offset they include, per topic. That is what makes recovery exact: after a crash the worker resumes
-from the committed offsets (never past the saved state, see `streams/app.py`) and skips
-every event the state already holds, so each event is counted once and the decisions,
-and their trigger ids, are those of an uninterrupted run.
+read from, `reference`) *and* the last input offset they include, per topic. That is
+what makes recovery exact: after a crash the worker resumes from the committed offsets
+(never past the saved state, see `streams/monitor_loop.py`) and skips every event the
+state already holds, so each event is counted once and the decisions, and their trigger
+ids, are those of an uninterrupted run.
 
 Batch records (several events in one record, `streams/decoding.py`): offsets stay
 record-granular. All events of a record are in the same micro-batch, so "the last
