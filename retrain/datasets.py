@@ -60,7 +60,7 @@ def prepare_for_training(
 ) -> tuple[PolicyDecision, PreparedData | None]:
     """Cleans and splits the data, unless too few recent samples survive the cleaning."""
     target = model.actual_column
-    if "concept_drift" in trigger_types and not retrain.history_on_concept_drift:
+    if changed_concept(trigger_types) and not retrain.history_on_concept_drift:
         # The old concept is wrong now, in the history and in the window before the
         # trigger alike: keep the rows after the trigger when there are enough of them.
         historical = historical.iloc[:0]
@@ -78,6 +78,13 @@ def prepare_for_training(
     )
     prepared.counts["invalid_dropped"] += undecodable
     return decision, prepared
+
+
+def changed_concept(trigger_types: Sequence[str]) -> bool:
+    """The targets of the same inputs changed: concept drift, or the error rising while
+    the inputs did not move (without data drift, worse performance is a new concept)."""
+    types = set(trigger_types)
+    return "concept_drift" in types or ("performance_degradation" in types and "data_drift" not in types)
 
 
 def _after(recent: pd.DataFrame, since: Any, at_least: int) -> pd.DataFrame:

@@ -176,7 +176,8 @@ class RetrainSettings(_Section):
     post_trigger_rows: int = Field(default=500, ge=0)
     post_trigger_wait_seconds: float = Field(default=300.0, ge=0)
     # A change of concept makes the history wrong (the same inputs now have other
-    # targets): such triggers train on the recent rows only. Set true to keep the design's
+    # targets): such triggers (concept drift, or performance degradation without data
+    # drift) train on the recent rows only. Set true to keep the design's
     # "historical + recent" for every trigger.
     history_on_concept_drift: bool = False
     # Training: a separate process, killed after the timeout (the design: 5-30 minutes).

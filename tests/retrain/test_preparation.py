@@ -80,6 +80,8 @@ def test_improvements_are_positive_when_better_and_none_without_a_current_model(
 @pytest.mark.parametrize(("trigger_types", "keep_history", "historical_rows"), [
     (["data_drift"], False, 50),
     (["concept_drift", "performance_degradation"], False, 0),
+    (["performance_degradation"], False, 0),  # the error rose while the inputs did not move
+    (["data_drift", "performance_degradation"], False, 50),  # a covariate shift hurting the model
     (["concept_drift"], True, 50),
 ])
 def test_a_change_of_concept_trains_on_recent_rows_only(
