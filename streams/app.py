@@ -12,8 +12,9 @@ monitor loop (`streams/monitor_loop.py`) on a thread beside it.
 Join table writes do not use faust's own changelog path: it queues the record in a
 buffer whose flush before a commit gives up after 0.1 s without a send (faust 0.15.3,
 `ProducerBuffer.flush_atmost`), so offsets could be committed past an entry the
-changelog never received. `_write_table` updates the local store and sends the
-changelog record with the output producer, and the batch awaits it before it is acked.
+changelog never received. The join updates the local store (`_store`) and sends the
+changelog records with the output producer (`_send_change`), and the batch awaits them
+before it is acked.
 """
 
 from __future__ import annotations
@@ -32,8 +33,16 @@ from faust.streams import _current_event  # no public API to write a table "as" 
 
 from schemas.messages import ActualEvent, DeadLetter, PredictionEvent, SchemaError, encode
 from streams.decoding import Decoded, Record, dead_letter, decode_record
-from streams.join import ExpiryIndex, Pending, decode_pending, encode_pending
-from streams.kafka_clients import faust_credentials, output_producer
+from streams.join import (
+    ExpiryIndex,
+    InputCursor,
+    Pending,
+    cursor_key,
+    decode_pending,
+    encode_pending,
+    is_cursor_key,
+)
+from streams.kafka_clients import GapProbe, faust_credentials, output_producer
 from streams.logs import get_logger
 from streams.metrics import MonitorMetrics
 from streams.monitor_loop import MonitorLoop
@@ -95,6 +104,8 @@ class MonitorApp:
         self._monitor_thread: threading.Thread | None = None
         self.expiry = ExpiryIndex(conf.join_ttl_seconds)
         self.expiry_stale = True
+        self.cursor = InputCursor()
+        self.gap_probe = GapProbe(kafka)
 
         app.agent(self.join_inputs, name="join")(self._join_agent)
         app.timer(conf.join_sweep_interval_seconds)(self._sweep_expired)
@@ -146,6 +157,7 @@ class MonitorApp:
 
     async def _on_rebalance(self, *args: Any, **kwargs: Any) -> None:
         self.expiry_stale = True  # the pending table changed hands: index it again
+        self.cursor.reset()
 
     async def _stop_on(self, error: Exception, agent: str, events: Sequence[faust.types.EventT]) -> None:
         """What reaches here is the output producer or the table failing. faust would
@@ -156,21 +168,23 @@ class MonitorApp:
                   error=f"{type(error).__name__}: {error}", exc_info=error)
         await self.app.crash(error)
 
-    async def _write_table(self, table: faust.types.CollectionT, partition: int, key: bytes,
-                           value: bytes | None, *, event: faust.types.EventT | None = None) -> asyncio.Future:
-        """Sets (`value` None: deletes) `key` in the local store and sends the changelog
-        record to `partition`; returns the delivery future, for the batch to await
-        before it is acked (why not faust's own changelog path: the module's docstring).
-        `event` names the store partition; without it a delete looks in every one."""
-        if event is None:
-            assert value is None, "a write outside an event needs the event of its partition"
-            table.data.pop(key, None)
-        else:
-            with acting_as(event):
-                if value is None:
-                    table.data.pop(key, None)
-                else:
-                    table.data[key] = value
+    @staticmethod
+    def _store(table: faust.types.CollectionT, event: faust.types.EventT, key: bytes,
+               value: bytes | None) -> tuple[int, bytes, bytes | None]:
+        """Sets (`value` None: deletes) `key` in the local store of the event's partition;
+        returns the change, for `_send_change` once the batch's outputs are acknowledged."""
+        with acting_as(event):
+            if value is None:
+                table.data.pop(key, None)
+            else:
+                table.data[key] = value
+        return event.message.partition, key, value
+
+    async def _send_change(self, table: faust.types.CollectionT, partition: int, key: bytes,
+                           value: bytes | None) -> asyncio.Future:
+        """Sends a change of the table to its changelog with the output producer; the
+        delivery future is for the batch to await before it is acked (why not faust's
+        own changelog path: the module's docstring)."""
         return await self.producer.send(table.changelog_topic.get_topic_name(), value, key=key, partition=partition)
 
     # -- join agent --------------------------------------------------------------------
@@ -185,11 +199,15 @@ class MonitorApp:
             self.metrics.batch_seconds.labels("join").observe(time.perf_counter() - started)
 
     async def _join_batch(self, events: Sequence[faust.types.EventT]) -> None:
+        """Outputs (labelled records, dead letters) are acknowledged before the table's
+        changes are sent: a crash in between repeats a match (a duplicate labelled
+        record) rather than losing it (a prediction deleted, its labelled record not sent)."""
         await self.outputs_ready.wait()
         kafka, now = self.kafka, time.time()
         self._rebuild_expiry()
         dead: list[DeadLetter] = []
-        sends = []
+        outputs, changes = [], []  # changes: (partition, key, value), already in the local store
+        events, last_events = await self._admitted(events)
         for event, _, decoded in self._join_inputs(events, dead):
             partition = event.message.partition
             key = decoded.event_id.encode()
@@ -200,21 +218,60 @@ class MonitorApp:
             waiting = decode_pending(stored) if stored is not None else None
             if waiting is None or not waiting.completes(arrived):
                 # First of the pair (or a repeat of the waiting side, which replaces it).
-                sends.append(await self._write_table(self.pending, partition, key, encode_pending(arrived),
-                                                     event=event))
+                changes.append(self._store(self.pending, event, key, encode_pending(arrived)))
                 self.expiry.add(decoded.event_id, arrived)
                 continue
-            sends.append(await self._write_table(self.pending, partition, key, None, event=event))
+            changes.append(self._store(self.pending, event, key, None))
             self.metrics.joins.labels("matched").inc()
-            sends.append(await self.producer.send(
+            outputs.append(await self.producer.send(
                 kafka.labelled_topic, encode(waiting.labelled(arrived, decoded.event_id)),
                 key=decoded.model_id.encode(), partition=partition))
         for letter in dead:
             self.metrics.events_invalid.labels(letter.reason).inc()
-            sends.append(await self.producer.send(kafka.dead_letter_topic, encode(letter)))
+            outputs.append(await self.producer.send(kafka.dead_letter_topic, encode(letter)))
+        if outputs:
+            await asyncio.gather(*outputs)
+        for (topic, partition), event in last_events.items():
+            position = str(self.cursor.next[(topic, partition)]).encode()
+            changes.append(self._store(self.pending, event, cursor_key(topic, partition), position))
+        sends = [await self._send_change(self.pending, *change) for change in changes]
         sends.extend(await self._expire(now))
         if sends:
             await asyncio.gather(*sends)
+
+    async def _admitted(self, events: Sequence[faust.types.EventT]):
+        """The events to process (see `InputCursor`), and the last of them per partition;
+        a partition found to have skipped records is sought back to the first of them."""
+        admitted, last = [], {}
+        sought: set[tuple[str, int]] = set()
+        for event in events:
+            message = event.message
+            tp = (message.topic, message.partition)
+
+            def saved() -> int | None:
+                with acting_as(event):
+                    value = self.pending.get(cursor_key(*tp))
+                return int(value) if value is not None else None
+
+            verdict = self.cursor.admit(tp, message.offset, saved)
+            if verdict == InputCursor.GAP:
+                expected = self.cursor.next[tp]
+                first = await asyncio.to_thread(self.gap_probe.first_offset, *tp, expected)
+                verdict = self.cursor.gap_checked(tp, message.offset, first)
+                if verdict == InputCursor.SKIP:
+                    log.warning("records skipped by the consumer: seeking back", topic=tp[0], partition=tp[1],
+                                expected=expected, first_record=first, handed_over=message.offset)
+            if verdict == InputCursor.SKIP and self.cursor.awaiting(tp) and tp not in sought:
+                # Once per batch while records ahead still come: faust drops a re-fetched
+                # record if the fetch under way when it was sought handed over a later one.
+                sought.add(tp)
+                await self.app.consumer.seek_wait({faust.types.TP(*tp): self.cursor.next[tp]})
+            if verdict == InputCursor.PROCESS:
+                admitted.append(event)
+                last[tp] = event
+            else:
+                self.metrics.events_duplicate.labels(tp[0]).inc()
+        return admitted, last
 
     def _join_inputs(self, events: Sequence[faust.types.EventT], dead: list[DeadLetter]):
         """(faust event, record, decoded message) of every valid event, in order; a
@@ -243,7 +300,8 @@ class MonitorApp:
             return
         self.expiry.clear()
         for key, value in self.pending.items():
-            self.expiry.add(key.decode(), decode_pending(value))
+            if not is_cursor_key(key):
+                self.expiry.add(key.decode(), decode_pending(value))
         self.expiry_stale = False
 
     async def _expire(self, now: float) -> list[asyncio.Future]:
@@ -257,7 +315,8 @@ class MonitorApp:
             if stored is None:
                 continue  # matched meanwhile
             waiting = decode_pending(stored)
-            deletes.append(await self._write_table(self.pending, waiting.partition, key, None))
+            self.pending.data.pop(key, None)  # outside an event: looked up in every partition
+            deletes.append(await self._send_change(self.pending, waiting.partition, key, None))
             self.metrics.joins.labels("expired" if waiting.side == "prediction" else "unmatched").inc()
         return deletes
 

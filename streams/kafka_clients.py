@@ -10,6 +10,7 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaProducer
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.settings import KafkaSettings
@@ -85,3 +86,23 @@ def ensure_topics(
                     raise
         existing = admin.list_topics(timeout=30).topics
     return {n: len(existing[n].partitions) for n in names}
+
+
+class GapProbe:
+    """Asks the log itself where the first record at or after an offset is (blocking;
+    used only when a consumer hands over a record past the expected one)."""
+
+    def __init__(self, kafka: KafkaSettings, timeout_seconds: float = 10.0) -> None:
+        self.kafka = kafka
+        self.timeout_seconds = timeout_seconds
+        self._consumer: Consumer | None = None
+
+    def first_offset(self, topic: str, partition: int, offset: int) -> int | None:
+        if self._consumer is None:
+            self._consumer = Consumer({**self.kafka.client_config(), "group.id": "driftline-gap-probe",
+                                       "enable.auto.commit": False})
+        self._consumer.assign([TopicPartition(topic, partition, offset)])
+        message = self._consumer.poll(self.timeout_seconds)
+        if message is None or message.error() is not None:
+            return None
+        return message.offset()

@@ -262,7 +262,7 @@ class MonitorLoop:
             unseen = runtime.unseen(items[kind])
             skipped = len(items[kind]) - len(unseen)
             if skipped:
-                self.metrics.events_duplicate.labels(kind).inc(skipped)
+                self.metrics.events_duplicate.labels(items[kind][0][0].topic).inc(skipped)
             if not unseen:
                 continue
             fired, rejected = self._apply_isolating(runtime, apply, unseen) if isolate else apply(unseen)

@@ -522,3 +522,36 @@ def test_an_unacknowledged_state_stops_the_worker_and_a_restart_counts_every_eve
                  == {"m0": 3000}, DEADLINE, "restart counted every event", workers.alive)
     h.wait_until(lambda: h.committed_total(kafka_bootstrap, unique_name, topics["features_topic"]) == 3000,
                  DEADLINE, "restart committed every event", workers.alive)
+
+
+def test_kill_9_during_a_join_backlog_loses_no_labelled_record(
+    kafka_bootstrap, unique_name, tmp_path, reference, workers
+):
+    """A backlog of predictions and actuals, the worker killed at a random point while
+    joining them, then restarted: every pair gives its labelled record (a repeat is
+    allowed: outputs are at-least-once)."""
+    topics = h.create_topics(kafka_bootstrap, unique_name)
+    models = [f"m{i}" for i in range(4)]
+    per_model = 5000
+    config = h.write_config(tmp_path, kafka_bootstrap, unique_name, models, reference, batch_size=500)
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+
+    def event(model: str, i: int, **extra) -> bytes:
+        return json.dumps({"model_id": model, "model_version": "1", "event_id": f"{model}-{i}",
+                           "timestamp": now, **extra}).encode()
+
+    h.produce(kafka_bootstrap, topics["predictions_topic"],
+              [(m, event(m, i, prediction=float(i))) for i in range(per_model) for m in models])
+    h.produce(kafka_bootstrap, topics["actuals_topic"],
+              [(m, event(m, i, actual=float(i) + 1)) for i in range(per_model) for m in models])
+    labelled = h.TopicReader(kafka_bootstrap, topics["labelled_topic"])
+    first = workers.start(config)
+    labelled.wait_for(lambda m: len(m) > 0, DEADLINE, alive=workers.alive)
+    kill_at = random.Random().randint(1, per_model * len(models) // 2)
+    labelled.wait_for(lambda m: len(m) >= kill_at, DEADLINE, alive=workers.alive)
+    workers.kill9(first)
+    workers.start(config)
+    expected = {f"{m}-{i}" for m in models for i in range(per_model)}
+    labelled.wait_for(lambda m: {json.loads(r.value())["event_id"] for r in m} >= expected, DEADLINE * 2,
+                      alive=workers.alive)
+    assert all(r["actual"] == r["prediction"] + 1 for r in labelled.values())
