@@ -5,7 +5,6 @@ it from `retrain-requests`, and the standard `json` module is enough to use it."
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -22,11 +21,8 @@ MODEL = "drifting"
 
 def kcat() -> str:
     path = shutil.which("kcat")
-    if path is None:
-        reason = "kcat is not installed; install it with `infra/kcat.sh install` (or `make tools`)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    if path is None:  # `make test` installs it: a missing tool fails, as a missing service does
+        pytest.fail("kcat is not installed; install it with `infra/kcat.sh install` (or `make tools`)")
     return path
 
 
