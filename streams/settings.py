@@ -120,6 +120,9 @@ class MonitorSettings(_Section):
     commit_interval_seconds: float = Field(default=1.0, gt=0)
     # Largest state message (one model's monitor).
     state_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
+    # Segment size of the compacted state topic: compaction only cleans closed segments,
+    # and a restart reads the uncleaned rest (Kafka's 1 GiB default would be read whole).
+    state_segment_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     broker_session_timeout_seconds: float = Field(default=10.0, gt=0)
     broker_heartbeat_interval_seconds: float = Field(default=1.0, gt=0)
     # Consumer throughput: bytes fetched per partition and request (both consumers);

@@ -43,7 +43,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         ensure_topics(
             kafka, [monitor.state_topic], partitions=counts[kafka.features_topic],
             replication_factor=monitor.replication_factor,
-            config={"cleanup.policy": "compact", "max.message.bytes": str(monitor.state_max_bytes)},
+            config={"cleanup.policy": "compact", "max.message.bytes": str(monitor.state_max_bytes),
+                    "segment.bytes": str(monitor.state_segment_bytes)},
         )
     monitor.data_dir.mkdir(parents=True, exist_ok=True)
     tune_gc(monitor)
