@@ -102,6 +102,7 @@ class MonitorApp:
         self.promotions = PromotionWatcher(kafka)
         self.monitor = MonitorLoop(settings, self.metrics, self.promotions, on_fatal=self._monitor_failed)
         self._monitor_thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the worker's, once it runs
         self.expiry = ExpiryIndex(conf.join_ttl_seconds)
         self.expiry_stale = True
         self.cursor = InputCursor()

@@ -155,12 +155,14 @@ class TopicReader:
         self.consumer.close()
 
 
-def committed_total(bootstrap: str, app_id: str, topic: str) -> int:
-    """Sum of the monitor's committed offsets on `topic` (how far the worker has got)."""
-    group = MonitorSettings(app_id=app_id).monitor_group_id
+def committed_total(bootstrap: str, app_id: str, topic: str, *, group: str | None = None) -> int:
+    """Sum of the committed offsets on `topic` of the monitor's group (how far the worker
+    has got), or of `group` (the join's is the app id)."""
+    from confluent_kafka import TopicPartition
+
+    group = group or MonitorSettings(app_id=app_id).monitor_group_id
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
-        from confluent_kafka import TopicPartition
         offsets = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
         return sum(max(tp.offset, 0) for tp in offsets)
     finally:

@@ -237,7 +237,8 @@ def test_an_actual_read_before_its_prediction_waits_for_it(kafka_bootstrap, uniq
     h.produce(kafka_bootstrap, topics["actuals_topic"], [("m0", event(i, actual=float(i))) for i in range(100)])
     labelled = h.TopicReader(kafka_bootstrap, topics["labelled_topic"])
     workers.start(config)
-    h.wait_until(lambda: _join_committed(kafka_bootstrap, unique_name, topics) >= 100,
+    h.wait_until(lambda: h.committed_total(kafka_bootstrap, unique_name, topics["actuals_topic"],
+                                           group=unique_name) >= 100,
                  DEADLINE, "actuals consumed", workers.alive)
     assert labelled.poll(0.5) == []
     h.produce(kafka_bootstrap, topics["predictions_topic"],
@@ -246,19 +247,6 @@ def test_an_actual_read_before_its_prediction_waits_for_it(kafka_bootstrap, uniq
     records = labelled.values()
     assert sorted(int(r["event_id"][1:]) for r in records) == list(range(100))
     assert all(r["actual"] == r["prediction"] + 1 and r["features"] == {"f0": 0.5} for r in records)
-
-
-def _join_committed(bootstrap: str, app_id: str, topics: dict[str, str]) -> int:
-    """Records of the actuals topic the join agent (faust's group: the app id) committed."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": app_id, "enable.auto.commit": False})
-    try:
-        offsets = consumer.committed([TopicPartition(topics["actuals_topic"], p) for p in range(h.PARTITIONS)],
-                                     timeout=10)
-        return sum(max(tp.offset, 0) for tp in offsets)
-    finally:
-        consumer.close()
 
 
 def _scrape(port: int) -> str:
