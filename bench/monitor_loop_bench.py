@@ -20,9 +20,9 @@ from pathlib import Path
 from schemas.messages import FeatureEvent, decode
 from streams.metrics import MonitorMetrics
 from streams.monitor_loop import MonitorLoop
-from streams.settings import Settings
+from schemas.settings import Settings
 from streams.worker import tune_gc
-from tests.streams import harness as h
+from bench import harness as h
 
 MODELS = [f"bench-{i}" for i in range(8)]
 

@@ -31,8 +31,8 @@ import numpy as np
 from confluent_kafka import Consumer
 
 from schemas.messages import FeatureEvent, decode, decode_batch
-from streams.settings import MonitorSettings
-from tests.streams import harness as h
+from schemas.settings import MonitorSettings
+from bench import harness as h
 
 MODELS = [f"bench-{i}" for i in range(8)]
 DEADLINE_SECONDS = 1800

@@ -58,7 +58,7 @@ def main() -> int:
     args = parser.parse_args()
     error = wait_until_ready(args.service, args.address, args.timeout)
     if error is not None:
-        from streams.logs import redact_text
+        from schemas.logs import redact_text
 
         shown = redact_text(f"{args.address}: {error}")
         print(f"{args.service} at {shown} is not ready", file=sys.stderr)

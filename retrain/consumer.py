@@ -47,8 +47,8 @@ from schemas.messages import (
     decode,
     encode,
 )
-from streams.logs import configure_logging, get_logger
-from streams.settings import Settings
+from schemas.logs import configure_logging, get_logger
+from schemas.settings import Settings
 
 log = get_logger(__name__)
 

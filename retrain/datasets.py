@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from retrain.errors import DataPreparationError
 from retrain.labelled_source import read_window
 from retrain.policy import PolicyDecision, RetrainPolicy, Verdict
 from retrain.preparation import (
@@ -18,13 +19,17 @@ from retrain.preparation import (
     records_to_frame,
     resolve_feature_columns,
 )
-from retrain.tables import read_table
+from schemas.errors import TableError
+from schemas.tables import read_table
 from schemas.messages import Window
-from streams.settings import KafkaSettings, ModelSettings, RetrainSettings
+from schemas.settings import KafkaSettings, ModelSettings, RetrainSettings
 
 
 def historical_frame(model: ModelSettings) -> pd.DataFrame:
-    return read_table(model.training_data_path or model.reference_path)
+    try:
+        return read_table(model.training_data_path or model.reference_path)
+    except TableError as error:
+        raise DataPreparationError(str(error)) from None
 
 
 def feature_columns(model: ModelSettings, historical: pd.DataFrame) -> list[str]:

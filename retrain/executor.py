@@ -38,10 +38,10 @@ from retrain.outcome import OutcomeRecord, Trigger
 from retrain.policy import PolicyDecision, Verdict
 from retrain.preparation import PreparedData
 from retrain.repository import RetrainEventRepository
-from retrain.tables import read_table
-from streams.cli import UsageError
-from streams.logs import configure_logging, redact_text
-from streams.settings import ModelSettings, Settings
+from schemas.tables import read_table
+from schemas.errors import UsageError
+from schemas.logs import configure_logging, redact_text
+from schemas.settings import ModelSettings, Settings
 
 STEPS = (
     "Detecting drift/degradation",

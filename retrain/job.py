@@ -20,10 +20,10 @@ from retrain import validation
 from retrain.model_store import ModelStore
 from retrain.outcome import OutcomeRecord, Trigger
 from retrain.preparation import PreparedData
-from retrain.tables import write_table
+from schemas.tables import write_table
 from retrain.training_process import TrainingFiles, TrainingProcess, TrainingResult, training_argv
-from streams.logs import get_logger
-from streams.settings import ModelSettings, RetrainSettings
+from schemas.logs import get_logger
+from schemas.settings import ModelSettings, RetrainSettings
 
 log = get_logger(__name__)
 

@@ -10,7 +10,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from retrain.errors import DataPreparationError
 from schemas.messages import LabelledRecord, SchemaError, TopicWindow, decode
-from streams.settings import KafkaSettings
+from schemas.settings import KafkaSettings
 
 POLL_SECONDS = 0.5
 

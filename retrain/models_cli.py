@@ -21,9 +21,9 @@ from retrain.job import RetrainJob
 from retrain.model_store import ModelStore
 from retrain.outcome import Trigger
 from retrain.preparation import PreparedData, clean
-from streams.cli import UsageError
-from streams.logs import configure_logging
-from streams.settings import Settings
+from schemas.errors import UsageError
+from schemas.logs import configure_logging
+from schemas.settings import Settings
 
 ACTIONS = ("list", "show", "promote", "rollback", "init")
 

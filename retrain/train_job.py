@@ -19,7 +19,7 @@ from pathlib import Path
 import joblib
 
 from retrain import builtin_trainer
-from retrain.tables import read_table
+from schemas.tables import read_table
 
 PARENT_CHECK_SECONDS = 1.0  # how soon an orphaned training notices and stops
 

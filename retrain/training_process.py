@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.logs import redact_text
-from streams.settings import ModelSettings
+from schemas.logs import redact_text
+from schemas.settings import ModelSettings
 
 FAILURE_DETAIL_CHARS = 500  # of the trainer's output kept as the failure reason
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from streams.settings import Settings
+from schemas.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "sql"
 # Any constant works; it only has to be the same for every migrator.

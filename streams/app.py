@@ -43,11 +43,11 @@ from streams.join import (
     is_cursor_key,
 )
 from streams.kafka_clients import GapProbe, faust_credentials, output_producer
-from streams.logs import get_logger
+from schemas.logs import get_logger
 from streams.metrics import MonitorMetrics
 from streams.monitor_loop import MonitorLoop
 from streams.promotions import PromotionWatcher
-from streams.settings import Settings
+from schemas.settings import Settings
 
 log = get_logger(__name__)
 

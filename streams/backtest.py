@@ -25,10 +25,10 @@ import orjson
 import pandas as pd
 
 from detectors import Decision, DetectorConfig, ModelMonitor, ReferenceProfile
-from streams.errors import UsageError
-from streams.files import read_table, require_same_columns
+from schemas.errors import UsageError
+from schemas.tables import read_table, require_same_columns
 from streams.report import Timeline, write_report
-from streams.settings import Settings
+from schemas.settings import Settings
 
 # Rows per micro-batch; decisions do not depend on it, only the speed does.
 BATCH_ROWS = 10_000

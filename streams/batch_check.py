@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 
 from detectors import AutomaticRetrainingOrchestrator, RetrainingTrigger, format_decision_banner
-from streams.errors import UsageError
-from streams.files import read_array, read_table, require_same_columns
-from streams.settings import Settings
+from schemas.errors import UsageError
+from schemas.tables import read_array, read_table, require_same_columns
+from schemas.settings import Settings
 
 
 # NaN and infinities become null; numpy scalars and arrays are numbers and lists.

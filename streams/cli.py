@@ -14,8 +14,8 @@ import sys
 from pydantic import ValidationError
 
 from detectors import DetectorError
-from streams.errors import UsageError
-from streams.settings import Settings
+from schemas.errors import UsageError
+from schemas.settings import Settings
 
 # (command, module, help); nested commands use a space: "db migrate".
 COMMANDS: list[tuple[str, str, str]] = [

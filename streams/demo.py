@@ -29,7 +29,7 @@ from detectors import RetrainingTrigger, format_decision_banner
 from retrain.models_cli import bootstrap
 from schemas.messages import RetrainOutcome, RetrainRequest, decode
 from schemas.migrate import apply_migrations
-from streams.settings import CONFIG_ENV_VAR, Settings
+from schemas.settings import CONFIG_ENV_VAR, Settings
 from streams.simulate import InferenceSimulator, Progress, Schedule
 from streams.workload import Workload
 

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.settings import KafkaSettings
+from schemas.settings import KafkaSettings
 
 
 def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:

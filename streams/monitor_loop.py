@@ -45,12 +45,12 @@ from confluent_kafka import (
 from detectors import ModelMonitor, ReferenceProfile, StateError
 from schemas.messages import DeadLetter, FeatureEvent, LabelledRecord, SchemaError, encode
 from streams.decoding import Record, dead_letter, decode_records
-from streams.logs import get_logger
+from schemas.logs import get_logger
 from streams.metrics import MonitorMetrics
 from streams.model_state import Firing, ModelRuntime, decode_state
 from streams.promotions import PromotionWatcher
 from streams.references import ReferenceUnavailable, profile_from_settings, profile_from_store
-from streams.settings import Settings
+from schemas.settings import Settings
 from streams.triggers import at_least, retrain_request
 
 log = get_logger(__name__)

@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.messages import RetrainOutcome, SchemaError, decode
 from streams.kafka_clients import aiokafka_security
-from streams.logs import get_logger
-from streams.settings import KafkaSettings
+from schemas.logs import get_logger
+from schemas.settings import KafkaSettings
 
 log = get_logger(__name__)
 

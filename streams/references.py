@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from detectors import DetectorConfig, DetectorError, ReferenceProfile
-from streams.errors import UsageError
-from streams.files import read_table
-from streams.settings import ModelSettings
+from schemas.errors import UsageError
+from schemas.tables import read_table
+from schemas.settings import ModelSettings
 
 
 class ReferenceUnavailable(Exception):

@@ -45,11 +45,11 @@ from detectors import DetectorConfig, ModelMonitor, ReferenceProfile
 from schemas.messages import FeatureEvent, LabelledRecord
 from streams.backtest import trigger_line, write_triggers
 from streams.decoding import Record, decode_records
-from streams.errors import UsageError
+from schemas.errors import UsageError
 from streams.model_state import Firing, ModelRuntime, trigger_id
 from streams.references import ReferenceUnavailable, profile_from_settings
 from streams.report import Timeline, write_report
-from streams.settings import KafkaSettings, ModelSettings, Settings
+from schemas.settings import KafkaSettings, ModelSettings, Settings
 from streams.triggers import SEVERITIES, at_least
 
 FETCH_MESSAGES = 10_000  # records per consume call

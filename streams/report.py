@@ -36,7 +36,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
-from streams.errors import UsageError
+from schemas.errors import UsageError
 
 MAX_POINTS = 4000  # per line; longer series are thinned evenly before drawing
 GRID_COLUMNS = 3  # small multiples per row in the per-column figure

@@ -26,9 +26,9 @@ from confluent_kafka import Producer
 
 from retrain.model_store import ModelStore
 from schemas.messages import ActualEvent, FeatureEvent, PredictionEvent, encode
-from streams.errors import UsageError
-from streams.logs import configure_logging, get_logger
-from streams.settings import Settings
+from schemas.errors import UsageError
+from schemas.logs import configure_logging, get_logger
+from schemas.settings import Settings
 from streams.workload import FEATURES, Phase, Workload
 
 log = get_logger(__name__)

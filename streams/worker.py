@@ -9,8 +9,8 @@ import faust
 
 from streams.app import MonitorApp
 from streams.kafka_clients import ensure_topics
-from streams.logs import configure_logging
-from streams.settings import MonitorSettings, Settings
+from schemas.logs import configure_logging
+from schemas.settings import MonitorSettings, Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -19,8 +19,8 @@ import pytest
 from psycopg import sql
 
 from schemas.migrate import apply_migrations
-from streams.logs import redact_text
-from streams.settings import Settings
+from schemas.logs import redact_text
+from schemas.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "infra"))

@@ -46,6 +46,6 @@ rm -f "$stamp"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
     -r "$here/requirements.txt" -c "$here/constraints.txt"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e "$root"
-"$venv/bin/python" -c 'import airflow.sdk, detectors, retrain, streams.settings' >/dev/null
+"$venv/bin/python" -c 'import airflow.sdk, detectors, retrain, schemas.settings' >/dev/null
 inputs_hash >"$stamp"
 echo "airflow setup: done in $((SECONDS - began))s" >&2

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.streams import harness as h
+from bench import harness as h
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 90

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.streams import harness as h
+from bench import harness as h
 
 
 @pytest.fixture

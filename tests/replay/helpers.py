@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tests.streams import harness as h
+from bench import harness as h
 
 ROOT = h.ROOT
 BACKTEST_FIELDS = ("offset", "source", "trigger_types", "severity", "confidence", "columns", "reason",

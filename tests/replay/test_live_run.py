@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.replay import helpers
-from tests.streams import harness as h
+from bench import harness as h
 
 pytestmark = pytest.mark.services
 DEADLINE = 90

@@ -16,7 +16,7 @@ from detectors import DetectorConfig
 from streams.backtest import backtest
 from tests.replay import helpers
 from tests.replay.html_check import PNG_MAGIC, Report
-from tests.streams import harness as h
+from bench import harness as h
 
 pytestmark = pytest.mark.services
 MODEL = "m1"

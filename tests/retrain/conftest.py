@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from retrain.consumer import Retrainer
 from retrain.models_cli import bootstrap
 from schemas.messages import Decision, OffsetRange, RetrainRequest, TopicWindow, Window, encode
-from streams.settings import KafkaSettings, ModelSettings, PostgresSettings, RetrainSettings, Settings
+from schemas.settings import KafkaSettings, ModelSettings, PostgresSettings, RetrainSettings, Settings
 from tests.retrain.synthetic import encoded, labelled_records, regression_frame
 
 MODEL = "m"

@@ -11,7 +11,7 @@ from retrain.job import RetrainJob
 from retrain.model_store import ARTIFACT, ModelStore
 from retrain.outcome import Trigger
 from retrain.preparation import clean, combine, records_to_frame
-from streams.settings import ModelSettings, RetrainSettings
+from schemas.settings import ModelSettings, RetrainSettings
 from tests.retrain.conftest import MODEL
 from tests.retrain.synthetic import labelled_records, regression_frame
 

@@ -88,7 +88,7 @@ def test_a_change_of_concept_trains_on_recent_rows_only(
     tmp_path, trigger_types: list[str], keep_history: bool, historical_rows: int
 ) -> None:
     from retrain.datasets import policy_from, prepare_for_training
-    from streams.settings import ModelSettings, RetrainSettings
+    from schemas.settings import ModelSettings, RetrainSettings
 
     retrain = RetrainSettings(history_on_concept_drift=keep_history, min_recent_samples=10)
     model = ModelSettings(reference_path=tmp_path / "unused.csv")
@@ -102,7 +102,7 @@ def test_a_change_of_concept_trains_on_recent_rows_only(
 
 def test_a_change_of_concept_keeps_only_the_rows_after_the_trigger(tmp_path) -> None:
     from retrain.datasets import policy_from, prepare_for_training
-    from streams.settings import ModelSettings, RetrainSettings
+    from schemas.settings import ModelSettings, RetrainSettings
 
     retrain = RetrainSettings(min_recent_samples=10)
     model = ModelSettings(reference_path=tmp_path / "unused.csv")

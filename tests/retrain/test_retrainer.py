@@ -16,7 +16,7 @@ from retrain import metrics
 from retrain.model_store import ModelStore
 from schemas.messages import DeadLetter, RetrainOutcome, decode
 from tests.retrain.conftest import MODEL, Harness, wait_for
-from streams.settings import Settings
+from schemas.settings import Settings
 from tests.conftest import ROOT
 from tests.retrain.tcp_proxy import TcpProxy
 from tests.retrain.trainers import MARKER_ENV, SECONDS_ENV

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import joblib
 
-from retrain.tables import write_table
+from schemas.tables import write_table
 from retrain.training_process import TrainingFiles, TrainingProcess, training_argv
-from streams.settings import ModelSettings
+from schemas.settings import ModelSettings
 from tests.retrain.synthetic import regression_frame
 
 SCRIPT = str(Path(__file__).with_name("train_script.py"))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.streams import harness as h
+from bench import harness as h
 
 pytestmark = pytest.mark.services
 DEADLINE = 90

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from detectors import DetectorConfig, ReferenceProfile
-from tests.streams import harness as h
+from bench import harness as h
 
 pytestmark = pytest.mark.services
 DEADLINE = 90
@@ -483,7 +483,7 @@ def test_an_unacknowledged_state_stops_the_worker_and_a_restart_counts_every_eve
     once the limit is lifted a restart counts every event exactly once."""
     from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
-    from streams.settings import MonitorSettings
+    from schemas.settings import MonitorSettings
 
     topics = h.create_topics(kafka_bootstrap, unique_name)
     state_topic = MonitorSettings(app_id=unique_name).state_topic

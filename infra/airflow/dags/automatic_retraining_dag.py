@@ -98,7 +98,7 @@ def _param(params: dict[str, Any], name: str) -> Any:
 def _settings(params: dict[str, Any]):
     """driftline's Settings: environment and TOML file as for every entry point, then the
     params on top."""
-    from streams.settings import Settings
+    from schemas.settings import Settings
 
     overrides: dict[str, Any] = {}
     for section in ("detectors", "retrain"):
@@ -120,7 +120,7 @@ def _executor(params: dict[str, Any], report=None):
 
 def _inputs(params: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of the design's batch API, read from the files."""
-    from streams.files import read_array, read_table
+    from schemas.tables import read_array, read_table
 
     predictions, actuals = _param(params, "recent_predictions"), _param(params, "recent_actuals")
     if (predictions is None) != (actuals is None):
@@ -142,7 +142,7 @@ def _failing_without_retry_on_bad_input() -> Iterator[None]:
 
     from detectors import DetectorError
     from retrain.errors import RetrainError
-    from streams.errors import UsageError
+    from schemas.errors import UsageError
 
     try:
         yield

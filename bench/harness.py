@@ -1,4 +1,4 @@
-"""Helpers for the monitor's tests against the real broker: reference files, config
+"""The real-broker harness shared by the benches and the tests: reference files, config
 files, workers as subprocesses, producing and reading topics with deadlines."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import pandas as pd
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.settings import MonitorSettings
+from schemas.settings import MonitorSettings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = [f"f{i}" for i in range(10)]
 PARTITIONS = 4
 START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
