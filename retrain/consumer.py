@@ -113,7 +113,7 @@ class Retrainer:
                 "session.timeout.ms": self.retrain.session_timeout_ms,
             }
         )
-        self.producer = Producer({**kafka, "enable.idempotence": True, "acks": "all"})
+        self.producer = Producer(settings.kafka.producer_config())
         self.in_flight: dict[tuple[str, int], InFlight] = {}
         for model_id in settings.models:
             if (current := self.store.current_version(model_id)) is not None:

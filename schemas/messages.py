@@ -12,6 +12,7 @@ disagree. `schemas/README.md` documents the messages for subscribers.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
@@ -151,11 +152,25 @@ class DeadLetter(_Message, kw_only=True):
     # For an event of a batch record (a JSON array of events): its position in the
     # array; `original` is then that event alone. None for a whole record.
     source_index: int | None = None
+    # The whole original's size and SHA-256 (hex), also when `original` is truncated to
+    # fit the dead-letter topic (`original_truncated`).
+    original_size: int | None = None
+    original_sha256: str | None = None
+    original_truncated: bool = False
+    source_key: str | None = None  # the record's key (its model, by the topics' contract)
+
+    def bounded(self, max_original_bytes: int) -> DeadLetter:
+        """This letter with `original` cut to `max_original_bytes`, so that any record the
+        input topic accepts still fits the dead-letter topic."""
+        if len(self.original) <= max_original_bytes:
+            return self
+        return msgspec.structs.replace(self, original=self.original[:max_original_bytes],
+                                       original_truncated=True)
 
     @classmethod
     def for_failure(
         cls, error: SchemaError, *, topic: str, partition: int, offset: int, original: bytes,
-        index: int | None = None,
+        index: int | None = None, key: str | None = None,
     ) -> DeadLetter:
         return cls(
             reason=error.reason,
@@ -166,6 +181,9 @@ class DeadLetter(_Message, kw_only=True):
             original=original,
             received_at=dt.datetime.now(dt.timezone.utc),
             source_index=index,
+            original_size=len(original),
+            original_sha256=hashlib.sha256(original).hexdigest(),
+            source_key=None if key is None else key[:200],
         )
 
 
@@ -211,6 +229,8 @@ def decode(message_type: type[M], data: bytes) -> M:
         return decoder_for(message_type).decode(data)
     except msgspec.ValidationError as exc:
         raise SchemaError(_validation_reason(str(exc)), str(exc)) from None
+    except RecursionError as exc:  # nesting deeper than msgspec follows
+        raise SchemaError("too_deep", str(exc)) from None
     except msgspec.DecodeError as exc:
         # Python's json module writes NaN and Infinity, which JSON does not allow.
         reason = "not_finite" if b"NaN" in data or b"Infinity" in data else "malformed_json"

@@ -42,6 +42,10 @@ class KafkaSettings(_Section):
     retrain_requests_topic: str = "retrain-requests"
     retrain_events_topic: str = "retrain-events"
     dead_letter_topic: str = "driftline-dead-letters"
+    # A dead letter carries at most this much of its original (whose full size and SHA-256
+    # it keeps), so that any record an input topic accepts still fits the dead-letter
+    # topic (base64 in JSON: 4/3 of this, under the broker's default 1 MiB).
+    dead_letter_max_original_bytes: int = Field(default=262_144, gt=0)
 
     def client_config(self) -> dict[str, str]:
         """librdkafka settings shared by every producer, consumer and admin client."""
@@ -58,6 +62,14 @@ class KafkaSettings(_Section):
         if self.ssl_cafile:
             config["ssl.ca.location"] = self.ssl_cafile
         return config
+
+    def producer_config(self, **extra: object) -> dict[str, object]:
+        """Every driftline producer: idempotent and acks=all (an acknowledged output is
+        on every replica, a retry never writes it twice), and murmur2, the Java client's
+        partitioner that the input topics require, so an output keyed by a model lands
+        in the partition that model's inputs use (`schemas/README.md`)."""
+        return {**self.client_config(), "enable.idempotence": True, "acks": "all",
+                "partitioner": "murmur2_random", **extra}
 
 
 class PostgresSettings(_Section):

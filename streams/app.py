@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaProducer
 from faust.streams import _current_event  # no public API to write a table "as" an event
 
 from schemas.messages import ActualEvent, DeadLetter, PredictionEvent, SchemaError, encode
-from streams.decoding import Decoded, Record, dead_letter, decode_record
+from streams.decoding import Decoded, Record, dead_letter, decode_record, letter_key
 from streams.join import (
     ExpiryIndex,
     InputCursor,
@@ -155,6 +155,7 @@ class MonitorApp:
         self.monitor.stop()
         if self._monitor_thread is not None:
             await asyncio.to_thread(self._monitor_thread.join)
+        self.gap_probe.close()
 
     async def _on_rebalance(self, *args: Any, **kwargs: Any) -> None:
         self.expiry_stale = True  # the pending table changed hands: index it again
@@ -223,13 +224,16 @@ class MonitorApp:
                 self.expiry.add(decoded.event_id, arrived)
                 continue
             changes.append(self._store(self.pending, event, key, None))
+            self.expiry.matched(decoded.event_id)
             self.metrics.joins.labels("matched").inc()
             outputs.append(await self.producer.send(
                 kafka.labelled_topic, encode(waiting.labelled(arrived, decoded.event_id)),
                 key=decoded.model_id.encode(), partition=partition))
         for letter in dead:
             self.metrics.events_invalid.labels(letter.reason).inc()
-            outputs.append(await self.producer.send(kafka.dead_letter_topic, encode(letter)))
+            outputs.append(await self.producer.send(
+                kafka.dead_letter_topic, encode(letter.bounded(kafka.dead_letter_max_original_bytes)),
+                key=letter_key(letter)))
         if outputs:
             await asyncio.gather(*outputs)
         for (topic, partition), event in last_events.items():
@@ -280,7 +284,7 @@ class MonitorApp:
         kafka = self.kafka
         for event in events:
             message = event.message
-            record = Record(message.topic, message.partition, message.offset, event.value)
+            record = Record(message.topic, message.partition, message.offset, event.value, None, event.key)
             is_prediction = message.topic == kafka.predictions_topic
             decoded: Decoded = Decoded()
             decode_record(PredictionEvent if is_prediction else ActualEvent, record, decoded)
@@ -288,7 +292,7 @@ class MonitorApp:
             dead.extend(decoded.dead)
             for item, message_ in decoded.valid:
                 if not self._known(message_.model_id):
-                    dead.append(_dead(item, SchemaError(
+                    dead.append(dead_letter(item, SchemaError(
                         "unknown_model", f"model {message_.model_id!r} is not configured")))
                     continue
                 yield event, item, message_
@@ -359,8 +363,3 @@ def _span(events: Sequence[faust.types.EventT]) -> str:
         span = ranges.setdefault((message.topic, message.partition), [message.offset, message.offset])
         span[0], span[1] = min(span[0], message.offset), max(span[1], message.offset)
     return ", ".join(f"{t}[{p}]:{a}-{b}" for (t, p), (a, b) in sorted(ranges.items()))
-
-
-def _dead(record: Record, error: SchemaError) -> DeadLetter:
-    return dead_letter(record, error)
-

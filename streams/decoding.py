@@ -40,51 +40,62 @@ class Record:
     offset: int
     value: bytes  # the whole record's value, also for an event of a batch record
     index: int | None = None  # the event's position in a batch record; None: a single event
+    key: bytes | None = None  # the record's key: its model_id, by the topics' contract
 
 
 _raws_decoder = msgspec.json.Decoder(list[msgspec.Raw])
-_last_raws: tuple[bytes, list[msgspec.Raw]] | None = None
 
 
 def _raws(value: bytes) -> list[msgspec.Raw]:
-    """The events of a batch record as raw JSON, one by one (failure paths only; the
-    last record's split is kept, since its events are usually set aside together)."""
-    global _last_raws
-    if _last_raws is None or _last_raws[0] is not value:
-        _last_raws = (value, _raws_decoder.decode(value))
-    return _last_raws[1]
+    """The events of a batch record as raw JSON, one by one (failure paths only)."""
+    return _raws_decoder.decode(value)
 
 
-def original_bytes(record: Record) -> bytes:
-    """What a dead letter carries: the record, or the one event of a batch record."""
-    if record.index is None:
-        return record.value
-    return bytes(_raws(record.value)[record.index])
+def dead_letters(rejected: Iterable[tuple[Record, SchemaError]]) -> list[DeadLetter]:
+    """Dead letters carrying the record, or the one event of a batch record. A batch
+    record is split once per call however many of its events are set aside; nothing is
+    cached between calls, so the monitor's thread and the join's never share state."""
+    splits: dict[int, list[msgspec.Raw]] = {}
+    letters = []
+    for record, error in rejected:
+        original = record.value
+        if record.index is not None:
+            raws = splits.get(id(record.value))
+            if raws is None:
+                raws = splits[id(record.value)] = _raws(record.value)
+            original = bytes(raws[record.index])
+        letters.append(DeadLetter.for_failure(
+            error, topic=record.topic, partition=record.partition, offset=record.offset,
+            original=original, index=record.index,
+            key=None if record.key is None else record.key.decode("utf-8", "replace")))
+    return letters
 
 
 def dead_letter(record: Record, error: SchemaError) -> DeadLetter:
-    return DeadLetter.for_failure(
-        error,
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        original=original_bytes(record),
-        index=record.index,
-    )
+    return dead_letters([(record, error)])[0]
+
+
+def letter_key(letter: DeadLetter) -> bytes | None:
+    """A dead letter is keyed like its source record, so it lands in that model's partition."""
+    return None if letter.source_key is None else letter.source_key.encode()
 
 
 @dataclass(slots=True)
 class Decoded(Generic[M]):
     valid: list[tuple[Record, M]] = field(default_factory=list)
-    dead: list[DeadLetter] = field(default_factory=list)
+    rejected: list[tuple[Record, SchemaError]] = field(default_factory=list)
 
     def reject(self, record: Record, error: SchemaError) -> None:
-        self.dead.append(dead_letter(record, error))
+        self.rejected.append((record, error))
+
+    @property
+    def dead(self) -> list[DeadLetter]:
+        return dead_letters(self.rejected)
 
     @property
     def events(self) -> int:
         """Events read (valid or set aside; a record set aside whole counts once)."""
-        return len(self.valid) + len(self.dead)
+        return len(self.valid) + len(self.rejected)
 
 
 _WHITESPACE = b" \t\r\n"
@@ -107,7 +118,7 @@ def decode_records(message_type: type[M], records: Iterable[Record]) -> Decoded[
             try:
                 valid.append((record, decoder.decode(record.value)))
                 continue
-            except (msgspec.ValidationError, msgspec.DecodeError):
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
                 pass  # decode_record names the reason
         decode_record(message_type, record, out)
     return out
@@ -131,7 +142,7 @@ def decode_record(message_type: type[M], record: Record, out: Decoded[M]) -> Non
         # Some event is invalid (or the array does not parse): find which, one by one.
         try:
             raws = _raws(value)
-        except msgspec.DecodeError as error:
+        except (msgspec.DecodeError, RecursionError) as error:
             out.reject(record, _batch_error(value, error))
             return
         items: list[tuple[int, M]] = []
@@ -139,7 +150,7 @@ def decode_record(message_type: type[M], record: Record, out: Decoded[M]) -> Non
             try:
                 items.append((i, decode(message_type, bytes(raw))))
             except SchemaError as error:
-                out.reject(Record(topic, partition, offset, value, i), error)
+                out.reject(Record(topic, partition, offset, value, i, record.key), error)
     else:
         items = list(enumerate(events))
         if not items:
@@ -151,14 +162,16 @@ def decode_record(message_type: type[M], record: Record, out: Decoded[M]) -> Non
     valid = out.valid
     for i, event in items:
         if event.model_id == model_id:  # type: ignore[attr-defined]
-            valid.append((Record(topic, partition, offset, value, i), event))
+            valid.append((Record(topic, partition, offset, value, i, record.key), event))
         else:
-            out.reject(Record(topic, partition, offset, value, i), SchemaError(
+            out.reject(Record(topic, partition, offset, value, i, record.key), SchemaError(
                 "batch_mixed_models",
                 f"event of model {event.model_id!r} in a batch record of model {model_id!r}"))  # type: ignore[attr-defined]
 
 
-def _batch_error(value: bytes, error: msgspec.DecodeError) -> SchemaError:
+def _batch_error(value: bytes, error: Exception) -> SchemaError:
+    if isinstance(error, RecursionError):
+        return SchemaError("too_deep", str(error))
     reason = "not_finite" if b"NaN" in value or b"Infinity" in value else "malformed_json"
     return SchemaError(reason, str(error))
 

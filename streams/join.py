@@ -70,17 +70,23 @@ decode_pending = msgspec.msgpack.Decoder(Pending).decode
 
 
 class ExpiryIndex:
-    """Two heaps (event-time and wall-clock deadlines); stale entries are skipped lazily."""
+    """Two heaps (event-time and wall-clock deadlines) and the set of ids still waiting;
+    the heaps' entries of matched ids are skipped lazily."""
 
     def __init__(self, ttl_seconds: float) -> None:
         self.ttl = ttl_seconds
         self._by_event_time: list[tuple[float, str]] = []
         self._by_arrival: list[tuple[float, str]] = []
         self._watermark: dict[int, float] = {}
+        self._waiting: set[str] = set()
 
     def add(self, event_id: str, pending: Pending) -> None:
         heapq.heappush(self._by_event_time, (pending.timestamp.timestamp(), event_id))
         heapq.heappush(self._by_arrival, (pending.received_at, event_id))
+        self._waiting.add(event_id)
+
+    def matched(self, event_id: str) -> None:
+        self._waiting.discard(event_id)
 
     def observe(self, partition: int, event_time: dt.datetime) -> None:
         seconds = event_time.timestamp()
@@ -92,19 +98,27 @@ class ExpiryIndex:
         # The event-time heap is global; an entry is due when the lowest watermark of
         # the partitions seen has passed it, so a slow partition never expires early.
         watermark = min(self._watermark.values(), default=float("-inf"))
+        waiting = self._waiting
         while self._by_event_time and self._by_event_time[0][0] + self.ttl < watermark:
-            yield heapq.heappop(self._by_event_time)[1]
+            event_id = heapq.heappop(self._by_event_time)[1]
+            if event_id in waiting:
+                waiting.discard(event_id)
+                yield event_id
         while self._by_arrival and self._by_arrival[0][0] + self.ttl < now:
-            yield heapq.heappop(self._by_arrival)[1]
+            event_id = heapq.heappop(self._by_arrival)[1]
+            if event_id in waiting:
+                waiting.discard(event_id)
+                yield event_id
 
     def size(self) -> int:
-        """Upper bound of the waiting entries (not yet popped)."""
-        return len(self._by_arrival)
+        """Entries waiting for the other side of their join."""
+        return len(self._waiting)
 
     def clear(self) -> None:
         self._by_event_time.clear()
         self._by_arrival.clear()
         self._watermark.clear()
+        self._waiting.clear()
 
 
 class InputCursor:

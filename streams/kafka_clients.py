@@ -5,12 +5,13 @@ SASL and SSL pass through unchanged; the password is read only here, never logge
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Iterable
 from typing import Any
 
 import faust
 from aiokafka import AIOKafkaProducer
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas.settings import KafkaSettings
@@ -65,13 +66,16 @@ def output_producer(kafka: KafkaSettings, *, max_request_size: int) -> AIOKafkaP
 
 def ensure_topics(
     kafka: KafkaSettings, names: Iterable[str], *, partitions: int, replication_factor: int,
-    config: dict[str, str] | None = None,
+    config: dict[str, str] | None = None, timeout_seconds: float = 30.0,
 ) -> dict[str, int]:
-    """Creates the topics that do not exist yet (blocking: call before the event loop);
-    returns the partition count of each named topic."""
+    """Creates the topics that do not exist yet (blocking: call before the event loop) and
+    waits, up to `timeout_seconds`, until the metadata shows every one with its partitions:
+    a topic just created is not in the next metadata answer at once. Returns the
+    partition count of each named topic."""
     admin = AdminClient(kafka.client_config())
     names = list(dict.fromkeys(names))
-    existing = admin.list_topics(timeout=30).topics
+    deadline = time.monotonic() + timeout_seconds
+    existing = admin.list_topics(timeout=timeout_seconds).topics
     missing = [n for n in names if n not in existing]
     if missing:
         futures = admin.create_topics([
@@ -80,12 +84,20 @@ def ensure_topics(
         ])
         for name, future in futures.items():
             try:
-                future.result(timeout=30)
-            except Exception as exc:  # another worker created it first
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                future.result(timeout=timeout_seconds)
+            except KafkaException as exc:  # another worker created it first
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
-        existing = admin.list_topics(timeout=30).topics
-    return {n: len(existing[n].partitions) for n in names}
+    while True:
+        topics = admin.list_topics(timeout=max(0.1, deadline - time.monotonic())).topics
+        ready = {n: len(topics[n].partitions) for n in names
+                 if n in topics and topics[n].error is None and topics[n].partitions}
+        if len(ready) == len(names):
+            return ready
+        if time.monotonic() >= deadline:
+            absent = sorted(set(names) - set(ready))
+            raise TimeoutError(f"topics not in the cluster's metadata after {timeout_seconds} s: {absent}")
+        time.sleep(0.1)  # polling the broker's metadata; there is no event to wait on
 
 
 class GapProbe:
@@ -106,3 +118,8 @@ class GapProbe:
         if message is None or message.error() is not None:
             return None
         return message.offset()
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None

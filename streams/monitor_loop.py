@@ -42,9 +42,11 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from aiokafka.partitioner import murmur2
+
 from detectors import ModelMonitor, ReferenceProfile, StateError
 from schemas.messages import DeadLetter, FeatureEvent, LabelledRecord, SchemaError, encode
-from streams.decoding import Record, dead_letter, decode_records
+from streams.decoding import Record, dead_letters, decode_records, letter_key
 from schemas.logs import get_logger
 from streams.metrics import MonitorMetrics
 from streams.model_state import Firing, ModelRuntime, decode_state
@@ -91,20 +93,19 @@ class MonitorLoop:
         self._started_at = time.monotonic()
         self._recovered = False
         self._lag_due = 0.0
+        self._partition_counts: dict[str, int] = {}
+        self._misrouted: set[tuple[str, str]] = set()  # (model, topic) already warned about
 
     def stop(self) -> None:
         self._stopping.set()
 
     # -- lifecycle -----------------------------------------------------------------
     def run(self) -> None:
+        self.producer: Producer | None = None
+        self.consumer: Consumer | None = None
         try:
-            self.producer = Producer({
-                **self.kafka.client_config(),
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "message.max.bytes": self.conf.state_max_bytes,
-            })
+            self.producer = Producer(self.kafka.producer_config(
+                **{"linger.ms": 5, "message.max.bytes": self.conf.state_max_bytes}))
             self.consumer = Consumer({
                 **self.kafka.client_config(),
                 "group.id": self.conf.monitor_group_id,
@@ -114,6 +115,7 @@ class MonitorLoop:
                 "session.timeout.ms": int(self.conf.broker_session_timeout_seconds * 1000),
                 "heartbeat.interval.ms": int(self.conf.broker_heartbeat_interval_seconds * 1000),
                 "max.partition.fetch.bytes": self.conf.consumer_max_fetch_size,
+                "on_commit": self._committed,
             })
             self._wait_for_promotions()
             self.consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -123,11 +125,35 @@ class MonitorLoop:
                     self._batch(messages)
                 self._report_lag()
             self._commit(asynchronous=False)
-            self.consumer.close()
         except BaseException as error:
             log.error("monitor loop failed: stopping the worker", error=f"{type(error).__name__}: {error}",
                       exc_info=error)
             self.on_fatal(error)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        """Leaves the group (no commit: only a finished batch commits) and sends what the
+        producer still holds, also after a failure."""
+        if self.consumer is not None:
+            try:
+                self.consumer.close()
+            except Exception as error:
+                log.warning("closing the monitor's consumer failed", error=f"{type(error).__name__}: {error}")
+        if self.producer is not None:
+            left = self.producer.flush(self.conf.output_timeout_seconds)
+            if left:
+                log.warning("outputs not acknowledged at shutdown", messages=left)
+
+    @staticmethod
+    def _committed(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        # A failed commit loses nothing (the saved states skip what is read again) but
+        # the operator must hear of it.
+        if error is not None:
+            log.warning("offset commit failed", error=str(error))
+        for tp in partitions:
+            if tp.error is not None:
+                log.warning("offset commit failed", topic=tp.topic, partition=tp.partition, error=str(tp.error))
 
     def _wait_for_promotions(self) -> None:
         # A new state must start from the promoted reference, not the configured one.
@@ -197,7 +223,7 @@ class MonitorLoop:
                 continue
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             # A null value (tombstone) is not JSON: it goes to dead letters like any other.
-            by_topic[topic].append(Record(topic, partition, offset, message.value() or b""))
+            by_topic[topic].append(Record(topic, partition, offset, message.value() or b"", None, message.key()))
             next_offsets[(topic, partition)] = offset + 1
         features = decode_records(FeatureEvent, by_topic.get(kafka.features_topic, ()))
         labelled = decode_records(LabelledRecord, by_topic.get(kafka.labelled_topic, ()))
@@ -214,6 +240,9 @@ class MonitorLoop:
         advanced: list[tuple[ModelRuntime, int]] = []  # with the partition of its inputs
         firings: list[Firing] = []
         for model_id, items in per_model.items():
+            dead.extend(self._check_routing(model_id, items))
+            if not (items["features"] or items["labelled"]):
+                continue
             result = self._model_batch(model_id, items)
             firings.extend(result.firings)
             dead.extend(result.dead)
@@ -228,6 +257,49 @@ class MonitorLoop:
             seconds = time.monotonic() - self._started_at
             self.metrics.recovery_seconds.set(seconds)
             log.info("processing", seconds_since_start=round(seconds, 3))
+
+    def _check_routing(self, model_id: str, items: dict[str, list]) -> list[DeadLetter]:
+        """The topics' contract: keyed by model_id, partitioned by murmur2. An event whose
+        record key is another is taken out (it would start a second state of its model in
+        another partition) and dead-lettered; events in another partition than
+        murmur2(model_id) are counted and warned about (the producer's partitioner splits
+        the model across workers), and processed."""
+        key = model_id.encode()
+        rejected = []
+        for kind, pairs in items.items():
+            if not pairs:
+                continue
+            if any(record.key != key for record, _ in pairs):
+                kept = []
+                for record, event in pairs:
+                    if record.key == key:
+                        kept.append((record, event))
+                    else:
+                        shown = None if record.key is None else record.key[:200].decode("utf-8", "replace")
+                        rejected.append((record, SchemaError(
+                            "key_mismatch", f"record key {shown!r} is not the event's model_id {model_id!r}")))
+                items[kind] = pairs = kept
+                if not pairs:
+                    continue
+            topic = pairs[0][0].topic
+            expected = self._murmur2_partition(model_id, topic)
+            wrong = sum(1 for record, _ in pairs if record.partition != expected)
+            if wrong:
+                self.metrics.partition_mismatch.labels(model_id, topic).inc(wrong)
+                if (model_id, topic) not in self._misrouted:
+                    self._misrouted.add((model_id, topic))
+                    log.warning("events of a model outside its murmur2 partition: its producer must use "
+                                "the murmur2 partitioner (confluent-kafka: partitioner=murmur2_random), or "
+                                "the model is split across workers", model_id=model_id, topic=topic,
+                                expected_partition=expected, partition=pairs[0][0].partition)
+        return dead_letters(rejected)
+
+    def _murmur2_partition(self, model_id: str, topic: str) -> int:
+        count = self._partition_counts.get(topic)
+        if count is None:
+            count = self._partition_counts[topic] = len(
+                self.consumer.list_topics(topic, timeout=self.conf.output_timeout_seconds).topics[topic].partitions)
+        return (murmur2(model_id.encode()) & 0x7FFFFFFF) % count
 
     def _model_batch(self, model_id: str, items: dict[str, list]) -> ModelResult:
         """One model's part of a batch. An exception (from the detectors or anywhere in
@@ -267,7 +339,7 @@ class MonitorLoop:
                 continue
             fired, rejected = self._apply_isolating(runtime, apply, unseen) if isolate else apply(unseen)
             firings.extend(fired)
-            dead.extend(dead_letter(record, error) for record, error in rejected)
+            dead.extend(dead_letters(rejected))
         self.metrics.record_snapshot(model_id, runtime.monitor.snapshot())
         return ModelResult(runtime, firings, dead)
 
@@ -391,7 +463,8 @@ class MonitorLoop:
         kafka, produced = self.kafka, False
         for letter in dead:
             self.metrics.events_invalid.labels(letter.reason).inc()
-            self._produce(kafka.dead_letter_topic, encode(letter))
+            self._produce(kafka.dead_letter_topic, encode(letter.bounded(kafka.dead_letter_max_original_bytes)),
+                          key=letter_key(letter))
             produced = True
         for firing in firings:
             severity = firing.decision.severity
@@ -472,7 +545,7 @@ def _processing_error(error: Exception) -> SchemaError:
 
 
 def _all_dead(items: dict[str, list], error: SchemaError) -> list[DeadLetter]:
-    return [dead_letter(record, error) for kind in ("features", "labelled") for record, _ in items[kind]]
+    return dead_letters([(record, error) for kind in ("features", "labelled") for record, _ in items[kind]])
 
 
 def _span(items: dict[str, list]) -> str:

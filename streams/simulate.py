@@ -75,11 +75,7 @@ class InferenceSimulator:
         self.workload = workload
         self.schedule = schedule
         self.store = ModelStore(settings.model_store_path, settings.retrain.keep_versions)
-        # murmur2: the partitioner of the Java client and of faust's aiokafka, so a model's
-        # events land in the same partition on every topic.
-        self.producer = Producer(
-            {**settings.kafka.client_config(), "linger.ms": 20, "partitioner": "murmur2_random"}
-        )
+        self.producer = Producer(settings.kafka.producer_config(**{"linger.ms": 20}))
         self.rng = np.random.default_rng(workload.seed + 1)
         self.pending_actuals: list[tuple[float, int, bytes]] = []  # (due, sequence, message)
         self.progress = Progress()

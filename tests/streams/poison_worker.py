@@ -20,7 +20,8 @@ def _poisoned(self, numeric, categorical=None):
     return _update_features(self, numeric, categorical)
 
 
-ModelMonitor.update_features = _poisoned
-
 if __name__ == "__main__":
+    # Only here: pytest's --doctest-modules imports this module into the test process,
+    # where a patch at import time would leave every detector test a patched class.
+    ModelMonitor.update_features = _poisoned
     sys.exit(main())

@@ -147,44 +147,63 @@ def test_an_exception_in_the_detectors_dead_letters_only_the_failing_events(
     assert 'driftline_events_invalid_total{reason="processing_error"} %d.0' % len(poisoned) in metrics
 
 
-def test_malformed_input_goes_to_dead_letters_and_valid_events_are_all_counted(
+def test_hostile_input_goes_to_dead_letters_valid_events_are_all_counted_and_a_restart_survives(
     kafka_bootstrap, unique_name, tmp_path, reference, workers
 ):
     topics = h.create_topics(kafka_bootstrap, unique_name)
     config = h.write_config(tmp_path, kafka_bootstrap, unique_name, ["m0"], reference)
     valid = h.feature_stream(["m0"], 10_000, seed=3)
     good = json.loads(valid[0][1])
-    bad_kinds = [
-        b"not json at all",
-        json.dumps({**good, "features": "oops"}).encode(),  # wrong type
-        json.dumps({k: v for k, v in good.items() if k != "event_id"}).encode(),  # missing field
-        json.dumps({**good, "features": {"f0": float("nan")}}).encode(),  # NaN
-        json.dumps({**good, "model_id": "nobody"}).encode(),  # unknown model
-        json.dumps({**good, "schema_version": 99}).encode(),  # from the future
-        json.dumps({**good, "features": {"f0": "text"}}).encode(),  # string in a numeric column
+    bad_kinds = [  # (key, value, reason)
+        ("m0", b"not json at all", "malformed_json"),
+        ("m0", json.dumps({**good, "features": "oops"}).encode(), "wrong_type"),
+        ("m0", json.dumps({k: v for k, v in good.items() if k != "event_id"}).encode(), "missing_field"),
+        ("m0", json.dumps({**good, "features": {"f0": float("nan")}}).encode(), "not_finite"),
+        ("nobody", json.dumps({**good, "model_id": "nobody"}).encode(), "unknown_model"),
+        ("m0", json.dumps({**good, "schema_version": 99}).encode(), "future_schema_version"),
+        ("m0", json.dumps({**good, "features": {"f0": "text"}}).encode(), "wrong_type"),
+        ("m1", json.dumps({**good, "event_id": "keyed-m1"}).encode(), "key_mismatch"),
+        ("m0", b"[" * 10_000 + b"]" * 10_000, "too_deep"),
     ]
-    expected = ["malformed_json", "wrong_type", "missing_field", "not_finite", "unknown_model",
-                "future_schema_version", "wrong_type"]
     mixed = []
     for i, (key, value) in enumerate(valid):
-        mixed += [(key, value), ("m0", bad_kinds[i % len(bad_kinds)])]
+        mixed += [(key, value), bad_kinds[i % len(bad_kinds)][:2]]
+    # A record near the broker's default size limit (1 MiB): its dead letter must still fit.
+    huge = json.dumps({**good, "padding": "x" * 900_000, "event_id": None}).encode()
+    mixed += [("m0", huge)] * 3
     h.produce(kafka_bootstrap, topics["features_topic"], mixed)
     workers.start(config)
     dead = h.TopicReader(kafka_bootstrap, topics["dead_letter_topic"])
-    dead.wait_for(lambda m: len(m) >= 10_000, DEADLINE, alive=workers.alive)
+    dead.wait_for(lambda m: len(m) >= 10_003, DEADLINE, alive=workers.alive)
     h.wait_until(lambda: h.events_seen(h.read_states(kafka_bootstrap, unique_name)["m0"]) == 10_000,
                  DEADLINE, "valid events counted", workers.alive)
     workers.alive()
     letters = dead.values()
-    assert len(letters) == 10_000
+    assert len(letters) == 10_003
     reasons = [letter["reason"] for letter in letters]
-    for kind, reason in zip(bad_kinds, expected):
+    for _, _, reason in bad_kinds:
         assert reasons.count(reason) >= 10_000 // len(bad_kinds) - 1, reason
     by_offset = {(l["source_partition"], l["source_offset"]): l for l in letters}
-    assert len(by_offset) == 10_000
+    assert len(by_offset) == 10_003
     import base64
-    assert {base64.b64decode(l["original"]) for l in letters} == set(bad_kinds)
+    import hashlib
+    small = [l for l in letters if not l["original_truncated"]]
+    assert {base64.b64decode(l["original"]) for l in small} == {value for _, value, _ in bad_kinds}
+    cut = [l for l in letters if l["original_truncated"]]
+    assert len(cut) == 3 and {l["original_size"] for l in cut} == {len(huge)}
+    assert {l["original_sha256"] for l in cut} == {hashlib.sha256(huge).hexdigest()}
     assert all(l["source_topic"] == topics["features_topic"] for l in letters)
+    # Dead letters are keyed like their records, so murmur2 puts them with their model.
+    assert {m.key() for m in dead.messages} == {b"m0", b"m1", b"nobody"}
+    dead.close()
+
+    # The same records read again after a restart crash nothing, and new events count.
+    workers.kill9(workers.procs[0])
+    workers.start(config)
+    h.produce(kafka_bootstrap, topics["features_topic"], h.feature_stream(["m0"], 10_010, seed=3)[10_000:])
+    h.wait_until(lambda: h.events_seen(h.read_states(kafka_bootstrap, unique_name)["m0"]) == 10_010,
+                 DEADLINE, "events after the restart counted", workers.alive)
+    workers.alive()
 
 
 def test_late_actuals_are_joined_and_what_never_matches_expires(
@@ -543,3 +562,31 @@ def test_kill_9_during_a_join_backlog_loses_no_labelled_record(
     labelled.wait_for(lambda m: {json.loads(r.value())["event_id"] for r in m} >= expected, DEADLINE * 2,
                       alive=workers.alive)
     assert all(r["actual"] == r["prediction"] + 1 for r in labelled.values())
+
+
+def test_the_worker_creates_its_topics_and_starts_every_time(
+    kafka_bootstrap, unique_name, tmp_path, reference, workers
+):
+    from schemas.settings import KafkaSettings
+    from streams.kafka_clients import ensure_topics
+
+    # A topic just created is not in the next metadata answer at once: wait for it.
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    for attempt in range(10):
+        names = [f"{unique_name}.{attempt}.{role}" for role in ("inputs", "outputs", "state")]
+        assert ensure_topics(kafka, names, partitions=h.PARTITIONS, replication_factor=1) == {
+            name: h.PARTITIONS for name in names}
+
+    config = h.write_config(tmp_path, kafka_bootstrap, unique_name, ["m0"], reference)
+    workers.start(config)
+    features = h.topics_for(unique_name)["features_topic"]
+    admin = h.AdminClient({"bootstrap.servers": kafka_bootstrap})
+    h.wait_until(lambda: features in admin.list_topics(timeout=5).topics, DEADLINE,
+                 "the worker created its topics", workers.alive)
+    h.produce(kafka_bootstrap, features, h.feature_stream(["m0"], 100, seed=4))
+    h.wait_until(lambda: h.events_seen(h.read_states(kafka_bootstrap, unique_name).get("m0", _NoState)) == 100,
+                 DEADLINE, "events counted", workers.alive)
+
+
+class _NoState:
+    events_seen = 0
