@@ -5,6 +5,16 @@ the I/O around them (`consumer` for Kafka, `repository` for PostgreSQL, `model_s
 `metrics`, `training_process`). The design's batch API is `RetrainingExecutor`.
 """
 
-from retrain.executor import RetrainingExecutor
+from typing import Any
 
 __all__ = ["RetrainingExecutor"]
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use (PEP 562): the retrainer's modules need not import the batch
+    # pipeline and, through it, the design's detectors API with scipy.stats and pandas.
+    if name == "RetrainingExecutor":
+        from retrain.executor import RetrainingExecutor
+
+        return RetrainingExecutor
+    raise AttributeError(f"module 'retrain' has no attribute {name!r}")

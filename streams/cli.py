@@ -2,7 +2,10 @@
 
 Each sub-command lives in the module that owns it, as `add_arguments(parser)` and
 `run(args, settings) -> exit status`; this module only wires them together, builds the
-settings once and turns expected failures into one clear line on stderr.
+settings once and turns expected failures into one clear line on stderr. Only the module
+of the command being run is imported (so `driftline --help` and every `--help` start as
+fast as Python with pydantic), and those modules import their heavy libraries inside
+`run`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import sys
 
 from pydantic import ValidationError
 
-from detectors import DetectorError
+from detectors.errors import DetectorError
 from schemas.errors import UsageError
 from schemas.settings import Settings
 
@@ -31,7 +34,14 @@ COMMANDS: list[tuple[str, str, str]] = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _named(command: str, argv: list[str]) -> bool:
+    """Whether `argv` names `command` (its words in a row): only its module is imported."""
+    words = command.split()
+    return any(argv[i:i + len(words)] == words for i in range(len(argv)))
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; `argv` given, only the commands it names get their options."""
     # `--config` is accepted before and after the command; SUPPRESS keeps a command's
     # parser from overwriting a value given before it.
     common = argparse.ArgumentParser(add_help=False)
@@ -49,14 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
                 groups[key] = group.add_subparsers(dest=f"{key}_command", required=True)
             subparsers = groups[key]
         sub = subparsers.add_parser(leaf, help=help_text, description=help_text, parents=[common])
-        module = importlib.import_module(module_name)
-        module.add_arguments(sub)
-        sub.set_defaults(handler=module.run)
+        if argv is None or _named(name, argv):
+            module = importlib.import_module(module_name)
+            module.add_arguments(sub)
+            sub.set_defaults(handler=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     try:
         settings = Settings.load(getattr(args, "config", None))
         return args.handler(args, settings)
