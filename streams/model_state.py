@@ -85,6 +85,8 @@ class Firing:
     model_version: str
     decision: Decision
     window: Window
+    at: Record  # the event it fired at (for a batch record, with the event's index)
+    event_time: dt.datetime
 
 
 class ModelRuntime:
@@ -221,6 +223,8 @@ class ModelRuntime:
                     model_version=event.model_version,
                     decision=decision,
                     window=self._window(),
+                    at=record,
+                    event_time=event.timestamp,
                 )
             )
             self._restart_window()

@@ -46,7 +46,7 @@ from schemas.messages import FeatureEvent, LabelledRecord
 from streams.backtest import trigger_line, write_triggers
 from streams.decoding import Record, decode_records
 from schemas.errors import UsageError
-from streams.model_state import Firing, ModelRuntime, trigger_id
+from streams.model_state import Firing, ModelRuntime
 from streams.references import ReferenceUnavailable, profile_from_settings
 from streams.report import Timeline, write_report
 from schemas.settings import KafkaSettings, ModelSettings, Settings
@@ -440,13 +440,12 @@ class Replayer:
         model.partitions[kind].update({record.partition for record, _ in items})
         apply = runtime.apply_features if kind == "features" else runtime.apply_labelled
         for piece in self._pieces(model, kind, items):
-            by_offset = {(record.partition, record.offset): event for record, event in piece}
             fired, rejected = apply(piece)
             self.invalid.update(error.reason for _, error in rejected)
             self.events[kind] += len(piece) - len(rejected)
             before = model.latest[kind]
             for firing in fired:
-                self._emit(model, kind, firing, by_offset, before)
+                self._emit(model, kind, firing, before)
             model.seen[kind] += len(piece)
             times = [_utc(event.timestamp) for _, event in piece]
             model.latest[kind] = max(times) if before is None else max(before, *times)
@@ -475,16 +474,9 @@ class Replayer:
         else:
             model.timeline.sample_labelled(x, snapshot)
 
-    def _emit(self, model: _Model, kind: str, firing: Firing, by_offset: dict, before: dt.datetime | None) -> None:
-        # The window of the source topic ends at the event the decision fired at.
-        window = firing.window.features if kind == "features" else firing.window.labelled
-        where = window.ranges[-1]
-        record = Record(window.topic, where.partition, where.end, b"")
-        state = model.runtime.state
-        if trigger_id(firing.model_id, firing.model_version, state.fingerprint, record) != firing.trigger_id:
-            raise RuntimeError("the firing's window does not end at its event (streams.model_state changed?)")
-        event = by_offset[(where.partition, where.end)]
-        at = _utc(event.timestamp)
+    def _emit(self, model: _Model, kind: str, firing: Firing, before: dt.datetime | None) -> None:
+        record = firing.at
+        at = _utc(firing.event_time)
         line = trigger_line(firing.decision, firing.decision.offset, kind)
         line.update(
             trigger_id=firing.trigger_id, model_id=firing.model_id, model_version=firing.model_version,

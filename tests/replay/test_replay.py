@@ -166,3 +166,41 @@ def test_a_topic_missing_on_the_broker_gives_one_clear_line(run: Run, kafka_boot
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line == f"driftline: topic {topic!r} does not exist on {kafka_bootstrap}"
+
+
+def test_replay_of_batch_records_gives_the_backtest_triggers_and_each_firing_event(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Batch records (the worker's other input format): several events share an offset,
+    so a trigger is placed by the event's index in its record, not by the offset alone."""
+    import pandas as pd
+
+    name = f"t_replay_batch_{uuid.uuid4().hex[:8]}"
+    reference = h.write_reference(tmp_path / "reference.csv")
+    topics = h.create_topics(kafka_bootstrap, name)
+    config = h.write_config(tmp_path, kafka_bootstrap, name, [MODEL], reference, detector=helpers.DETECTORS)
+    frame = helpers.rows(3000, shift_at=1000, concept_at=2000, seed=7)
+    base = helpers.now_ms() - 600_000
+    size = 50
+    for topic, message in ((topics["features_topic"], helpers.feature_message),
+                           (topics["labelled_topic"], helpers.labelled_message)):
+        events = [message(MODEL, i, row) for i, row in frame.iterrows()]
+        records = [(MODEL, b"[" + b",".join(events[i:i + size]) + b"]", base + i)
+                   for i in range(0, len(events), size)]
+        helpers.produce(kafka_bootstrap, topic, records)
+    output = tmp_path / "triggers.jsonl"
+    result = helpers.driftline(
+        "replay", "--config", str(config), "--topic", topics["features_topic"], "--topic",
+        topics["labelled_topic"], "--from", f"{(base - 1) / 1000:.3f}", "--to", f"{(base + 60_000) / 1000:.3f}",
+        "--output", str(output), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    triggers = helpers.read_lines(output)
+    expected = backtest(pd.read_csv(reference), frame, h.COLUMNS, "prediction", "actual", "regression",
+                        DetectorConfig(**helpers.DETECTORS))
+    assert {t["source"] for t in expected} == {"features", "labelled"}
+    key = lambda t: (t["source"], t["offset"])  # noqa: E731
+    assert [{k: t[k] for k in helpers.BACKTEST_FIELDS} for t in sorted(triggers, key=key)] == sorted(expected, key=key)
+    for trigger in triggers:  # the record holding the firing event, and that event's time
+        assert trigger["kafka_offset"] == trigger["offset"] // size
+        event_time = dt.datetime.fromisoformat(trigger["event_time"])
+        assert event_time == h.START + dt.timedelta(milliseconds=trigger["offset"])
+    assert len({t["trigger_id"] for t in triggers}) == len(triggers)
