@@ -23,12 +23,22 @@ def redact_text(text: str) -> str:
     return _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
 
 
+def _redacted(key: object, value: Any) -> Any:
+    if isinstance(key, str) and _SECRET_KEYS.search(key):
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: _redacted(k, v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_redacted(None, v) for v in value]
+    return value
+
+
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Last before rendering, so that nested values and formatted tracebacks are covered."""
     for key, value in event.items():
-        if _SECRET_KEYS.search(key):
-            event[key] = REDACTED
-        elif isinstance(value, str):
-            event[key] = redact_text(value)
+        event[key] = _redacted(key, value)
     return event
 
 
@@ -39,7 +49,6 @@ def configure_logging(level: str = "INFO") -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _redact,
     ]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -54,6 +63,7 @@ def configure_logging(level: str = "INFO") -> None:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                _redact,
                 structlog.processors.JSONRenderer(),
             ],
         )

@@ -32,8 +32,14 @@ def profile_from_settings(model: ModelSettings, config: DetectorConfig) -> Refer
 
 
 def store_path(store_root: Path, relative_path: str) -> Path:
-    path = Path(relative_path)
-    return path if path.is_absolute() else store_root / path
+    """The file inside the model store that a `retrain-events` message names. The path
+    comes from a topic, so it is confined to the store: absolute paths and paths that
+    leave it (`..`, symbolic links) are refused."""
+    root = store_root.resolve()
+    path = (root / relative_path).resolve()
+    if Path(relative_path).is_absolute() or not path.is_relative_to(root):
+        raise ReferenceUnavailable(f"promoted reference profile {relative_path!r} is outside the model store")
+    return path
 
 
 def profile_from_store(store_root: Path, relative_path: str) -> ReferenceProfile:

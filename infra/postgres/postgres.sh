@@ -59,17 +59,26 @@ psql_admin() {
 }
 
 create_role_and_database() {
-  psql_admin -d postgres -v user="$db_user" -v password="$db_password" <<'SQL'
+  # The password goes through the environment, not psql's command line (seen by `ps`).
+  (export DRIFTLINE_ROLE_PASSWORD="$db_password"
+   psql_admin -d postgres -v user="$db_user" <<'SQL'
+\getenv password DRIFTLINE_ROLE_PASSWORD
 SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'user', :'password')
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'user') \gexec
 SQL
+  )
   psql_admin -d postgres -v user="$db_user" -v db="$db_name" <<'SQL'
 SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'user')
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db') \gexec
 SQL
 }
 
-dsn() { echo "postgresql://$db_user:$db_password@127.0.0.1:$port/$db_name"; }
+dsn() {  # the password percent-encoded, read from the environment, not from argv
+  local quoted
+  quoted="$(DRIFTLINE_ROLE_PASSWORD="$db_password" "$python" -c \
+    'import os, urllib.parse; print(urllib.parse.quote(os.environ["DRIFTLINE_ROLE_PASSWORD"], safe=""))')"
+  echo "postgresql://$db_user:$quoted@127.0.0.1:$port/$db_name"
+}
 
 start() {
   install
