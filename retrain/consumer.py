@@ -13,6 +13,13 @@ database outage exceeds `max.poll.interval.ms`. Each trigger moves through stage
     write     INSERT ... ON CONFLICT (trigger_id) DO NOTHING  -- retried with backoff
     publish   the outcome (or a dead letter), idempotent, acks=all  -- retried
     and then the trigger's offset + 1 is committed and its partition resumed.
+
+PostgreSQL and Kafka outages are retried without end (nothing may be committed before its
+row is written). Any other error in a stage is retried `max_attempts` times, with the same
+backoff; then the trigger is given up: it goes to the dead-letter topic with the error
+(reason `processing_failed`), gets a `failed` row in `model_retraining_events` and a
+`failed` outcome, and is committed, so one bad trigger never stops the retrainer nor
+crash-loops it on every restart.
 """
 
 from __future__ import annotations
@@ -52,6 +59,8 @@ from schemas.settings import Settings
 
 log = get_logger(__name__)
 
+ERROR_DETAIL_CHARS = 500  # of an error's message kept in a reason
+
 
 class Stage(enum.Enum):
     ADMIT = "admit"
@@ -73,18 +82,22 @@ class InFlight:
     request: RetrainRequest | None = None
     job: RetrainJob | None = None
     record: OutcomeRecord | None = None
-    publish_topic: str = ""
-    publish_value: bytes = b""
+    original: bytes = b""  # the trigger's record, for a dead letter
+    key: bytes | None = None
+    outbox: list[tuple[str, bytes]] = field(default_factory=list)  # published in order
     produced: bool = False
     delivered: bool | None = None  # None: delivery report pending
     waiting: bool = False  # over the concurrency limit
+    after_write: list[tuple[str, bytes]] = field(default_factory=list)  # published before the outcome
+    given_up: bool = False
+    attempts: int = 0  # failed attempts at a stage, other than PostgreSQL or Kafka outages
     received: float = field(default_factory=time.monotonic)
     started: float = field(default_factory=time.monotonic)
 
-    def published(self, error: KafkaError | None, _message: Message) -> None:
+    def published(self, error: KafkaError | None, message: Message) -> None:
         self.delivered = error is None
         if error is not None:
-            log.warning("publish_failed", topic=self.publish_topic, error=str(error))
+            log.warning("publish_failed", topic=message.topic(), error=str(error))
 
     @property
     def model_id(self) -> str:
@@ -129,7 +142,10 @@ class Retrainer:
                 if message is not None:
                     self._receive(message)
                 for item in list(self.in_flight.values()):
-                    self._advance(item)
+                    try:
+                        self._advance(item)
+                    except Exception as error:  # noqa: BLE001 - any stage error: retried, then given up
+                        self._attempt_failed(item, error)
                 self.producer.poll(0)
                 metrics.TRIGGERS_WAITING.set(sum(item.waiting for item in self.in_flight.values()))
         finally:
@@ -163,11 +179,15 @@ class Retrainer:
         self.consumer.pause([partition])
         retry = RetryClock(Backoff(self.retrain.retry_initial_seconds, self.retrain.retry_max_seconds))
         item = InFlight(message.topic(), message.partition(), message.offset(), retry)
+        item.original, item.key = message.value() or b"", message.key()
         self.in_flight[key] = item
         try:
             item.request = self._decode(message.value())
             item.trigger = Trigger.from_request(item.request)
-        except SchemaError as error:
+        except Exception as error:  # noqa: BLE001 - not a SchemaError: given up at once
+            if not isinstance(error, SchemaError):
+                self._attempt_failed(item, error)
+                return
             metrics.DEAD_LETTERS.labels(error.reason).inc()
             log.warning(
                 "trigger_dead_lettered",
@@ -176,10 +196,14 @@ class Retrainer:
                 partition=item.partition,
                 offset=item.offset,
             )
-            letter = DeadLetter.for_failure(
-                error, topic=item.topic, partition=item.partition, offset=item.offset, original=message.value() or b""
-            )
-            self._to_publish(item, self.settings.kafka.dead_letter_topic, encode(letter))
+            self._to_publish(item, (self.settings.kafka.dead_letter_topic, self._dead_letter(item, error)))
+
+    def _dead_letter(self, item: InFlight, error: SchemaError) -> bytes:
+        key = item.key.decode(errors="replace") if item.key else None
+        letter = DeadLetter.for_failure(
+            error, topic=item.topic, partition=item.partition, offset=item.offset, original=item.original, key=key
+        )
+        return encode(letter.bounded(self.settings.kafka.dead_letter_max_original_bytes))
 
     def _decode(self, value: bytes | None) -> RetrainRequest:
         request = decode(RetrainRequest, value or b"")
@@ -218,6 +242,79 @@ class Retrainer:
                 error=str(error).strip(),
             )
 
+    # -- errors other than an outage -------------------------------------------------------
+    def _attempt_failed(self, item: InFlight, error: Exception) -> None:
+        """A stage raised: try again after a backoff, from a safe point; after
+        `max_attempts` failures, give the trigger up."""
+        item.attempts += 1
+        metrics.STAGE_FAILURES.labels(item.stage.value).inc()
+        detail = f"{type(error).__name__}: {error}"[:ERROR_DETAIL_CHARS]
+        trigger_id = item.trigger.trigger_id if item.trigger else None
+        if item.attempts >= self.retrain.max_attempts or item.trigger is None:
+            log.error(
+                "trigger_given_up",
+                stage=item.stage.value,
+                trigger_id=trigger_id,
+                attempts=item.attempts,
+                partition=item.partition,
+                offset=item.offset,
+                error=detail,
+                exc_info=error,
+            )
+            self._give_up(item, detail)
+            return
+        delay = item.retry.failed()
+        log.warning(
+            "stage_failed",
+            stage=item.stage.value,
+            trigger_id=trigger_id,
+            attempt=item.attempts,
+            max_attempts=self.retrain.max_attempts,
+            retry_in_seconds=delay,
+            error=detail,
+            exc_info=error,
+        )
+        if item.stage in (Stage.ADMIT, Stage.TRAINING):
+            # Start over: a version the trigger already stored is found and reused.
+            if item.job is not None:
+                item.job.kill()
+                item.job = None
+            item.stage, item.waiting = Stage.ADMIT, False
+        elif item.stage is Stage.PUBLISH:
+            item.produced, item.delivered = False, None
+
+    def _give_up(self, item: InFlight, detail: str) -> None:
+        """Dead letter (with the error), a `failed` row and outcome, then the commit."""
+        if item.job is not None:
+            item.job.kill()
+            item.job = None
+        reason = f"gave up after {item.attempts} failed attempt(s) at {item.stage.value}: {detail}"
+        letter = (
+            self.settings.kafka.dead_letter_topic,
+            self._dead_letter(item, SchemaError("processing_failed", reason)),
+        )
+        if item.given_up or item.trigger is None:
+            # No trigger to record, or even its plain `failed` row raised: the dead letter only.
+            if item.given_up:
+                log.error("given_up_row_not_written", trigger_id=item.trigger.trigger_id)
+            metrics.DEAD_LETTERS.labels("processing_failed").inc()
+            self._to_publish(item, letter)
+            return
+        item.given_up = True
+        metrics.DEAD_LETTERS.labels("processing_failed").inc()
+        try:
+            previous = self.store.current_version(item.trigger.model_id)
+        except Exception:  # noqa: BLE001 - the row matters more than this detail
+            previous = None
+        record = OutcomeRecord.failed(item.trigger, reason, previous)
+        item.record, item.stage, item.waiting = record, Stage.WRITE, False
+        item.after_write = [letter]
+        try:
+            self._retrying(item, self._write)
+        except Exception as error:  # noqa: BLE001 - even the plain failed row cannot be written
+            log.error("given_up_row_not_written", trigger_id=item.trigger.trigger_id, error=str(error)[:200])
+            self._to_publish(item, letter)
+
     # -- stages ----------------------------------------------------------------------------
     def _running(self) -> int:
         return sum(other.stage is Stage.TRAINING for other in self.in_flight.values())
@@ -229,7 +326,7 @@ class Retrainer:
         existing = self.repository.find(trigger.trigger_id)
         if existing is not None:
             log.info("trigger_already_recorded", trigger_id=trigger.trigger_id)
-            self._to_publish(item, self.settings.kafka.retrain_events_topic, encode(event_from_row(existing)))
+            self._to_publish(item, (self.settings.kafka.retrain_events_topic, encode(event_from_row(existing))))
             return
         decision = self.policy.admit(
             severity=trigger.severity,
@@ -335,7 +432,7 @@ class Retrainer:
         if not self.repository.insert(record.row()):
             # Recorded meanwhile by another member (a rebalance race): publish what it wrote.
             existing = self.repository.find(record.trigger.trigger_id)
-            self._to_publish(item, self.settings.kafka.retrain_events_topic, encode(event_from_row(existing)))
+            self._to_publish(item, *item.after_write, (self.settings.kafka.retrain_events_topic, encode(event_from_row(existing))))
             return
         metrics.RETRAINS.labels(item.model_id, record.outcome).inc()
         for name, value in record.improvements.items():
@@ -344,32 +441,37 @@ class Retrainer:
                 metrics.LAST_IMPROVEMENT.labels(item.model_id, metric).set(value / 100)
         if (current := self.store.current_version(item.model_id)) is not None:
             metrics.CURRENT_VERSION.labels(item.model_id).set(int(current))
-        self._to_publish(item, self.settings.kafka.retrain_events_topic, encode(record.event()))
+        self._to_publish(item, *item.after_write, (self.settings.kafka.retrain_events_topic, encode(record.event())))
 
-    def _to_publish(self, item: InFlight, topic: str, value: bytes) -> None:
-        item.stage, item.publish_topic, item.publish_value = Stage.PUBLISH, topic, value
+    def _to_publish(self, item: InFlight, *messages: tuple[str, bytes]) -> None:
+        """Publishes `messages` (topic, value) one after the other, then commits."""
+        item.stage, item.outbox = Stage.PUBLISH, list(messages)
         item.produced, item.delivered = False, None
         item.retry = RetryClock(Backoff(self.retrain.retry_initial_seconds, self.retrain.retry_max_seconds))
         self._publish(item)
 
     def _publish(self, item: InFlight) -> None:
-        if not item.produced:
-            try:
-                key = item.model_id.encode() if item.model_id else None
-                self.producer.produce(item.publish_topic, key=key, value=item.publish_value, on_delivery=item.published)
-                item.produced = True
-            except (KafkaException, BufferError) as error:
-                log.warning("publish_failed", topic=item.publish_topic, error=str(error))
+        while item.outbox:
+            topic, value = item.outbox[0]
+            if not item.produced:
+                try:
+                    key = item.model_id.encode() if item.model_id else item.key
+                    self.producer.produce(topic, key=key, value=value, on_delivery=item.published)
+                    item.produced = True
+                except (KafkaException, BufferError) as error:
+                    log.warning("publish_failed", topic=topic, error=str(error))
+                    item.retry.failed()
+                    return
+            self.producer.poll(0)
+            if item.delivered is None:
+                return  # the delivery report has not arrived yet
+            if not item.delivered:
+                item.produced, item.delivered = False, None
                 item.retry.failed()
                 return
-        self.producer.poll(0)
-        if item.delivered is None:
-            return  # the delivery report has not arrived yet
-        if item.delivered:
-            self._commit(item)
-        else:
+            item.outbox.pop(0)
             item.produced, item.delivered = False, None
-            item.retry.failed()
+        self._commit(item)
 
     def _commit(self, item: InFlight) -> None:
         offset = TopicPartition(item.topic, item.partition, item.offset + 1)

@@ -50,6 +50,14 @@ DEAD_LETTERS = Counter(
     registry=REGISTRY,
 )
 
+STAGE_FAILURES = Counter(
+    "driftline_retrain_stage_failures_total",
+    "Errors raised by a stage of a trigger's processing, other than PostgreSQL or Kafka outages "
+    "(each is retried up to retrain.max_attempts, then the trigger is dead-lettered), by stage",
+    ["stage"],
+    registry=REGISTRY,
+)
+
 
 def serve(port: int) -> None:
     start_http_server(port, registry=REGISTRY)

@@ -208,6 +208,11 @@ class RetrainSettings(_Section):
     # the trigger's offset is committed only once its outcome is written.
     retry_initial_seconds: float = Field(default=0.5, gt=0)
     retry_max_seconds: float = Field(default=30.0, gt=0)
+    # Any other error in a trigger's processing (a bug, a trainer's artifact the retrainer
+    # cannot handle, ...) is retried with the same backoff this many times in all; then the
+    # trigger goes to the dead-letter topic with the error, gets its `failed` row and is
+    # committed.
+    max_attempts: int = Field(default=3, ge=1)
     db_connect_timeout_seconds: int = Field(default=5, ge=1)
     poll_timeout_seconds: float = Field(default=0.5, gt=0)
     # How soon the group notices a retrainer that died without leaving (librdkafka's

@@ -171,6 +171,14 @@ class Harness:
         finally:
             consumer.close()
 
+    def high_watermark(self, topic: str, partition: int = 0) -> int:
+        """The offset the next record of a partition gets (0: the partition is empty)."""
+        consumer = Consumer({"bootstrap.servers": self.kafka.bootstrap_servers, "group.id": f"{self.name}_probe"})
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+        finally:
+            consumer.close()
+
     def read(self, topic: str, count: int) -> list[bytes]:
         consumer = Consumer(
             {
