@@ -48,8 +48,10 @@ def _body(mon) -> dict[str, Any]:
         "ks": [_small_int(ring, int(2 * lk.sizes.max(initial=0) + 2)), mon.ks.seen],
         "cusum": np.stack([mon.mean_up.s, mon.mean_down.s, mon.variance.s]),
         "cusum_n": np.stack([mon.mean_up.n, mon.mean_down.n, mon.variance.n]),
-        "gather": [mon._gather_until, [list(k) for k in sorted(mon._gather_seq)],
-                   [[sig, col, st] for (sig, col), st in mon._gather_other.items()]],
+        "gather": [mon._gather_until, [[k, j, lam] for (k, j), lam
+                                       in sorted(mon._gather_seq.items())],
+                   [[sig, col, st, lam] for (sig, col), (st, lam)
+                    in mon._gather_other.items()]],
         "outliers": [mon.outliers.s, mon.outliers.seg_len, mon.outliers.seg_count],
         "cats": [[_small_int(w.ring, len(w.counts) + 1), w.seen] for w in mon.cats.values()],
         "labelled": {"s": lab.s, "run": [lab.run_len, lab.run_sum],
@@ -58,13 +60,18 @@ def _body(mon) -> dict[str, Any]:
                      "baseline": lab.baseline,
                      "base_errors": lab.base_errors if own_errors else None,
                      "trend": [lab.trend_maes, lab.block_sum, lab.block_count,
-                               lab.trend_last]},
+                               lab.trend_last],
+                     "tau": [lab.tau_e, lab.err_buffer]},
         "hist": {k: np.packbits(v, axis=1) if v.size else v.shape
                  for k, v in mon._hist.items()},
         "counters": [mon.events_seen, mon.labelled_seen, mon._next_feature_fire,
                      mon._next_label_fire],
         "last": mon._last,
-        "crit": [[k[0], k[1], v] for k, v in mon._crit_cache.items()],
+        "warmup": [mon._warmup_until,
+                   _small_int(mon._warm_slots - lk.start2,
+                              int(2 * lk.sizes.max(initial=0) + 2)),
+                   _small_int(mon._warm_cats, max([len(w.counts) + 1
+                                                   for w in mon.cats.values()] or [1]))],
     }
 
 
@@ -91,8 +98,10 @@ def _restore(cls, profile: ReferenceProfile, b: dict[str, Any], config, task):
             np.array(r, dtype=np.int64) for r in b["cusum_n"])
     until, seq, other = b.get("gather", [-1, [], []])
     mon._gather_until = int(until)
-    mon._gather_seq = {(int(k), int(j)) for k, j in seq}
-    mon._gather_other = {(sig, col): float(st) for sig, col, st in other}
+    mon._gather_seq = {(int(g[0]), int(g[1])): float(g[2]) if len(g) > 2 else 1.0
+                       for g in seq}
+    mon._gather_other = {(g[0], g[1]): (float(g[2]), float(g[3]) if len(g) > 3 else 1.0)
+                         for g in other}
     s, seg_len, seg_count = b["outliers"]
     mon.outliers.set_state({"s": s, "seg_len": seg_len, "seg_count": seg_count})
     for w, (ring, seen) in zip(mon.cats.values(), b["cats"]):
@@ -104,7 +113,13 @@ def _restore(cls, profile: ReferenceProfile, b: dict[str, Any], config, task):
     (mon.events_seen, mon.labelled_seen,
      mon._next_feature_fire, mon._next_label_fire) = b["counters"]
     mon._last = b["last"]
-    mon._crit_cache = {(int(k0), int(k1)): v for k0, k1, v in b["crit"]}
+    until, slots, codes = b.get("warmup", [0, None, None])
+    mon._warmup_until = int(until)
+    if slots is not None and np.asarray(slots).size:
+        mon._warm_slots = (np.asarray(slots, dtype=np.int64) + lk.start2).astype(
+            mon.ks.ring.dtype)
+    if codes is not None and np.asarray(codes).size:
+        mon._warm_cats = np.asarray(codes, dtype=np.int64)
     return mon
 
 
@@ -117,7 +132,8 @@ def _restore_labelled(lab, b: dict[str, Any]) -> None:
     maes, block_sum, block_count, last = b["trend"]
     base = b["base_errors"] if b["base_errors"] is not None else lab.base_errors
     run_len, run_sum = b.get("run", [0, 0.0])
-    lab.set_state({"s": b["s"], "run_len": int(run_len), "run_sum": float(run_sum),
+    tau_e, err_buffer = b.get("tau", [lab.tau, np.zeros(0)])
+    lab.set_state({"tau_e": float(tau_e), "err_buffer": np.asarray(err_buffer, float),"s": b["s"], "run_len": int(run_len), "run_sum": float(run_sum),
                    "ring": ring, "buffer": b["buffer"], "seen": b["seen"],
                    "baseline": b["baseline"], "base_errors": base, "trend_maes": maes,
                    "block_sum": block_sum, "block_count": block_count,

@@ -17,6 +17,38 @@ length of ``target_arl * n_tests``.
   baseline error variance) is checked once per ``concept_window`` labelled events and
   gets the level ``concept_window / ARL`` the same way.
 
+Serial dependence (issue 13). Each series has a long-run variance factor ``tau``
+(:mod:`detectors.dependence`; 1 for independent events): a sum of ``n`` dependent
+increments varies like ``n * tau`` independent ones. In the diffusion approximation a
+CUSUM whose increments are divided by ``tau`` runs on ``tau``-event blocks that behave
+like independent events with the original LLR form, so every CUSUM gets increments
+``/ tau`` and the threshold of a run length ``ARL / tau`` (in blocks); the overshoot
+term of Siegmund's formula shrinks to ``1.166 delta / tau`` (observation every event is
+finer than every block: a smaller correction is the conservative side). A window of
+``n`` events has ``n / tau`` effective events (KS), a chi-square statistic is ``tau``
+times a chi-square variable. The labelled tests scale their standard errors by
+``sqrt(tau)``. With ``tau = 1`` everything is the independent calibration.
+
+A finite (and dependent) reference is itself an estimate: the stream's mean score
+differs from the reference's by about ``se = sqrt(tau / m)`` (``m`` reference values),
+a permanent small shift that would shorten the run length exponentially. The in-control
+drift of the mean, variance and concept CUSUMs is therefore raised by
+``config.reference_margin`` times ``sqrt((tau - 1) / m)``: the standard error that the
+dependence adds to that of an independent reference of the same size (the "guaranteed
+performance" design of Jones, Champ & Rigdon, applied to the excess only, so that the
+independent calibration, whose residual risk was accepted before, is unchanged); the
+outlier rate ``p0`` is an upper confidence bound with the effective size ``m / tau``.
+
+Confidence. For a test whose whole-model horizon is ``target_arl`` events, let
+``lambda`` be the expected number of times, within one horizon, that *some* test of the
+model reaches a statistic as extreme as the observed one on a stationary stream with the
+same dependence: ``exp(h - S)`` for a CUSUM at ``S`` past its threshold ``h`` (its run
+length to ``S`` grows like ``exp(S)``), ``p / alpha`` for a windowed test with p-value
+``p`` and level ``alpha``, all scaled so that ``lambda = 1`` at the threshold. The
+confidence ``exp(-lambda)`` is then (Poisson clumping) 1 - the probability that a
+stationary stream reaches a statistic this extreme within one horizon: about 0.37 just
+at a threshold, 0.95 at ``S = h + 3``. See :func:`confidence`.
+
 Everything is closed-form per column, hence deterministic and milliseconds for 50
 columns; results are cached per profile fingerprint and configuration.
 """
@@ -46,6 +78,32 @@ def siegmund_arl(h: float, delta: float) -> float:
     return float(np.exp(h + SIEGMUND_RHO * delta) / (delta * delta / 2.0))
 
 
+def dependent_threshold(arl: float, delta: float, tau) -> np.ndarray:
+    """Threshold of a Gaussian LLR CUSUM whose increments are divided by ``tau``, for
+    a mean run length ``arl`` on a stream with long-run variance factor ``tau``;
+    :func:`siegmund_threshold` when ``tau == 1``.
+
+    >>> float(dependent_threshold(1e8, 0.3, 1.0)) == siegmund_threshold(1e8, 0.3)
+    True
+    >>> round(float(dependent_threshold(1e8, 0.3, 3.0)), 2)
+    14.1
+    """
+    tau = np.maximum(np.asarray(tau, dtype=np.float64), 1.0)
+    h = np.log(arl * delta * delta / (2.0 * tau)) - SIEGMUND_RHO * delta / tau
+    return np.maximum(h, 1.0)
+
+
+def confidence(lam) -> np.ndarray:
+    """``exp(-lambda)``: see the module docstring. ``lambda`` = expected number of
+    whole-model exceedances of the observed extremity per ``target_arl`` horizon."""
+    return np.exp(-np.asarray(lam, dtype=np.float64))
+
+
+def cusum_lambda(s, h) -> np.ndarray:
+    """``lambda`` of a CUSUM at statistic ``s`` with threshold ``h`` (1 at ``h``)."""
+    return np.exp(np.minimum(np.asarray(h, np.float64) - np.asarray(s, np.float64), 700))
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Per-column thresholds of every streaming signal (plain numpy arrays)."""
@@ -68,6 +126,18 @@ class Calibration:
     concept_h: float
     perf_z: float
     trend_z: float = float("inf")  # states saved before the trend test: disabled
+    # serial dependence (states saved before it: independent, no margin)
+    mean_tau: np.ndarray | float = 1.0
+    var_tau: np.ndarray | float = 1.0
+    out_tau: np.ndarray | float = 1.0
+    ks_tau: np.ndarray | float = 1.0
+    cat_tau: np.ndarray | float = 1.0
+    err_tau: float = 1.0  # NaN: learnt from the labelled stream
+    lag1: np.ndarray | float = 0.0
+    # "reference": estimated from the time-ordered reference; "warmup": learnt from
+    # the stream's first ``dependence_warmup`` events; "pending": warm-up under way;
+    # "none": assumed independent (older states)
+    dependence_source: str = "none"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -79,43 +149,108 @@ def count_tests(n_numeric: int, n_categorical: int) -> int:
     return 5 * n_numeric + n_categorical + 3
 
 
+def dependence_of(profile: ReferenceProfile) -> dict | None:
+    """The profile's dependence factors, or None when they must be learnt (a
+    shuffled or short reference, or a profile saved before they existed)."""
+    return profile.dependence
+
+
+def needs_warmup(dependence: dict | None, n_numeric: int) -> bool:
+    """Whether some feature factor is unknown (NaN) or the whole record is missing."""
+    if dependence is None:
+        return True
+    vals = [np.asarray(dependence[k], dtype=np.float64) for k in ("mean", "var", "ks", "out")]
+    cats = np.array(list(dependence.get("categorical", {}).values()), dtype=np.float64)
+    return any(np.isnan(v).any() for v in vals) or bool(np.isnan(cats).any())
+
+
 def calibrate(profile: ReferenceProfile, config: DetectorConfig,
-              transforms: list[RankTransform] | None = None) -> Calibration:
-    """Derive all thresholds for ``profile`` (see the module docstring)."""
+              transforms: list[RankTransform] | None = None,
+              dependence: dict | None = None, source: str | None = None) -> Calibration:
+    """Derive all thresholds for ``profile`` (see the module docstring).
+
+    ``dependence`` (default: the profile's) holds the factors ``mean``, ``var``,
+    ``out``, ``ks``, ``lag1`` per numeric column, ``categorical`` per categorical
+    column and ``errors``; unknown ones (NaN, or no record) are taken as 1 and the
+    calibration's ``dependence_source`` is "pending" (the monitor then learns them in
+    its warm-up and calibrates again).
+    """
     transforms = transforms or [RankTransform(s) for s in profile.samples]
-    n_tests = count_tests(len(profile.numeric_columns), len(profile.categorical_columns))
+    nnum = len(profile.numeric_columns)
+    n_tests = count_tests(nnum, len(profile.categorical_columns))
     arl = config.target_arl * n_tests
+    given = dependence if dependence is not None else dependence_of(profile)
+    pending = needs_warmup(given, nnum)
+    dep = given or {}
+
+    def factor(key, n):
+        v = np.asarray(dep.get(key, np.ones(n)), dtype=np.float64).reshape(-1)
+        v = v if len(v) == n else np.ones(n)
+        return np.where(np.isfinite(v), np.maximum(v, 1.0), 1.0)
+
+    t_mean, t_var, t_out, t_ks = (factor(k, nnum) for k in ("mean", "var", "out", "ks"))
+    lag1 = np.nan_to_num(np.asarray(dep.get("lag1", np.zeros(nnum)), np.float64)
+                         .reshape(-1)) if dep else np.zeros(nnum)
+    cat = dep.get("categorical", {})
+    t_cat = np.array([max(float(cat.get(c, 1.0)), 1.0) if np.isfinite(cat.get(c, 1.0))
+                      else 1.0 for c in profile.categorical_columns])
+    e = dep.get("errors", float("nan")) if dep else 1.0
+    t_err = float(max(e, 1.0)) if np.isfinite(e) else float("nan")
+    if given is None:
+        t_err = float("nan")
+    k = config.reference_margin
+    m = np.array([len(s) for s in profile.samples], dtype=np.float64)
     delta = config.mean_shift
     theta = 0.5 * (1.0 - 1.0 / config.variance_ratio)
-    up = np.array([t.cgf(delta) for t in transforms])
-    down = np.array([t.cgf(-delta) for t in transforms])
-    var = np.array([t.cgf(theta, power=2) for t in transforms])
+    # in-control drifts raised by the margin for the reference's own error
+    se_mean = np.sqrt((t_mean - 1.0) / np.maximum(m, 1))
+    up = np.array([t.cgf(delta) for t in transforms]) + k * delta * se_mean
+    down = np.array([t.cgf(-delta) for t in transforms]) + k * delta * se_mean
+    z4 = np.array([float(t.slot_prob @ t.score**4) for t in transforms])
+    se_var = np.sqrt(np.maximum(z4 - 1.0, 0.0) * (t_var - 1.0) / np.maximum(m, 1))
+    var = np.array([t.cgf(theta, power=2) for t in transforms]) + k * theta * se_var
     # reference outlier share, raised to an upper confidence bound so that sampling
-    # error in a finite reference does not turn into false alarms
+    # error in a finite (dependent) reference does not turn into false alarms
     p0 = []
-    for s, mu, sd in zip(profile.samples, profile.means, profile.stds):
+    for s, mu, sd, tau in zip(profile.samples, profile.means, profile.stds, t_out):
         lim = config.z_score_threshold * sd if sd > 0 else 0.0
-        k, m = float(np.count_nonzero(np.abs(s - mu) > lim)), len(s)
-        p = (k + 1.0) / (m + 2.0)
-        p0.append(min(p + 3.0 * np.sqrt(p * (1 - p) / m), 0.5))
+        cnt, n = float(np.count_nonzero(np.abs(s - mu) > lim)), len(s)
+        p = (cnt + 1.0) / (n + 2.0)
+        p0.append(min(p + 3.0 * np.sqrt(p * (1 - p) * tau / n), 0.5))
     p0 = np.array(p0)
     p1 = np.maximum(config.outlier_alt_rate, np.minimum(2.0 * p0, 0.9))
+    if source is None:
+        source = "pending" if pending else "reference"
     return Calibration(
         n_tests=n_tests, arl_test=arl,
         mean_scale=delta, mean_drift_up=up, mean_drift_down=down,
-        mean_h=siegmund_threshold(arl, delta),
-        var_scale=theta, var_drift=var, var_h=float(np.log(arl)),
-        out_p0=p0, out_p1=p1, out_h=float(np.log(arl)),
+        mean_h=dependent_threshold(arl, delta, t_mean),
+        var_scale=theta, var_drift=var, var_h=np.log(arl / t_var),
+        out_p0=p0, out_p1=p1, out_h=np.log(arl / t_out),
         ks_alpha=config.ks_stride / arl, cat_alpha=config.ks_stride / arl,
         concept_scale=config.concept_shift,
         concept_h=siegmund_threshold(arl, config.concept_shift),
         perf_z=float(norm.isf(1.0 / arl)),
-        trend_z=float(norm.isf(config.concept_window / arl)))
+        trend_z=float(norm.isf(config.concept_window / arl)),
+        mean_tau=t_mean, var_tau=t_var, out_tau=t_out, ks_tau=t_ks, cat_tau=t_cat,
+        err_tau=t_err, lag1=lag1, dependence_source=source)
 
 
-def ks_critical(alpha: float, m: int, n: int) -> float:
+def ks_effective_size(m: int, n: int, tau: float = 1.0) -> float:
+    """Effective ``m n / (m + n)`` of a two-sample KS test of ``m`` reference and ``n``
+    window values, both with long-run variance factor ``tau``."""
+    return float(np.round(m * n / (m + n) / max(tau, 1.0)))
+
+
+def ks_critical(alpha: float, m: int, n: int, tau: float = 1.0) -> float:
     """KS statistic at which scipy's asymptotic p-value equals ``alpha``."""
-    return float(kstwo.isf(alpha, np.round(m * n / (m + n))))
+    return float(kstwo.isf(alpha, max(ks_effective_size(m, n, tau), 1.0)))
+
+
+def ks_lambda(d: float, m: int, n: int, tau: float, alpha: float) -> float:
+    """``lambda`` (see :func:`confidence`) of a KS statistic ``d``."""
+    p = float(kstwo.sf(d, max(ks_effective_size(m, n, tau), 1.0)))
+    return p / alpha
 
 
 class CalibrationCache:

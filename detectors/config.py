@@ -15,6 +15,7 @@ from typing import Any, Literal, Mapping
 from .errors import ConfigError
 
 MultipleTesting = Literal["holm", "bh", "none"]
+ReferenceOrder = Literal["time", "shuffled"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,20 @@ class DetectorConfig:
     strong_factor: float = 2.0  # strength >= this is a "strong" signal
     very_strong_factor: float = 4.0
     seed: int = 0
+    # -- serial dependence (issue 13, see detectors.dependence) --
+    # "time": the reference rows are in event order (a training export), so each
+    # series' dependence is estimated from it; "shuffled": it is not, and the
+    # dependence is learnt from the first ``dependence_warmup`` events of the stream
+    reference_order: ReferenceOrder = "time"
+    # a time-ordered reference shorter than this (rows) is too short to estimate from:
+    # the warm-up is used instead
+    dependence_min_rows: int = 1000
+    # events (and labelled events) of the warm-up; no decision fires during it
+    dependence_warmup: int = 2000
+    # in-control margin of the sequential tests, in standard errors of the reference's
+    # own estimate (a finite, dependent reference is itself a noisy picture of "no
+    # drift"; its error would otherwise act as a permanent small shift)
+    reference_margin: float = 2.0
 
     def __post_init__(self) -> None:
         positive = ("min_samples", "ks_window", "ks_stride", "concept_window",
@@ -76,6 +91,12 @@ class DetectorConfig:
             raise ConfigError("trend_windows must be >= 3 (a slope needs a residual)")
         if self.persistence_n > self.persistence_m:
             raise ConfigError("persistence_n must be <= persistence_m")
+        if self.reference_order not in ("time", "shuffled"):
+            raise ConfigError("reference_order must be 'time' or 'shuffled'")
+        if self.dependence_warmup < 200 or self.dependence_min_rows < 200:
+            raise ConfigError("dependence_warmup and dependence_min_rows must be >= 200")
+        if self.reference_margin < 0:
+            raise ConfigError("reference_margin must be >= 0")
         if self.multiple_testing not in ("holm", "bh", "none"):
             raise ConfigError("multiple_testing must be 'holm', 'bh' or 'none'")
         if not 0 < self.data_drift_threshold < 1:

@@ -53,21 +53,47 @@ class Decision:
         return dataclasses.asdict(self)
 
 
-def severity_of(strengths: list[float], config: DetectorConfig) -> str:
-    """The design's table; "strong" = strength (statistic / threshold) past a factor.
+_LABELLED = {"mae", "trend", "r2", "rmse", "accuracy"}
 
-    CRITICAL: two or more very strong signals; HIGH: two or more strong signals;
-    MEDIUM: several signals or one strong; LOW: a single mild signal.
+
+def severity_of(strengths: list[float], config: DetectorConfig,
+                signals: list[str] | None = None) -> str:
+    """The design's table (LOW monitor, MEDIUM investigate, HIGH retrain soon, CRITICAL
+    immediate) from effect sizes: a signal's strength is its estimated effect over the
+    design's threshold for it (a 1.5 sd mean shift over the 0.3 sd design shift is 5;
+    an accuracy drop of 15 % over the 5 % threshold is 3; an outlier share over the
+    5 %), so a single strong signal is actionable on its own.
+
+    * CRITICAL: a signal at ``very_strong_factor`` (4) times its threshold or more, or
+      three or more strong ones;
+    * HIGH: a signal at ``strong_factor`` (2) times its threshold or more, or two or
+      more signals whose strengths sum to at least ``2 * strong_factor``;
+    * MEDIUM: several signals; or any signal past a threshold the design states as an
+      action by itself: a change of the model's error or performance (the design
+      retrains on it), an outlier share above the design's 5 %;
+    * LOW: a single mild change of one input's distribution.
+
+    ``signals`` names the signal of each strength (for the MEDIUM floor).
+
+    >>> cfg = DetectorConfig()
+    >>> severity_of([5.0], cfg), severity_of([1.2, 3.3], cfg), severity_of([1.1], cfg)
+    ('CRITICAL', 'HIGH', 'LOW')
+    >>> severity_of([1.1], cfg, ["mae"]), severity_of([1.0], cfg, ["outlier_rate"])
+    ('MEDIUM', 'MEDIUM')
     """
+    if not strengths:
+        return "NONE"
     strong = sum(s >= config.strong_factor for s in strengths)
-    very = sum(s >= config.very_strong_factor for s in strengths)
-    if very >= 2:
+    top = max(strengths)
+    if top >= config.very_strong_factor or strong >= 3:
         return "CRITICAL"
-    if strong >= 2:
+    if top >= config.strong_factor or (len(strengths) >= 2 and
+                                       sum(strengths) >= 2 * config.strong_factor):
         return "HIGH"
-    if len(strengths) >= 2 or strong >= 1:
+    actionable = any(n in _LABELLED or n == "outlier_rate" for n in (signals or ()))
+    if len(strengths) >= 2 or actionable:
         return "MEDIUM"
-    return "LOW" if strengths else "NONE"
+    return "LOW"
 
 
 def reason_of(types: list[str], columns: list[str]) -> str:
@@ -82,15 +108,24 @@ def reason_of(types: list[str], columns: list[str]) -> str:
 def fuse(signals: list[dict[str, Any]], offset: int, config: DetectorConfig,
          metrics: dict[str, Any] | None = None) -> Decision:
     """Fuse signals (dicts with ``signal``, ``column``, ``strength`` >= 1 when past
-    threshold) into one :class:`Decision`.
+    threshold, and ``lambda``) into one :class:`Decision`.
 
-    Confidence is ``1 - exp(-sum(strength))``: one signal just at its threshold gives
-    0.63, stronger or more signals approach 1.
+    ``lambda`` of a signal is the expected number of times per ``target_arl`` horizon
+    that *some* test of the model reaches a statistic as extreme as this one on a
+    stationary stream with the same serial dependence (1 just at a threshold; see
+    :mod:`detectors.calibration`). The decision's confidence is ``exp(-min lambda)``:
+    1 - the probability that a stationary stream with the same dependence produces a
+    statistic this extreme within one ``target_arl`` horizon. It is about 0.37 for a
+    statistic just at its threshold and approaches 1 for a statistic far past it; on
+    stationary streams a confidence of at least ``c`` occurs in at most about
+    ``1 - c`` of the horizons (checked by simulation in ``bench.detectors_bench``).
+    Each root cause carries its own confidence. A signal without ``lambda`` counts
+    as one at its threshold.
 
-    >>> d = fuse([{"signal": "ks", "column": "x", "strength": 2.5},
+    >>> d = fuse([{"signal": "ks", "column": "x", "strength": 2.5, "lambda": 0.05},
     ...           {"signal": "mae", "column": None, "strength": 1.2}], 7, DetectorConfig())
-    >>> d.reason, d.severity, d.columns
-    ('Multiple triggers detected: data_drift, concept_drift', 'MEDIUM', ['x'])
+    >>> d.reason, d.severity, d.columns, d.confidence
+    ('Multiple triggers detected: data_drift, concept_drift', 'HIGH', ['x'], 0.9512)
     """
     ranked = sorted(signals, key=lambda s: -s["strength"])
     types: list[str] = []
@@ -103,11 +138,13 @@ def fuse(signals: list[dict[str, Any]], offset: int, config: DetectorConfig,
             columns.append(s["column"])
     types.sort(key=[d.value for d in DriftType].index)
     strengths = [float(s["strength"]) for s in ranked]
-    conf = float(1.0 - np.exp(-sum(strengths))) if strengths else 0.0
+    conf = [float(np.exp(-float(s.get("lambda", 1.0)))) for s in ranked]
     return Decision(triggered=bool(ranked), offset=int(offset), trigger_types=types,
-                    severity=severity_of(strengths, config), confidence=round(conf, 4),
+                    severity=severity_of(strengths, config, [s["signal"] for s in ranked]),
+                    confidence=round(max(conf, default=0.0), 4),
                     reason=reason_of(types, columns),
                     root_cause=[{"signal": s["signal"], "column": s.get("column"),
-                                 "strength": round(float(s["strength"]), 4)}
-                                for s in ranked],
+                                 "strength": round(float(s["strength"]), 4),
+                                 "confidence": round(c, 4)}
+                                for s, c in zip(ranked, conf)],
                     columns=columns, metrics=dict(metrics or {}))

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from scipy.stats import norm
+
 from .base import StreamDetector
+from .calibration import cusum_lambda, dependent_threshold
 from .cusum import lindley
+from .dependence import long_run_factor
 from .ranks import RankTransform
 
 
@@ -26,16 +30,31 @@ class LabelledSignals(StreamDetector):
     baseline error variance (the block MAEs are independent under no drift), against
     ``trend_z``; it fires when also the fitted rise over those blocks is at least
     ``error_threshold`` (15 %) of the baseline MAE.
+
+    Serial dependence: ``tau`` is the long-run variance factor of the error series (see
+    :mod:`detectors.dependence`). The CUSUM's increments are divided by it, with the
+    threshold of :func:`~detectors.calibration.dependent_threshold` for the run length
+    ``arl`` (when given), and its in-control drift is raised by ``margin`` times the
+    standard error the dependence adds to the baseline's mean score
+    (``sqrt((tau - 1) / baseline size)``); the z-tests'
+    standard errors are multiplied by ``sqrt(tau)``. ``tau = NaN`` means unknown: when
+    the baseline is learnt from the stream, ``tau`` is estimated from those (time-
+    ordered) baseline errors; when the baseline came with the reference, from the first
+    ``warmup`` labelled errors, during which no labelled signal fires.
     """
 
     _state_fields = ("s", "run_len", "run_sum", "ring", "buffer", "seen", "baseline",
-                     "base_errors", "trend_maes", "block_sum", "block_count", "trend_last")
+                     "base_errors", "trend_maes", "block_sum", "block_count", "trend_last",
+                     "tau_e", "err_buffer")
     _settings = ("task", "window", "concept_window", "baseline_size", "baseline",
-                 "base_errors", "delta", "h", "z", "floors", "trend_windows", "trend_z")
+                 "base_errors", "delta", "h", "z", "floors", "trend_windows", "trend_z",
+                 "tau", "arl", "margin", "warmup")
 
     def __init__(self, task, window, concept_window, baseline_size, baseline, base_errors,
                  delta, h, z, floors, trend_windows: int = 10,
-                 trend_z: float = float("inf")) -> None:
+                 trend_z: float = float("inf"), tau: float = 1.0,
+                 arl: float | None = None, margin: float = 0.0,
+                 warmup: int = 2000) -> None:
         self.task, self.window = task, int(window)
         self.concept_window, self.baseline_size = int(concept_window), int(baseline_size)
         self.baseline = dict(baseline or {})
@@ -43,12 +62,17 @@ class LabelledSignals(StreamDetector):
         self.delta, self.h, self.z = float(delta), float(h), float(z)
         self.floors = dict(floors)
         self.trend_windows, self.trend_z = int(trend_windows), float(trend_z)
+        self.tau = float(tau)
+        self.arl = None if arl is None else float(arl)
+        self.margin, self.warmup = float(margin), int(warmup)
         k = np.arange(self.trend_windows, dtype=np.float64)
         self._trend_w = k - k.mean()  # slope = w @ maes / sxx
         self._sxx = float(self._trend_w @ self._trend_w)
         self._reset()
 
     def _reset(self) -> None:
+        self.tau_e = self.tau  # NaN until learnt
+        self.err_buffer = np.zeros(0)
         self.reset_cusum()
         # columns: valid, err (abs or 0/1), err^2, actual, actual^2
         self.ring = np.zeros((self.window, 5))
@@ -80,20 +104,43 @@ class LabelledSignals(StreamDetector):
         self._rt = None
         if self.base_errors is not None and len(self.base_errors):
             self._rt = RankTransform(self.base_errors)
-            self._psi = self._rt.cgf(self.delta)
             self._mae0 = float(self.base_errors.mean())
             # The baseline is itself an estimate from this many errors: its sampling error
             # adds to the window's in the performance z-tests (a small holdout would
             # otherwise make a fixed bias look like degradation).
             self._base_n = len(self.base_errors)
             self._abs_sd = float(self.base_errors.std())
+            tau = self.tau_e if np.isfinite(self.tau_e) else 1.0
+            self._root_tau = float(np.sqrt(tau))
+            self._psi = self._rt.cgf(self.delta) + \
+                self.margin * abs(self.delta) * np.sqrt((tau - 1.0) / self._base_n)
+            self._h = float(dependent_threshold(self.arl, self.delta, tau)) \
+                if self.arl else self.h
             # standard error of the trend slope under no drift
             self._trend_se = float(self.base_errors.std()) / np.sqrt(
-                self.concept_window * self._sxx)
+                self.concept_window * self._sxx) * self._root_tau
 
     @property
     def ready(self) -> bool:
-        return self._rt is not None
+        return self._rt is not None and bool(np.isfinite(self.tau_e))
+
+    @property
+    def threshold(self) -> float:
+        """The CUSUM's threshold (for its increments divided by ``tau``)."""
+        return self._h if self._rt is not None else self.h
+
+    def _learn_tau(self, pred: np.ndarray, act: np.ndarray) -> int:
+        """Buffer the first ``warmup`` errors (baseline from the reference, dependence
+        unknown) and estimate ``tau`` from them; return how many were used."""
+        take = min(self.warmup - len(self.err_buffer), len(pred))
+        e = (pred[:take] != act[:take]).astype(float) if self.task == "classification" \
+            else np.abs(act[:take] - pred[:take])
+        self.err_buffer = np.concatenate([self.err_buffer, e])
+        if len(self.err_buffer) >= self.warmup:
+            self.tau_e = float(max(long_run_factor(self.err_buffer)[0], 1.0))
+            self.err_buffer = np.zeros(0)
+            self._prepare()
+        return take
 
     def _learn_baseline(self, pred: np.ndarray, act: np.ndarray) -> int:
         """Use the first labelled events as baseline; return how many were used."""
@@ -104,6 +151,8 @@ class LabelledSignals(StreamDetector):
             p, a = self.buffer[:, 0], self.buffer[:, 1]
             e = (p != a).astype(float) if self.task == "classification" else np.abs(a - p)
             self.base_errors = e
+            if not np.isfinite(self.tau_e):  # the baseline's errors are time-ordered
+                self.tau_e = float(max(long_run_factor(e)[0], 1.0))
             if self.task == "classification":
                 self.baseline.setdefault("accuracy", float(1 - e.mean()))
             else:
@@ -121,11 +170,15 @@ class LabelledSignals(StreamDetector):
         """Return per-event arrays: ``strength`` (n, 4) for mae/r2/rmse/accuracy and
         the metric paths; events used for the baseline have strength 0."""
         n = len(pred)
-        skip = 0 if self.ready else self._learn_baseline(pred, act)
+        skip = 0
+        if not self.ready:
+            skip = self._learn_baseline(pred, act) if self._rt is None \
+                else self._learn_tau(pred, act)
         out = {k: np.zeros(n) for k in ("mae", "r2", "rmse", "accuracy", "cusum")}
         out["trend_slope"] = np.full(n, np.nan)
         out["trend_z"] = np.full(n, np.nan)
         out["strength"] = np.zeros((n, 5))
+        out["lambda"] = np.full((n, 5), np.inf)
         out["trend_checks"] = np.zeros(0, dtype=np.intp)
         if skip:
             out.update(self._roll(pred[:skip], act[:skip], skip_only=True))
@@ -149,7 +202,8 @@ class LabelledSignals(StreamDetector):
         n = len(pred)
         e, hist = self._roll(pred, act)
         z = self._rt.score[self._rt.slots(e)]
-        path = lindley((self.delta * z - self._psi)[:, None], self.s)[:, 0]
+        tau = self._root_tau ** 2
+        path = lindley(((self.delta * z - self._psi) / tau)[:, None], self.s)[:, 0]
         self.s = path[-1:].copy()
         # MAE since the CUSUM last stood at zero, per event
         idx = np.arange(n)
@@ -175,22 +229,26 @@ class LabelledSignals(StreamDetector):
         # error CUSUM covers the first events after a (re)start).
         enough = win[:, 0] >= max(self.floors["min_samples"], w)
         st = np.zeros((n, 5))  # mae, r2, rmse, accuracy, trend
+        lam = np.full((n, 5), np.inf)  # expected exceedances per horizon (confidence)
+        lam[:, 0] = cusum_lambda(path, self._h)
         mae0 = max(self._mae0, 1e-12)
         # strengths: the effect over its floor (the design's drop or rise), at least 1
         # when the signal is past its threshold; for the CUSUM, the MAE rise since its
         # change-point estimate over the 15 % floor
         fl = self.floors["error"]
-        st[:, 0] = np.where((path > self.h) & (mae_recent > mae0 * (1 + fl)),
+        st[:, 0] = np.where((path > self._h) & (mae_recent > mae0 * (1 + fl)),
                             np.maximum((mae_run / mae0 - 1) / fl, 1.0), 0.0)
         b = self.baseline
         if self.task == "classification":
             acc = 1 - win[:, 1] / cnt
             acc0 = b.get("accuracy", 1 - self._mae0)
-            se = np.sqrt(max(acc0 * (1 - acc0), 1e-12) * (1 / cnt + 1 / self._base_n))
+            se = np.sqrt(max(acc0 * (1 - acc0), 1e-12) * (1 / cnt + 1 / self._base_n)) \
+                * self._root_tau
             zacc = (acc0 - acc) / se
             drop = (acc0 - acc) / max(acc0, 1e-12)
             st[:, 3] = np.where(enough & (zacc > self.z) & (drop > self.floors["accuracy"]),
                                 drop / self.floors["accuracy"], 0)
+            lam[:, 3] = self._z_lambda(zacc)
             out = {"accuracy": acc}
         else:
             rmse = np.sqrt(mse)
@@ -199,8 +257,10 @@ class LabelledSignals(StreamDetector):
             # heavy-tailed for a z-test (their variance, estimated from the baseline, is
             # far below the truth for t-like errors); the RMSE and R2 floors then say
             # whether the rise matters.
-            se = np.maximum(self._abs_sd, 1e-12) * np.sqrt(1 / cnt + 1 / self._base_n)
+            se = np.maximum(self._abs_sd, 1e-12) * np.sqrt(1 / cnt + 1 / self._base_n) \
+                * self._root_tau
             zmae = (win[:, 1] / cnt - self._mae0) / se
+            lam[:, 1] = lam[:, 2] = self._z_lambda(zmae)
             sig = enough & (zmae > self.z)
             rise = rmse / max(rmse0, 1e-12) - 1
             st[:, 2] = np.where(sig & (rise > self.floors["rmse"]),
@@ -211,9 +271,17 @@ class LabelledSignals(StreamDetector):
                                     drop / self.floors["r2"], 0)
             out = {"rmse": rmse, "r2": r2}
         slope, tz, checks, st[:, 4] = self._trend(e)
-        out.update({"mae": mae_recent, "cusum": path, "strength": st,
+        lam[checks, 4] = self._z_lambda(tz[checks], self.concept_window)
+        out.update({"mae": mae_recent, "cusum": path, "strength": st, "lambda": lam,
                     "trend_slope": slope, "trend_z": tz, "trend_checks": checks})
         return out
+
+    def _z_lambda(self, z: np.ndarray, every: int = 1) -> np.ndarray:
+        """``lambda`` of a z-test checked every ``every`` events at level
+        ``every / arl`` (its threshold ``z`` or ``trend_z``): p-value over level."""
+        arl = self.arl or 1.0 / max(float(norm.sf(self.z)), 1e-300)
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isfinite(z), norm.sf(z) * arl / every, np.inf)
 
     def _trend(self, e: np.ndarray):
         """Slope of the last ``trend_windows`` block MAEs at each block end in ``e``.

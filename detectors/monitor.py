@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
 from . import _monitor_state
-from .calibration import DEFAULT_CACHE, Calibration, CalibrationCache, ks_critical
+from . import dependence as dep
+from .calibration import (DEFAULT_CACHE, Calibration, CalibrationCache, calibrate,
+                          cusum_lambda, ks_critical, ks_lambda)
 from .categorical import CategoricalWindow
 from .config import DetectorConfig
 from .cusum import CUSUM
@@ -19,6 +22,8 @@ from .labelled import LabelledSignals
 from .outliers import OutlierRate
 from .persistence import n_of_m
 from .profile import ReferenceProfile
+
+from scipy.stats import chi2
 
 _LABEL_SIGNALS = ("mae", "r2", "rmse", "accuracy", "trend")
 _SEQ_KINDS = ("mean_shift", "variance", "outlier_rate")
@@ -50,7 +55,7 @@ class ModelMonitor:
     >>> mon = ModelMonitor(ReferenceProfile.from_frame(ref))
     >>> x = rng.normal(size=(4000, 3)); x[2000:, 1] += 1.0
     >>> [(d.offset, d.columns, d.severity) for d in mon.update_features(x)]
-    [(2091, ['b'], 'MEDIUM'), (3117, ['b'], 'MEDIUM')]
+    [(2091, ['b'], 'HIGH'), (3117, ['b'], 'HIGH')]
     """
 
     def __init__(self, profile: ReferenceProfile, config: DetectorConfig = DetectorConfig(),
@@ -67,23 +72,15 @@ class ModelMonitor:
         p, cfg = self.profile, self.config
         self.ks = KSWindow(p.samples, window=cfg.ks_window, stride=cfg.ks_stride)
         cal = calibration or self._cache.get(p, cfg, self.ks.transforms)
-        self.calibration = cal
         lk = self.ks.lookup
         # normal score of every global slot; NaN and not-yet-filled codes score 0:
         # missing values carry no evidence
         self._score = np.zeros(lk.n_slots)
         for j, t in enumerate(self.ks.transforms):
             self._score[2 * lk.starts[j]:2 * lk.starts[j] + len(t.score)] = t.score
-        c = len(p.samples)
-        d = cal.mean_scale
-        self.mean_up = CUSUM(np.full(c, d), cal.mean_drift_up, cal.mean_h)
-        self.mean_down = CUSUM(np.full(c, -d), cal.mean_drift_down, cal.mean_h)
-        self.variance = CUSUM(np.full(c, cal.var_scale), cal.var_drift, cal.var_h)
-        self.outliers = OutlierRate(p.means, p.stds, cal.out_p0, cal.out_p1, cal.out_h,
-                                    cfg.z_score_threshold, cfg.outlier_pct_threshold / 100)
         self.cats = {name: CategoricalWindow(p.categories[name], cfg.ks_window, cfg.ks_stride)
                      for name in p.categorical_columns}
-        self._cat_crit = {name: w.critical(cal.cat_alpha) for name, w in self.cats.items()}
+        self._apply(cal)
         self.labelled = LabelledSignals(
             self.task, cfg.performance_window, cfg.concept_window,
             cfg.concept_baseline_size, p.baseline,
@@ -91,31 +88,104 @@ class ModelMonitor:
             cal.perf_z, {"error": cfg.error_threshold, "r2": cfg.r2_threshold,
                          "rmse": cfg.rmse_threshold, "accuracy": cfg.accuracy_threshold,
                          "min_samples": cfg.min_samples},
-            cfg.trend_windows, cal.trend_z)
+            cfg.trend_windows, cal.trend_z,
+            tau=float(cal.err_tau) if p.task == self.task else float("nan"),
+            arl=cal.arl_test if cal.dependence_source != "none" else None,
+            margin=cfg.reference_margin if cal.dependence_source != "none" else 0.0,
+            warmup=cfg.dependence_warmup)
         self.events_seen = 0
         self.labelled_seen = 0
-        self._next_feature_fire = cfg.min_samples - 1
+        # warm-up (a shuffled or short reference): the first ``dependence_warmup``
+        # events are kept (as slots and codes), no feature decision fires before its
+        # end, where the dependence is estimated from them and the monitor calibrated
+        self._warmup_until = cfg.dependence_warmup \
+            if cal.dependence_source == "pending" else 0
+        c = len(p.samples)
+        self._warm_slots = np.zeros((c, 0), dtype=self.ks.ring.dtype)
+        self._warm_cats = np.zeros((len(self.cats), 0), dtype=np.int64)
+        self._next_feature_fire = max(cfg.min_samples - 1, self._warmup_until)
         self._next_label_fire = cfg.min_samples - 1
         # a feature decision being gathered: the event it fires at (-1: none), the
         # sequential signals (kind, column) and the KS/chi-square strengths seen so far
         self._gather_until = -1
-        self._gather_seq: set[tuple[int, int]] = set()
-        self._gather_other: dict[tuple[str, str], float] = {}
+        # (kind, column) -> the smallest lambda (see fusion.fuse) its statistic reached
+        self._gather_seq: dict[tuple[int, int], float] = {}
+        self._gather_other: dict[tuple[str, str], tuple[float, float]] = {}
         self._last: dict[str, Any] = {}
-        self._crit_cache: dict[tuple[int, int], float] = {}
-        for m in np.unique(self.ks.reference_sizes):
-            self._crit(int(m), cfg.ks_window)
-        self._crit_full = np.array([self._crit(int(m), cfg.ks_window)
-                                    for m in self.ks.reference_sizes])
         m1 = cfg.persistence_m - 1  # n-of-m histories: last m - 1 flags per signal
         self._hist = {"seq": np.zeros((3 * c, m1), bool), "ks": np.zeros((c, m1), bool),
                       "cat": np.zeros((len(self.cats), m1), bool),
                       "lab": np.zeros((4, m1), bool), "trend": np.zeros((1, m1), bool)}
 
-    def _crit(self, m: int, n: int) -> float:
-        key = (m, n)
+    def _apply(self, cal: Calibration) -> None:
+        """Set the calibration's thresholds on the feature detectors (their
+        statistics restart)."""
+        p, cfg = self.profile, self.config
+        self.calibration = cal
+        c = len(p.samples)
+
+        def col(v):
+            return np.broadcast_to(np.asarray(v, dtype=np.float64), (c,)).copy()
+
+        d = cal.mean_scale
+        t_mean, t_var = col(cal.mean_tau), col(cal.var_tau)
+        self.mean_up = CUSUM(d / t_mean, col(cal.mean_drift_up) / t_mean, col(cal.mean_h))
+        self.mean_down = CUSUM(-d / t_mean, col(cal.mean_drift_down) / t_mean,
+                               col(cal.mean_h))
+        self.variance = CUSUM(cal.var_scale / t_var, col(cal.var_drift) / t_var,
+                              col(cal.var_h))
+        self.outliers = OutlierRate(p.means, p.stds, cal.out_p0, cal.out_p1, col(cal.out_h),
+                                    cfg.z_score_threshold, cfg.outlier_pct_threshold / 100,
+                                    tau=col(cal.out_tau))
+        self._ks_tau = col(cal.ks_tau)
+        t_cat = np.broadcast_to(np.asarray(cal.cat_tau, np.float64), (len(self.cats),))
+        self._cat_crit = {name: w.critical(cal.cat_alpha) * float(t_cat[j])
+                          for j, (name, w) in enumerate(self.cats.items())}
+        self._cat_tau = {name: float(t_cat[j]) for j, name in enumerate(self.cats)}
+        self._crit_cache: dict[tuple[int, int], float] = {}
+        self._crit_full = np.array([self._crit(j, cfg.ks_window) for j in range(c)])
+
+    @property
+    def dependence(self) -> dict[str, Any]:
+        """The serial dependence the monitor is calibrated to (issue 13).
+
+        ``source``: "reference" (estimated from the time-ordered reference),
+        "warmup" (learnt from the stream's first ``config.dependence_warmup`` events),
+        "pending" (warm-up under way: factors are 1 until it ends) or "none" (a state
+        saved before dependence was estimated: independence assumed). ``columns`` maps
+        every numeric column to its long-run variance factors (1 = independent; the
+        effective sample size of ``n`` events is ``n / factor``): ``factor`` of the
+        normal scores (mean CUSUMs), ``variance_factor`` (of their squares),
+        ``ks_factor``, ``outlier_factor``, and ``lag1`` (lag-1 autocorrelation); every
+        categorical column to ``{"factor": ...}`` (chi-square window). ``errors`` is
+        the error series' factor (NaN until known).
+        """
+        cal = self.calibration
+        c = len(self.profile.samples)
+
+        def col(v):
+            return np.broadcast_to(np.asarray(v, dtype=np.float64), (c,))
+
+        mean, var, ks, out, lag = (col(v) for v in (cal.mean_tau, cal.var_tau, cal.ks_tau,
+                                                     cal.out_tau, cal.lag1))
+        cols: dict[str, dict[str, float]] = {
+            name: {"factor": float(mean[j]), "variance_factor": float(var[j]),
+                   "ks_factor": float(ks[j]), "outlier_factor": float(out[j]),
+                   "lag1": float(lag[j])}
+            for j, name in enumerate(self.profile.numeric_columns)}
+        for name, t in self._cat_tau.items():
+            cols[name] = {"factor": t}
+        lab = self.labelled
+        return {"source": cal.dependence_source, "columns": cols,
+                "errors": float(lab.tau_e)}
+
+    def _crit(self, j: int, n: int) -> float:
+        """Critical KS statistic of column ``j`` for a window of ``n`` values."""
+        key = (j, n)
         if key not in self._crit_cache:
-            self._crit_cache[key] = ks_critical(self.calibration.ks_alpha, m, n)
+            self._crit_cache[key] = ks_critical(
+                self.calibration.ks_alpha, int(self.ks.reference_sizes[j]), n,
+                float(self._ks_tau[j]))
         return self._crit_cache[key]
 
     def _parts(self):
@@ -152,6 +222,16 @@ class ModelMonitor:
         xt = np.ascontiguousarray(x.T)  # (columns, events): time runs along rows
         cats = {c: np.asarray((categorical or {})[c], dtype=object) if c in (categorical or {})
                 else np.full(n, None, dtype=object) for c in self.cats}
+        if self._warmup_until > self.events_seen:  # keep the warm-up's events
+            k = self._warmup_until - self.events_seen
+            if n > k:  # the calibration changes at the warm-up's end: split there
+                first = self.update_features(x[:k], {c: v[:k] for c, v in cats.items()})
+                return first + self.update_features(x[k:], {c: v[k:] for c, v in
+                                                           cats.items()})
+            self._warm_slots = np.concatenate([self._warm_slots, self.ks.slots(xt)], axis=1)
+            codes = np.array([w.codes(cats[c]) for c, w in self.cats.items()],
+                             dtype=np.int64).reshape(len(self.cats), n)
+            self._warm_cats = np.concatenate([self._warm_cats, codes], axis=1)
         decisions, start = [], 0
         while start < n:
             saved = self._save_feature_state()
@@ -159,9 +239,11 @@ class ModelMonitor:
             if fire is None:
                 break
             i, seq_keys, other = fire
-            self._gather_seq.update(seq_keys)
-            for key, st in other.items():
-                self._gather_other[key] = max(st, self._gather_other.get(key, 0.0))
+            for key, lam in seq_keys.items():
+                self._gather_seq[key] = min(lam, self._gather_seq.get(key, np.inf))
+            for key, (st, lam) in other.items():
+                st0, lam0 = self._gather_other.get(key, (0.0, np.inf))
+                self._gather_other[key] = (max(st, st0), min(lam, lam0))
             if i > n - start - 1:  # still gathering at the end of the batch
                 self._gather_until = self.events_seen - (n - start) + i
                 break
@@ -172,10 +254,10 @@ class ModelMonitor:
                                    {c: v[start:start + i + 1] for c, v in cats.items()})
             # the state now stands at the firing event: effect sizes since each
             # CUSUM's change-point estimate
-            signals = self._seq_signals(sorted(self._gather_seq)) + [
-                {"signal": sig, "column": col, "strength": st}
-                for (sig, col), st in self._gather_other.items()]
-            self._gather_until, self._gather_seq, self._gather_other = -1, set(), {}
+            signals = self._seq_signals(self._gather_seq) + [
+                {"signal": sig, "column": col, "strength": st, "lambda": lam}
+                for (sig, col), (st, lam) in self._gather_other.items()]
+            self._gather_until, self._gather_seq, self._gather_other = -1, {}, {}
             offset = self.events_seen - 1
             decisions.append(fuse(signals, offset, self.config, self.snapshot()))
             self._next_feature_fire = offset + self.config.cooldown + 1
@@ -183,7 +265,39 @@ class ModelMonitor:
                 part._reset()  # restart the sequential tests after an alarm
             self._hist["seq"][:] = False
             start += i + 1
+        if self._warmup_until and self.events_seen >= self._warmup_until \
+                and self.calibration.dependence_source == "pending":
+            self._finish_warmup()
         return decisions
+
+    def _finish_warmup(self) -> None:
+        """Estimate the dependence from the warm-up's events, fill in what the
+        reference did not give, calibrate again and restart the sequential tests."""
+        lk = self.ks.lookup
+        slots = self._warm_slots
+        z = self._score[slots].T
+        z[(slots >= lk.nan_code[:, None]).T] = np.nan  # missing values: left out
+        f = dep.score_factors(z)
+        old = self.profile.dependence or {}
+        known = dict(old)
+        for key in ("mean", "var", "ks", "out", "lag1"):
+            v = np.asarray(old.get(key, np.full(len(f[key]), np.nan)), dtype=np.float64)
+            known[key] = np.where(np.isfinite(v), v, f[key]) if len(v) == len(f[key]) \
+                else f[key]
+        cats = dict(old.get("categorical", {}))
+        for j, name in enumerate(self.cats):
+            if not np.isfinite(cats.get(name, np.nan)):
+                cats[name] = dep.indicator_factor(self._warm_cats[j])
+        known["categorical"] = cats
+        known.setdefault("errors", float("nan"))
+        cal = calibrate(self.profile, self.config, self.ks.transforms, dependence=known,
+                        source="warmup")
+        # the labelled side keeps its own (see LabelledSignals)
+        cal = dataclasses.replace(cal, err_tau=self.calibration.err_tau)
+        self._apply(cal)
+        self._hist["seq"][:] = False
+        self._warm_slots = self._warm_slots[:, :0]
+        self._warm_cats = self._warm_cats[:, :0]
 
     def _feature_step(self, xt: np.ndarray, cats: dict[str, np.ndarray]):
         """Advance all feature detectors on ``xt`` (columns, n). Return None when no
@@ -234,16 +348,31 @@ class ModelMonitor:
             first = int(np.argmax(alarm))
             i = first + cfg.gather_events
         last = min(i, n - 1) + 1  # signals past their thresholds in [first, i]
-        keys = [(k, j) for (k, j) in sorted(seq) if seq_flags[k, j, first:last].any()]
-        other: dict[tuple[str, str], float] = {}
+        thresholds = (self.mean_up.threshold, self.variance.threshold,
+                      self.outliers.threshold)
+        keys = {(k, j): float(cusum_lambda(float(seq[k, j][first:last].max())
+                                           * thresholds[k][j], thresholds[k][j]))
+                for (k, j) in sorted(seq) if seq_flags[k, j, first:last].any()}
+        other: dict[tuple[str, str], tuple[float, float]] = {}
         names = self.profile.numeric_columns
+        cal = self.calibration
         for kind, idx, flags, st, cols in (("ks", k_idx, ks_flags, ks_st, names),
                                            ("categorical", cat_idx, cat_flags, cat_st,
                                             list(self.cats))):
             for r in np.flatnonzero((idx >= first) & (idx < last)):
                 for j in np.flatnonzero(flags[:, r]):
                     key = (kind, cols[j])
-                    other[key] = max(float(st[r, j]), other.get(key, 0.0))
+                    if kind == "ks":
+                        lam = ks_lambda(float(dks[r, j]), int(self.ks.reference_sizes[j]),
+                                        int(wn[r, j]), float(self._ks_tau[j]),
+                                        cal.ks_alpha)
+                    else:
+                        win = self.cats[cols[j]]
+                        stat = float(st[r, j]) * self._cat_crit[cols[j]]
+                        lam = float(chi2.sf(stat / self._cat_tau[cols[j]], win._df)) \
+                            / cal.cat_alpha
+                    st0, lam0 = other.get(key, (0.0, np.inf))
+                    other[key] = (max(float(st[r, j]), st0), min(lam, lam0))
         return i, keys, other
 
     def effect_sizes(self) -> dict[str, np.ndarray]:
@@ -259,16 +388,17 @@ class ModelMonitor:
         """
         cfg, cal = self.config, self.calibration
         # both sides' segment means are positive in their own direction
-        shift = np.where(self.mean_up.s >= self.mean_down.s, self.mean_up.segment_mean(),
-                         self.mean_down.segment_mean()) / cal.mean_scale
-        ratio = self.variance.segment_mean() / cal.var_scale
+        shift = np.where(self.mean_up.s >= self.mean_down.s,
+                         self.mean_up.segment_mean() / np.abs(self.mean_up.scale),
+                         self.mean_down.segment_mean() / np.abs(self.mean_down.scale))
+        ratio = self.variance.segment_mean() / self.variance.scale
         o = self.outliers
         rate = np.where(o.seg_len > 0, o.seg_count / np.maximum(o.seg_len, 1), 0.0)
         return {"mean_shift": shift / cfg.mean_shift,
                 "variance": ratio / cfg.variance_ratio,
                 "outlier_rate": rate / (cfg.outlier_pct_threshold / 100)}
 
-    def _seq_signals(self, keys) -> list[dict[str, Any]]:
+    def _seq_signals(self, keys: dict) -> list[dict[str, Any]]:
         """Signals of the sequential tests past their thresholds, from the state at the
         firing event: strength = effect estimate over the design effect, at least 1
         (the statistic itself is just past its threshold when it fires, so its ratio
@@ -278,11 +408,14 @@ class ModelMonitor:
         eff = self.effect_sizes()
         names = self.profile.numeric_columns
         out = []
-        for k, j in keys:
+        for (k, j), lam_seen in sorted(keys.items()):
             e = self._hinkley(k, j) if k < 2 else None
             e = float(eff[_SEQ_KINDS[k]][j]) if e is None else e
+            det = (self.mean_up if self.mean_up.s[j] >= self.mean_down.s[j]
+                   else self.mean_down, self.variance, self.outliers)[k]
+            lam = min(float(cusum_lambda(det.s[j], det.threshold[j])), lam_seen)
             out.append({"signal": _SEQ_KINDS[k], "column": names[j],
-                        "strength": max(1.0, e)})
+                        "strength": max(1.0, e), "lambda": lam})
         return out
 
     def _hinkley(self, kind: int, j: int) -> float | None:
@@ -319,32 +452,28 @@ class ModelMonitor:
         """Advance the mean, variance and outlier CUSUMs of columns ``cols``; put the
         strength paths of the columns that may alarm into ``seq``; return the outlier
         counts."""
-        cal = self.calibration
         n = xt.shape[1]
         t = np.arange(1, n + 1, dtype=np.float64)
         z = np.take(self._score, slots)
         cz = np.cumsum(z, axis=1)
-        d = cal.mean_scale
-        rows, paths = self.mean_up.advance(
-            cz * d - np.multiply.outer(cal.mean_drift_up[cols], t), cols)
-        for j, pth in zip(rows, paths):
-            seq[0, j] = pth / cal.mean_h
-        rows, paths = self.mean_down.advance(
-            cz * -d - np.multiply.outer(cal.mean_drift_down[cols], t), cols)
-        for j, pth in zip(rows, paths):
-            seq[0, j] = np.maximum(seq[0, j], pth / cal.mean_h) if (0, j) in seq \
-                else pth / cal.mean_h
+        for det in (self.mean_up, self.mean_down):
+            rows, paths = det.advance(
+                cz * det.scale[cols, None] - np.multiply.outer(det.drift[cols], t), cols)
+            for j, pth in zip(rows, paths):
+                st = pth / det.threshold[j]
+                seq[0, j] = np.maximum(seq[0, j], st) if (0, j) in seq else st
         np.square(z, out=z)
         np.cumsum(z, axis=1, out=cz)
-        rows, paths = self.variance.advance(
-            cz * cal.var_scale - np.multiply.outer(cal.var_drift[cols], t), cols)
+        v = self.variance
+        rows, paths = v.advance(
+            cz * v.scale[cols, None] - np.multiply.outer(v.drift[cols], t), cols)
         for j, pth in zip(rows, paths):
-            seq[1, j] = pth / cal.var_h
+            seq[1, j] = pth / v.threshold[j]
         floor = self.config.outlier_pct_threshold / 100
         o = self.outliers.indicators_t(xt, cols)
         rows, paths, rates, out_count = self.outliers.advance(o, cols)
         for j, pth, rate in zip(rows, paths, rates):
-            seq[2, j] = np.where(rate >= floor, pth / cal.out_h, 0.0)
+            seq[2, j] = np.where(rate >= floor, pth / self.outliers.threshold[j], 0.0)
         return out_count
 
     def _categorical(self, cats: dict[str, np.ndarray], n: int):
@@ -370,7 +499,7 @@ class ModelMonitor:
         if partial.any():  # the first window, or NaN in the window
             for r, j in zip(*np.nonzero(partial)):
                 nn = int(wn[r, j])
-                out[r, j] = d[r, j] / self._crit(int(self.ks.reference_sizes[j]), nn) \
+                out[r, j] = d[r, j] / self._crit(int(j), nn) \
                     if nn >= self.config.min_samples else 0.0
         return out
 
@@ -446,38 +575,53 @@ class ModelMonitor:
             return None, []
         i = int(np.argmax(alarm))
         on = list(flags[:, i]) + [bool(tflags[0, np.flatnonzero(checks == i)].any())]
-        return i, [{"signal": s, "column": None, "strength": float(st[i, k])}
+        lam = res["lambda"]
+        return i, [{"signal": s, "column": None, "strength": float(st[i, k]),
+                    "lambda": float(lam[i, k])}
                    for k, s in enumerate(_LABEL_SIGNALS) if on[k]]
 
     @staticmethod
     def _label_values(res) -> dict[str, float]:
         return {k: float(v[-1]) for k, v in res.items()
-                if k not in ("strength", "trend_checks") and len(v)}
+                if k not in ("strength", "trend_checks", "lambda") and len(v)}
 
     # -- reporting ------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
-        """Current statistics and thresholds as plain floats (for Prometheus)."""
+        """Current statistics and thresholds as plain floats (for Prometheus).
+
+        Per numeric column, ``dependence_factor`` is the long-run variance factor of
+        its normal scores (1 = independent events; see :attr:`dependence`) and
+        ``lag1_autocorrelation`` their lag-1 autocorrelation; per categorical column,
+        ``dependence_factor`` of its level indicators. ``error_dependence_factor`` is
+        the error series' (NaN until known), ``dependence_pending`` 1.0 while the
+        warm-up learns the dependence.
+        """
         cal, last = self.calibration, self._last
         cols = {}
         zeros = np.zeros(len(self.profile.samples))
+        dep_ = self.dependence
         for j, name in enumerate(self.profile.numeric_columns):
-            n = last.get("ks_n", zeros)[j]
-            crit = self._crit_cache.get((int(self.ks.reference_sizes[j]), int(n)))
+            n = int(last.get("ks_n", zeros)[j])
+            crit = self._crit(j, n) if n > 0 else float("nan")
+            d = dep_["columns"][name]
             cols[name] = {
                 "ks_statistic": float(last["ks"][j]) if "ks" in last else 0.0,
-                "ks_threshold": float(crit) if crit else float("nan"),
+                "ks_threshold": float(crit),
                 "mean_shift_statistic": float(last.get("mean_shift", zeros)[j]),
-                "mean_shift_threshold": float(cal.mean_h),
+                "mean_shift_threshold": float(self.mean_up.threshold[j]),
                 "variance_statistic": float(last.get("variance", zeros)[j]),
-                "variance_threshold": float(cal.var_h),
+                "variance_threshold": float(self.variance.threshold[j]),
                 "outlier_rate": float(last.get("batch_outlier_rate", zeros)[j]),
                 "outlier_reference_rate": float(cal.out_p0[j]),
                 "missing": float(last.get("missing", zeros)[j]),
+                "dependence_factor": d["factor"],
+                "lag1_autocorrelation": d["lag1"],
             }
         for name in self.cats:
             stat, tv = last.get(f"cat:{name}", (0.0, 0.0))
             cols[name] = {"chi2_statistic": float(stat), "chi2_threshold": self._cat_crit[name],
-                          "total_variation": float(tv)}
+                          "total_variation": float(tv),
+                          "dependence_factor": self._cat_tau[name]}
         lab = last.get("labelled", {})
         b = self.labelled.baseline
         nan = float("nan")
@@ -490,7 +634,9 @@ class ModelMonitor:
                 "trend_threshold": float(cal.trend_z),
                 "baseline_r2": float(b.get("r2", nan)),
                 "baseline_rmse": float(b.get("rmse", nan)),
-                "baseline_accuracy": float(b.get("accuracy", nan))}
+                "baseline_accuracy": float(b.get("accuracy", nan)),
+                "error_dependence_factor": dep_["errors"],
+                "dependence_pending": float(dep_["source"] == "pending")}
 
     # -- state ------------------------------------------------------------------------
     def to_bytes(self) -> bytes:

@@ -20,7 +20,9 @@ class OutlierRate(StreamDetector):
     The CUSUM tests the reference rate ``p0`` (an upper confidence bound of the
     reference's own outlier share) against ``p1``; it alarms when the log-likelihood
     ratio passes ``threshold`` *and* the outlier share since the CUSUM last stood at
-    zero (its change-point estimate) is at least ``floor`` (the design's 5 %).
+    zero (its change-point estimate) is at least ``floor`` (the design's 5 %). On a
+    serially dependent stream the LLR increments are divided by ``tau`` (the indicators'
+    long-run variance factor; see :mod:`detectors.calibration`).
 
     Examples
     --------
@@ -33,10 +35,10 @@ class OutlierRate(StreamDetector):
     """
 
     _state_fields = ("s", "seg_len", "seg_count")
-    _settings = ("means", "stds", "p0", "p1", "threshold", "z_threshold", "floor")
+    _settings = ("means", "stds", "p0", "p1", "threshold", "z_threshold", "floor", "tau")
 
     def __init__(self, means, stds, p0, p1, threshold, z_threshold: float = 3.0,
-                 floor: float = 0.05) -> None:
+                 floor: float = 0.05, tau=1.0) -> None:
         self.means = np.asarray(means, dtype=np.float64)
         self.stds = np.asarray(stds, dtype=np.float64)
         self.p0 = np.asarray(p0, dtype=np.float64)
@@ -45,7 +47,9 @@ class OutlierRate(StreamDetector):
                                          self.means.shape).copy()  # one per column
         self.z_threshold = float(z_threshold)
         self.floor = float(floor)
-        self._scale, self._drift = bernoulli_llr(self.p0, self.p1)
+        self.tau = np.broadcast_to(np.asarray(tau, np.float64), self.means.shape).copy()
+        scale, drift = bernoulli_llr(self.p0, self.p1)
+        self._scale, self._drift = scale / self.tau, drift / self.tau
         # a constant reference column: any different value is an outlier
         self._limit = np.where(self.stds > 0, self.z_threshold * self.stds, 0.0)
         self._reset()

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ._state import pack, unpack
+from . import dependence as dep
 from .config import DetectorConfig
 from .errors import DetectorError, EmptyReferenceError
 
@@ -32,6 +33,16 @@ class ReferenceProfile:
     standard deviation; categorical columns keep category frequencies. When the frame
     has prediction and actual columns, the absolute errors (or 0/1 errors for
     classification) are kept as the concept-drift baseline.
+
+    With ``config.reference_order == "time"`` (the default: the frame's rows are in
+    event order, as a training export is) ``dependence`` holds each monitored series'
+    long-run variance factor (see :mod:`detectors.dependence`), estimated on the rows
+    in frame order before any subsampling (at most the last :data:`DEPENDENCE_ROWS`):
+    ``mean``, ``var``, ``ks``, ``out`` and ``lag1`` per numeric column (NaN where the
+    column has fewer than ``config.dependence_min_rows`` finite values),
+    ``categorical`` per categorical column, ``errors`` for the error series, and the
+    row counts. It is None when the order is "shuffled" or the frame is shorter than
+    ``dependence_min_rows``; the monitor then learns the dependence from the stream.
     """
 
     numeric_columns: tuple[str, ...]
@@ -43,6 +54,7 @@ class ReferenceProfile:
     baseline: dict[str, float]
     errors: np.ndarray | None = None
     task: str = "regression"
+    dependence: dict[str, Any] | None = None
     fingerprint: str = field(default="", compare=False)
 
     @classmethod
@@ -72,6 +84,9 @@ class ReferenceProfile:
         categorical = [c for c in cols if c not in numeric]
         rng = np.random.default_rng(config.seed)
         samples, means, stds = [], [], []
+        ordered = config.reference_order == "time" and len(frame) >= config.dependence_min_rows
+        tail = frame.iloc[-DEPENDENCE_ROWS:]
+        dependence = _dependence(tail, numeric, categorical, config) if ordered else None
         for c in numeric:
             v = frame[c].to_numpy(dtype=np.float64, na_value=np.nan)
             v = v[np.isfinite(v)]
@@ -104,11 +119,17 @@ class ReferenceProfile:
                 errors = np.abs(act - pred)
                 for k, v in regression_metrics(pred, act).items():
                     base.setdefault(k, v)
+            if dependence is not None:
+                e = errors[-DEPENDENCE_ROWS:]
+                enough = len(e) >= config.dependence_min_rows
+                dependence["errors"] = float(max(dep.long_run_factor(e)[0], 1.0)) \
+                    if enough else float("nan")
+                dependence["error_rows"] = int(len(errors))
             if errors.size > config.reference_cap:
                 errors = rng.choice(errors, size=config.reference_cap, replace=False)
         obj = cls(tuple(numeric), tuple(categorical), tuple(samples),
                   np.array(means), np.array(stds), cats,
-                  {k: float(v) for k, v in base.items()}, errors, task)
+                  {k: float(v) for k, v in base.items()}, errors, task, dependence)
         return obj._with_fingerprint()
 
     def _payload(self) -> dict[str, Any]:
@@ -116,7 +137,9 @@ class ReferenceProfile:
                 "categorical": list(self.categorical_columns),
                 "samples": list(self.samples), "means": self.means, "stds": self.stds,
                 "categories": self.categories, "baseline": self.baseline,
-                "errors": self.errors, "task": self.task}
+                "errors": self.errors, "task": self.task,
+                # only when known: older profiles keep their fingerprints
+                **({"dependence": self.dependence} if self.dependence is not None else {})}
 
     def _with_fingerprint(self) -> "ReferenceProfile":
         h = hashlib.sha256()
@@ -126,6 +149,8 @@ class ReferenceProfile:
             h.update(key.encode())
             arrs = val if isinstance(val, list) and val and isinstance(val[0], np.ndarray) \
                 else [val]
+            if key == "dependence":
+                arrs = [val[k] for k in sorted(val)]
             for a in arrs:
                 h.update(np.ascontiguousarray(a).tobytes() if isinstance(a, np.ndarray)
                          else repr(a).encode())
@@ -140,5 +165,31 @@ class ReferenceProfile:
         p = unpack("ReferenceProfile", data)
         obj = cls(tuple(p["numeric"]), tuple(p["categorical"]), tuple(p["samples"]),
                   p["means"], p["stds"], p["categories"], p["baseline"], p["errors"],
-                  p["task"])
+                  p["task"], p.get("dependence"))
         return obj._with_fingerprint()
+
+
+DEPENDENCE_ROWS = 200_000
+
+
+def _dependence(frame: pd.DataFrame, numeric, categorical, config) -> dict[str, Any]:
+    """Long-run variance factors of the frame's series, in row order."""
+    z = np.column_stack([dep.normal_scores(frame[c].to_numpy(dtype=np.float64,
+                                                              na_value=np.nan))
+                         for c in numeric]) if numeric else np.zeros((len(frame), 0))
+    rows = np.isfinite(z).sum(axis=0)
+    f = dep.score_factors(z) if numeric else {k: np.zeros(0) for k in
+                                              ("mean", "var", "ks", "out", "lag1")}
+    short = rows < config.dependence_min_rows
+    out: dict[str, Any] = {k: np.where(short, np.nan, v) for k, v in f.items()}
+    out["rows"] = rows.astype(np.int64)
+    cats = {}
+    for c in categorical:
+        s = frame[c]
+        codes = pd.factorize(s.astype(str).where(s.notna()))[0]
+        cats[c] = dep.indicator_factor(codes) \
+            if np.count_nonzero(codes >= 0) >= config.dependence_min_rows else float("nan")
+    out["categorical"] = cats
+    out["errors"] = float("nan")
+    out["error_rows"] = 0
+    return out

@@ -78,7 +78,7 @@ def test_profile_roundtrip_and_fingerprint():
 def test_calibration_deterministic():
     p = ReferenceProfile.from_frame(_ref())
     a, b = calibrate(p, DetectorConfig()), calibrate(p, DetectorConfig())
-    assert a.mean_h == b.mean_h and np.array_equal(a.mean_drift_up, b.mean_drift_up)
+    assert np.array_equal(a.mean_h, b.mean_h) and np.array_equal(a.mean_drift_up, b.mean_drift_up)
 
 
 def test_siegmund_threshold_against_simulation():

@@ -41,13 +41,14 @@ def test_small_shift_in_one_column_is_low(seed):
     d = _first_after(0.3, [2], seed)
     assert d.severity == "LOW" and d.columns == ["x2"]
     assert all(1.0 <= r["strength"] < 2.0 for r in d.root_cause)
-    assert 0.6 < d.confidence < 0.9
+    # just past its threshold: confidence near exp(-1) (see detectors.calibration)
+    assert 0.3 < d.confidence < 0.99
 
 
 def test_without_gather_the_first_trigger_names_the_first_column_only():
     d = _first_after(1.5, [2, 7], 0, config=DetectorConfig(gather_events=0))
     late = _first_after(1.5, [2, 7], 0)
-    assert len(d.columns) == 1 and d.severity == "MEDIUM"  # one strong signal
+    assert len(d.columns) == 1 and d.severity == "CRITICAL"  # one very strong signal
     assert late.offset == d.offset + 25
 
 
@@ -111,3 +112,52 @@ def test_error_rise_strength_is_the_rise_over_the_floor():
     mae = [r["strength"] for d in ModelMonitor(PROFILE).update_labelled(pred, act)
            for r in d.root_cause if r["signal"] == "mae"]
     assert mae and all(8.0 < s < 16.0 for s in mae)  # 200 % / 15 % = 13.3
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5])
+def test_one_column_shifted_by_1_5_sd_is_critical_on_the_first_trigger(seed):
+    d = _first_after(1.5, [4], seed)
+    assert d.severity == "CRITICAL" and d.columns == ["x4"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_two_columns_shifted_by_1_sd_are_high_or_above_on_the_first_trigger(seed):
+    d = _first_after(1.0, [1, 6], seed)
+    assert d.severity in ("HIGH", "CRITICAL")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_outliers_above_the_design_share_are_medium_or_above(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(6000, 10))
+    hit = rng.random(3000) < 0.08
+    x[3000:, 5][hit] = 6.0
+    d = [d for d in ModelMonitor(PROFILE).update_features(x) if d.offset >= 3000][0]
+    assert "outliers" in d.trigger_types
+    assert d.severity in ("MEDIUM", "HIGH", "CRITICAL")
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_a_change_of_concept_is_medium_or_above_on_the_first_trigger(task):
+    rng = np.random.default_rng(7)
+    n, change = 8000, 4000
+    act = rng.normal(size=n)
+    if task == "regression":
+        pred = act + rng.normal(scale=np.r_[np.full(change, 0.5), np.full(n - change, 0.65)])
+    else:
+        act = (act > 0).astype(float)
+        wrong = rng.random(n) < np.r_[np.full(change, 0.10), np.full(n - change, 0.20)]
+        pred = np.where(wrong, 1 - act, act)
+    dec = ModelMonitor(PROFILE, task=task).update_labelled(pred, act)
+    assert dec and dec[0].offset >= change
+    assert dec[0].severity in ("MEDIUM", "HIGH", "CRITICAL")
+
+
+def test_confidence_is_the_probability_statement_of_its_lambda():
+    from detectors.fusion import fuse
+    sig = [{"signal": "mean_shift", "column": "x", "strength": 1.0, "lambda": 1.0},
+           {"signal": "ks", "column": "y", "strength": 1.5, "lambda": 0.1}]
+    d = fuse(sig, 0, DetectorConfig())
+    assert d.confidence == round(float(np.exp(-0.1)), 4)
+    assert [r["confidence"] for r in d.root_cause] == [round(float(np.exp(-0.1)), 4),
+                                                       round(float(np.exp(-1.0)), 4)]
