@@ -53,22 +53,83 @@ class RetrainingTrigger:
     root_cause: list[dict[str, Any]] = field(default_factory=list)
 
 
+DEFAULT_TARGET_COLUMN = "actual"
+DEFAULT_PREDICTION_COLUMN = "prediction"
+METRICS = ("r2", "rmse", "accuracy")
+_SEVERITY_ORDER = ("NONE", "LOW", "MEDIUM", "HIGH", "CRITICAL")
+# The design: "If outliers > 5% of data: -> Trigger retraining". Such a trigger is at
+# least this severe, the retrainer's default minimum (`retrain.min_severity`).
+OUTLIER_MIN_SEVERITY = "MEDIUM"
+
+
+def feature_columns(reference: pd.DataFrame, target_column: str | None = DEFAULT_TARGET_COLUMN,
+                    prediction_column: str | None = DEFAULT_PREDICTION_COLUMN) -> list[str]:
+    """The columns monitored as features: every column of the reference but the target
+    and the prediction (the target is never tested as if it were a feature).
+
+    >>> feature_columns(pd.DataFrame(columns=["x", "price", "prediction"]), "price")
+    ['x']
+    """
+    skip = {target_column, prediction_column}
+    return [c for c in reference.columns if c not in skip]
+
+
+def check_batch_inputs(reference: pd.DataFrame, recent: pd.DataFrame, features: list[str], *,
+                       reference_name: str = "reference_data", recent_name: str = "recent_data",
+                       target_option: str = "target_column=") -> None:
+    """One clear error (`DetectorError`) for inputs the batch check cannot use: a feature
+    missing from the recent data, a numeric feature holding text there, no feature at
+    all. The names say where to fix it (the CLI passes its option names).
+
+    >>> ref = pd.DataFrame({"x": [1.0, 2.0], "price": [3.0, 4.0]})
+    >>> check_batch_inputs(ref, ref[["x"]], ["x", "price"])
+    Traceback (most recent call last):
+    ...
+    detectors.errors.DetectorError: column 'price' is in reference_data but not in recent_data (name a target column with target_column=)
+    """
+    if not features:
+        raise DetectorError(f"{reference_name} has no feature columns (only the target and the "
+                            f"prediction; name the target with {target_option})")
+    for column in features:
+        if column not in recent.columns:
+            raise DetectorError(f"column {column!r} is in {reference_name} but not in {recent_name} "
+                                f"(name a target column with {target_option})")
+        ref, cur = reference[column], recent[column]
+        if _is_numeric(ref) and not _is_numeric(cur):
+            values = cur.dropna()
+            bad = values[pd.to_numeric(values, errors="coerce").isna()]
+            example = f" (e.g. {bad.iloc[0]!r} in row {bad.index[0]})" if len(bad) else ""
+            raise DetectorError(f"column {column!r} is numeric in {reference_name} but holds text "
+                                f"in {recent_name}{example}")
+
+
+def _is_numeric(column: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+
+
 class DataDriftDetector:
-    """Per-column KS tests (corrected across columns) and the z-score outlier share."""
+    """Per-column KS tests (corrected across columns) and the z-score outlier share.
+
+    The target (``target_column``) and the prediction (``prediction_column``) are never
+    tested as features."""
 
     def __init__(self, threshold: float = 0.05, z_score_threshold: float = 3.0,
-                 outlier_pct_threshold: float = 5.0, multiple_testing: str = "holm") -> None:
+                 outlier_pct_threshold: float = 5.0, multiple_testing: str = "holm", *,
+                 target_column: str | None = DEFAULT_TARGET_COLUMN,
+                 prediction_column: str | None = DEFAULT_PREDICTION_COLUMN) -> None:
         self.threshold = threshold
         self.z_score_threshold = z_score_threshold
         self.outlier_pct_threshold = outlier_pct_threshold
         self.multiple_testing = multiple_testing
+        self.target_column = target_column
+        self.prediction_column = prediction_column
 
     def detect_distribution_shift(self, reference: pd.DataFrame, current: pd.DataFrame):
         """Return ``(drift_detected, metrics)``; ``metrics['columns'][name]`` holds
         ``ks_statistic``, ``p_value`` (scipy asymptotic), ``p_value_adjusted``."""
-        cols = [c for c in reference.columns if c in current.columns
-                and pd.api.types.is_numeric_dtype(reference[c])
-                and pd.api.types.is_numeric_dtype(current[c])]
+        features = set(feature_columns(reference, self.target_column, self.prediction_column))
+        cols = [c for c in reference.columns if c in features and c in current.columns
+                and _is_numeric(reference[c]) and _is_numeric(current[c])]
         res, pvals = {}, []
         for c in cols:
             r = reference[c].dropna().to_numpy(float)
@@ -101,40 +162,83 @@ class DataDriftDetector:
 
 
 class ConceptDriftDetector:
-    """Windowed MAE, previous vs current window, with a 15 % rise and significance."""
+    """Windowed MAE (the misclassification rate for class labels) of ``window_size``
+    predictions, two ways to fire:
+
+    * a jump: the last window's MAE is more than ``error_threshold`` (15 %) above the
+      previous window's, and significantly so (Welch's t-test, one-sided, ``alpha``);
+    * a trend: over the last ``trend_windows`` windows the MAE rises significantly
+      (least-squares slope, one-sided p < ``alpha``) by more than ``error_threshold``
+      in all (fitted end against fitted start). A steady rise that never jumps 15 % from
+      one window to the next is found this way.
+    """
 
     def __init__(self, window_size: int = 100, error_threshold: float = 0.15,
-                 alpha: float = 0.05) -> None:
+                 alpha: float = 0.05, trend_windows: int = 10) -> None:
+        if window_size < 1 or trend_windows < 3:
+            raise DetectorError("window_size must be >= 1 and trend_windows >= 3")
         self.window_size = window_size
         self.error_threshold = error_threshold
         self.alpha = alpha
+        self.trend_windows = trend_windows
 
     def detect_prediction_error_drift(self, predictions, actuals):
-        p = np.asarray(predictions, dtype=np.float64).ravel()
-        a = np.asarray(actuals, dtype=np.float64).ravel()
-        if p.shape != a.shape:
-            raise DetectorError("predictions and actuals differ in length")
+        e = prediction_errors(predictions, actuals)
         w = self.window_size
-        if len(p) < 2 * w:
-            return False, {"reason": f"need at least {2 * w} predictions", "n": len(p)}
-        e = np.abs(a - p)
+        if len(e) < 2 * w:
+            return False, {"reason": f"need at least {2 * w} predictions", "n": len(e)}
         k = len(e) // w
         maes = e[len(e) - k * w:].reshape(k, w).mean(axis=1)
         prev, cur = e[-2 * w:-w], e[-w:]
         mae_prev, mae_cur = float(prev.mean()), float(cur.mean())
-        inc = (mae_cur - mae_prev) / mae_prev if mae_prev > 0 else float(mae_cur > 0)
-        t = stats.ttest_ind(cur, prev, equal_var=False, alternative="greater")
+        inc = _relative_rise(mae_prev, mae_cur)
+        with np.errstate(all="ignore"):
+            t = stats.ttest_ind(cur, prev, equal_var=False, alternative="greater")
         p_val = float(t.pvalue) if np.isfinite(t.pvalue) else 1.0
-        slope, slope_p = 0.0, 1.0
-        if k >= 3:
-            lr = stats.linregress(np.arange(k), maes)
+        jump = inc > self.error_threshold and p_val < self.alpha
+        tail = maes[-self.trend_windows:]
+        slope, slope_p, rise = 0.0, 1.0, 0.0
+        if len(tail) >= 3 and np.ptp(tail) > 0:
+            lr = stats.linregress(np.arange(len(tail)), tail, alternative="greater")
             slope, slope_p = float(lr.slope), float(lr.pvalue)
-        trend = slope > 0 and slope_p < self.alpha
-        drift = inc > self.error_threshold and (p_val < self.alpha or trend)
-        return bool(drift), {"mae_previous": mae_prev, "mae_current": mae_cur,
-                             "error_increase": float(inc), "p_value": p_val,
-                             "trend_slope": slope, "trend_p_value": slope_p,
-                             "window_maes": maes.tolist()}
+            rise = _relative_rise(lr.intercept, lr.intercept + lr.slope * (len(tail) - 1))
+        trend = slope > 0 and slope_p < self.alpha and rise > self.error_threshold
+        return bool(jump or trend), {
+            "mae_previous": mae_prev, "mae_current": mae_cur, "error_increase": float(inc),
+            "p_value": p_val, "jump_detected": bool(jump), "trend_windows": len(tail),
+            "trend_slope": slope, "trend_p_value": slope_p, "trend_rise": float(rise),
+            "trend_detected": bool(trend), "window_maes": maes.tolist()}
+
+
+def _relative_rise(before: float, after: float) -> float:
+    if before > 0:
+        return float((after - before) / before)
+    return float(after > 0)
+
+
+def prediction_errors(predictions, actuals) -> np.ndarray:
+    """Absolute errors of numeric predictions; 0/1 mismatches of class labels (strings).
+
+    >>> prediction_errors(["a", "b"], ["a", "c"]).tolist(), prediction_errors([1, 2], [1.5, 2]).tolist()
+    ([0.0, 1.0], [0.5, 0.0])
+    """
+    p, a, labels = _pairs(predictions, actuals)
+    return (p != a).astype(np.float64) if labels else np.abs(a - p)
+
+
+def _pairs(predictions, actuals) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Both arrays without the pairs where either is missing; True when they are class
+    labels that are not numbers (compared as text)."""
+    p, a = np.asarray(predictions).ravel(), np.asarray(actuals).ravel()
+    if p.shape != a.shape:
+        raise DetectorError(f"predictions and actuals differ in length ({len(p)} and {len(a)})")
+    labels = not (p.dtype.kind in "biuf" and a.dtype.kind in "biuf")
+    if labels:
+        ok = ~(pd.isna(p) | pd.isna(a))
+        return p[ok].astype(str), a[ok].astype(str), True
+    p, a = p.astype(np.float64), a.astype(np.float64)
+    ok = np.isfinite(p) & np.isfinite(a)
+    return p[ok], a[ok], False
 
 
 class ModelPerformanceMonitor:
@@ -152,6 +256,7 @@ class ModelPerformanceMonitor:
         self.baseline = {k: float(v) for k, v in metrics.items() if v is not None}
 
     def detect_degradation(self, current: Mapping[str, float]):
+        """``current`` are the model's current metrics, compared with ``baseline``."""
         b, out, hit = self.baseline, {}, []
         checks = (("r2", -1, self.r2_threshold), ("rmse", 1, self.rmse_threshold),
                   ("accuracy", -1, self.accuracy_threshold))
@@ -169,22 +274,61 @@ class ModelPerformanceMonitor:
 
 
 class AutomaticRetrainingOrchestrator:
-    """The design's decision engine on a batch of recent data."""
+    """The design's decision engine on a batch of recent data.
+
+    Columns: ``target_column`` (default ``"actual"``) is the model's target and
+    ``prediction_column`` (default ``"prediction"``) its output; neither is ever
+    monitored as a feature. ``feature_columns`` restricts the features (default: every
+    other column of the reference). Every feature must be in the recent data.
+
+    Baseline of the performance comparison, the first one known: ``baseline=`` here
+    (the CLI's ``--baseline-r2/--baseline-rmse/--baseline-accuracy``, a configured
+    model's ``baseline``, the model store's record of the serving version),
+    ``reference_data.attrs["baseline"]``, else the reference's own metrics when it holds
+    the prediction and target columns.
+    """
 
     def __init__(self, data_drift_threshold: float = 0.05, performance_threshold: float = 0.05,
                  min_samples_for_retraining: int = 100,
                  config: DetectorConfig = DetectorConfig(),
-                 baseline: Mapping[str, float] | None = None) -> None:
+                 baseline: Mapping[str, float] | None = None, *,
+                 target_column: str | None = DEFAULT_TARGET_COLUMN,
+                 prediction_column: str | None = DEFAULT_PREDICTION_COLUMN,
+                 feature_columns: list[str] | None = None) -> None:
         self.data_drift_threshold = data_drift_threshold
         self.performance_threshold = performance_threshold
         self.min_samples_for_retraining = min_samples_for_retraining
         self.config = config
+        self.target_column = target_column
+        self.prediction_column = prediction_column
+        self.feature_columns = list(feature_columns) if feature_columns else None
         self.data = DataDriftDetector(data_drift_threshold, config.z_score_threshold,
-                                      config.outlier_pct_threshold, config.multiple_testing)
+                                      config.outlier_pct_threshold, config.multiple_testing,
+                                      target_column=target_column,
+                                      prediction_column=prediction_column)
         self.concept = ConceptDriftDetector(config.concept_window, config.error_threshold,
-                                            data_drift_threshold)
+                                            data_drift_threshold, config.trend_windows)
         self.performance = ModelPerformanceMonitor(
             performance_threshold, config.rmse_threshold, performance_threshold, baseline)
+
+    def features(self, reference_data: pd.DataFrame) -> list[str]:
+        """The columns monitored as features (never the target or the prediction)."""
+        if self.feature_columns is not None:
+            return [c for c in self.feature_columns
+                    if c not in (self.target_column, self.prediction_column)]
+        return feature_columns(reference_data, self.target_column, self.prediction_column)
+
+    def baseline_for(self, reference_data: pd.DataFrame) -> tuple[dict[str, float], str | None]:
+        """The baseline metrics and where they come from (``None``: no baseline)."""
+        if self.performance.baseline:
+            return dict(self.performance.baseline), "configured"
+        if attrs := _baseline_from(reference_data):
+            return attrs, "reference_attrs"
+        t, p = self.target_column, self.prediction_column
+        if t and p and t in reference_data.columns and p in reference_data.columns:
+            if own := current_metrics(reference_data[p].to_numpy(), reference_data[t].to_numpy()):
+                return own, "reference_predictions"
+        return {}, None
 
     def should_retrain(self, reference_data, recent_data, predictions=None, actuals=None,
                        metrics: Mapping[str, float] | None = None) -> RetrainingTrigger:
@@ -193,46 +337,46 @@ class AutomaticRetrainingOrchestrator:
         Parameters
         ----------
         reference_data, recent_data
-            Frames of features; numeric columns in both get the KS test and the outlier
-            share.
+            Frames; the reference's columns but the target and the prediction are the
+            features (numeric ones get the KS test and the outlier share), and each must
+            be in ``recent_data``.
         predictions, actuals
-            Recent predictions and their true values (optional, together): the MAE
-            comparison of successive windows (concept drift) and the current metrics.
+            Recent predictions and their true values (optional, together): the
+            windowed error (concept drift: a jump or a trend) and, unless ``metrics``
+            give them, the current metrics.
         metrics
-            Model metrics (``r2``, ``rmse``, ``accuracy``; any subset). Their meaning
-            depends on what else is known, as in the design's CLI (``--r2 0.85 --rmse
-            0.35`` next to ``--recent-predictions/--recent-actuals``):
+            The model's *current* metrics (``r2``, ``rmse``, ``accuracy``; any subset),
+            as in the design's ``{'r2': 0.85, 'rmse': 0.35}`` and ``--r2 0.85 --rmse
+            0.35``. Given values win over those computed from ``predictions`` and
+            ``actuals`` (R2 and RMSE for a regression, accuracy for class labels).
+            Each is compared with the baseline of the same name (see the class): R2
+            drop > ``performance_threshold`` (5 %), RMSE rise >
+            ``config.rmse_threshold`` (10 %), accuracy drop > 5 %, relative to the
+            baseline. A given metric without a baseline raises ``DetectorError``;
+            computed metrics without one are reported, not compared.
 
-            * a baseline is configured (``baseline=`` here, or
-              ``reference_data.attrs["baseline"]``): ``metrics`` are the *current*
-              metrics and are compared with that baseline;
-            * otherwise, with ``predictions`` and ``actuals``: ``metrics`` are the
-              model's *baseline* metrics; the current ones are computed from
-              predictions vs actuals (R2 and RMSE for a regression, accuracy for a
-              classification) and compared with them;
-            * otherwise there is nothing to compare them with, and
-              ``trigger.metrics["performance"]`` says so.
-
-            Degradation is the design's: R2 drop > ``performance_threshold`` (5 %),
-            RMSE rise > ``config.rmse_threshold`` (10 %), accuracy drop > 5 %, all
-            relative to the baseline. ``trigger.metrics["performance"]["mode"]`` records
-            which reading was used.
+        Outliers above ``config.outlier_pct_threshold`` (5 %) in a column trigger with at
+        least MEDIUM severity, the retrainer's default minimum: the design retrains on
+        them.
 
         Examples
         --------
         >>> rng = np.random.default_rng(0)
         >>> ref = pd.DataFrame({"x": rng.normal(size=500)})
         >>> act = rng.normal(size=300); pred = act + rng.normal(scale=0.6, size=300)
-        >>> t = AutomaticRetrainingOrchestrator().should_retrain(
-        ...     ref, ref.iloc[:300], pred, act, {"r2": 0.85, "rmse": 0.35})
-        >>> t.metrics["performance"]["mode"], t.metrics["performance"]["degraded"]
-        ('baseline_given', ['r2', 'rmse'])
+        >>> t = AutomaticRetrainingOrchestrator(baseline={"r2": 0.85, "rmse": 0.35}
+        ...     ).should_retrain(ref, ref.iloc[:300], pred, act, {"r2": 0.6})
+        >>> t.metrics["performance"]["baseline_source"], t.metrics["performance"]["degraded"]
+        ('configured', ['r2', 'rmse'])
         """
         if len(recent_data) < self.min_samples_for_retraining:
             return RetrainingTrigger(False, f"Insufficient samples: {len(recent_data)} < "
                                      f"{self.min_samples_for_retraining}", "NONE", 0.0)
+        features = self.features(reference_data)
+        check_batch_inputs(reference_data, recent_data, features)
         signals, all_metrics = [], {}
-        drift, dm = self.data.detect_distribution_shift(reference_data, recent_data)
+        drift, dm = self.data.detect_distribution_shift(reference_data[features],
+                                                        recent_data[features])
         all_metrics["data_drift"] = dm
         for c in dm["drifted_columns"]:
             m = dm["columns"][c]
@@ -242,12 +386,17 @@ class AutomaticRetrainingOrchestrator:
             signals.append({"signal": "outlier_rate", "column": c,
                             "strength": dm["outlier_pct"][c] / self.config.outlier_pct_threshold})
         labelled = predictions is not None and actuals is not None
+        if (predictions is None) != (actuals is None):
+            raise DetectorError("predictions and actuals go together")
         if labelled:
             cd, cm = self.concept.detect_prediction_error_drift(predictions, actuals)
             all_metrics["concept_drift"] = cm
-            if cd:
+            if cm.get("jump_detected"):
                 signals.append({"signal": "mae", "column": None,
                                 "strength": cm["error_increase"] / self.config.error_threshold})
+            elif cm.get("trend_detected"):
+                signals.append({"signal": "trend", "column": None,
+                                "strength": cm["trend_rise"] / self.config.error_threshold})
         pm = self._performance(reference_data, predictions, actuals, metrics)
         if pm is not None:
             all_metrics["performance"] = pm
@@ -255,55 +404,61 @@ class AutomaticRetrainingOrchestrator:
                 signals.append({"signal": name, "column": None,
                                 "strength": pm[name]["strength"]})
         d = fuse(signals, len(recent_data) - 1, self.config)
-        return RetrainingTrigger(d.triggered, d.reason, d.severity, d.confidence,
+        severity = d.severity
+        if dm["outlier_columns"] and (_SEVERITY_ORDER.index(severity)
+                                      < _SEVERITY_ORDER.index(OUTLIER_MIN_SEVERITY)):
+            severity = OUTLIER_MIN_SEVERITY
+        return RetrainingTrigger(d.triggered, d.reason, severity, d.confidence,
                                  [DriftType(t) for t in d.trigger_types], all_metrics,
                                  d.root_cause)
 
     def _performance(self, reference_data, predictions, actuals, metrics):
-        """Performance comparison in the mode :meth:`should_retrain` documents."""
-        configured = dict(self.performance.baseline) or _baseline_from(reference_data)
-        labelled = predictions is not None and actuals is not None
+        """The current metrics against the baseline, as :meth:`should_retrain` says."""
         given = {k: float(v) for k, v in (metrics or {}).items() if v is not None}
-        if configured:
-            current = given or (current_metrics(predictions, actuals) if labelled else {})
-            baseline, mode = configured, "baseline_configured"
-        elif labelled and given:
-            current, baseline, mode = current_metrics(predictions, actuals), given, \
-                "baseline_given"
-        elif given:
-            return {"mode": "none", "degraded": [],
-                    "reason": "metrics given without a baseline or predictions/actuals "
-                              "to compare them with"}
-        else:
-            return None
+        unknown = sorted(set(given) - set(METRICS))
+        if unknown:
+            raise DetectorError(f"unknown metric(s) {', '.join(unknown)}: use {', '.join(METRICS)}")
+        labelled = predictions is not None and actuals is not None
+        current = {**(current_metrics(predictions, actuals) if labelled else {}), **given}
         if not current:
-            return {"mode": mode, "degraded": [], "reason": "no current metrics"}
+            return None
+        baseline, source = self.baseline_for(reference_data)
+        if missing := missing_baselines(given, baseline):
+            raise DetectorError(
+                f"current metric(s) {', '.join(missing)} without a baseline: pass "
+                f"baseline={{{missing[0]!r}: ...}}, or reference data with the "
+                f"{self.prediction_column!r} and {self.target_column!r} columns")
+        if not baseline:
+            return {"mode": "none", "baseline_source": None, "degraded": [], "current_metrics": current,
+                    "reason": "no baseline to compare the current metrics with"}
         monitor = ModelPerformanceMonitor(self.performance.r2_threshold,
                                           self.performance.rmse_threshold,
                                           self.performance.accuracy_threshold, baseline)
         _, out = monitor.detect_degradation(current)
-        out["mode"] = mode
+        out["baseline_source"] = source
+        out["mode"] = "baseline_from_reference" if source == "reference_predictions" else "baseline_configured"
         out["current_metrics"] = current
         out["baseline_metrics"] = dict(baseline)
         return out
 
 
-def current_metrics(predictions, actuals) -> dict[str, float]:
-    """R2 and RMSE (regression) or accuracy (classification: actuals with at most 20
-    distinct integer values) of ``predictions`` against ``actuals``, NaN pairs dropped.
+def missing_baselines(current: Mapping[str, float], baseline: Mapping[str, float]) -> list[str]:
+    """The current metrics that have no baseline of the same name to be compared with."""
+    return [k for k in METRICS if current.get(k) is not None and baseline.get(k) is None]
 
-    >>> current_metrics([1, 0, 1, 1], [1, 0, 0, 1])
-    {'accuracy': 0.75}
+
+def current_metrics(predictions, actuals) -> dict[str, float]:
+    """R2 and RMSE (regression) or accuracy (classification: text labels, or actuals
+    with at most 20 distinct integer values) of ``predictions`` against ``actuals``,
+    missing pairs dropped.
+
+    >>> current_metrics([1, 0, 1, 1], [1, 0, 0, 1]), current_metrics(["a", "b"], ["a", "a"])
+    ({'accuracy': 0.75}, {'accuracy': 0.5})
     """
-    p = np.asarray(predictions, dtype=np.float64).ravel()
-    a = np.asarray(actuals, dtype=np.float64).ravel()
-    if p.shape != a.shape:
-        raise DetectorError("predictions and actuals differ in length")
-    ok = np.isfinite(p) & np.isfinite(a)
-    p, a = p[ok], a[ok]
+    p, a, labels = _pairs(predictions, actuals)
     if not len(a):
         return {}
-    if len(np.unique(a)) <= 20 and np.all(a == np.round(a)):
+    if labels or (len(np.unique(a)) <= 20 and np.all(a == np.round(a))):
         return {"accuracy": float(np.mean(p == a))}
     return regression_metrics(p, a)
 

@@ -2,10 +2,13 @@
 
     RetrainingExecutor(project_root=".").execute_full_retraining_pipeline(
         reference_data=..., recent_data=..., recent_predictions=..., recent_actuals=...,
-        current_metrics=...)
+        current_metrics=..., baseline_metrics=...)
 
     driftline retrain --reference-data REF --recent-data RECENT
-        [--recent-predictions P.npy --recent-actuals A.npy] [--r2 X --rmse Y --accuracy Z]
+        [--target-column actual] [--prediction-column prediction]
+        [--recent-predictions P.npy --recent-actuals A.npy]
+        [--r2 X --rmse Y --accuracy Z] [--baseline-r2 X --baseline-rmse Y --baseline-accuracy Z]
+        [--model ID] [--log-file retraining_executor.log]
 
 Both run the design's five steps and report each with a check mark or why it stopped.
 A batch run is started by a person or a scheduler, so the cooldown and the concurrency
@@ -13,35 +16,46 @@ limit do not apply; the minimum severity and sample count do. When PostgreSQL ca
 reached the retrain still completes (the model store is updated) and step 5 says, in
 one line, that the row was not written; the command then exits with status 1, as it does
 when the retrain fails. No drift, or a skip by the policy, exits with 0.
+
+The target column (`--target-column`, `target_column=`; default the model's
+`actual_column`, "actual") is what the model is trained to predict: the reference must
+hold it, and so must the recent data unless `--recent-actuals` gives it. It is never
+monitored as a feature, nor is the prediction column.
+
+Current metrics (`--r2/--rmse/--accuracy`, `current_metrics=`) are the serving model's
+metrics now (default: computed from the recent predictions and actuals). Each is
+compared with its baseline, the first known of: `--baseline-*` (`baseline_metrics=`),
+the configured model's `baseline`, the model store's record of the serving version
+(its validation metrics), the reference's own metrics when it holds predictions. A
+current metric without a baseline is an error.
+
+`driftline retrain` also writes a plain-text log, one line per step and per event, to
+`retraining_executor.log` (the design's troubleshooting file; `--log-file`), beside
+its JSON logs on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-import psycopg
-
-from detectors import AutomaticRetrainingOrchestrator, RetrainingTrigger
-from retrain import datasets
-from retrain.errors import DataPreparationError, RetrainError, UnknownModel
-from retrain.job import RetrainJob
-from retrain.model_store import ModelStore
-from retrain.outcome import OutcomeRecord, Trigger
-from retrain.policy import PolicyDecision, Verdict
-from retrain.preparation import PreparedData
-from retrain.repository import RetrainEventRepository
-from schemas.tables import read_table
-from schemas.errors import UsageError
-from schemas.logs import configure_logging, redact_text
+from retrain.errors import RetrainError, UnknownModel
+from schemas.errors import TableError, UsageError
 from schemas.settings import ModelSettings, Settings
+
+if TYPE_CHECKING:  # the heavy modules load when the pipeline runs, not for --help
+    import pandas as pd
+
+    from detectors import RetrainingTrigger
+    from retrain.outcome import OutcomeRecord, Trigger
+    from retrain.policy import PolicyDecision
+    from retrain.preparation import PreparedData
 
 STEPS = (
     "Detecting drift/degradation",
@@ -79,7 +93,10 @@ class PipelineResult:
 
 
 class RetrainingExecutor:
-    """The design's executor: detection, preparation, training, validation, logging."""
+    """The design's executor: detection, preparation, training, validation, logging.
+
+    ``target_column`` / ``prediction_column`` override the model's ``actual_column`` /
+    ``prediction_column`` (default "actual" and "prediction")."""
 
     def __init__(
         self,
@@ -88,7 +105,12 @@ class RetrainingExecutor:
         settings: Settings | None = None,
         model_id: str | None = None,
         report: Callable[[StepReport], None] | None = None,
+        target_column: str | None = None,
+        prediction_column: str | None = None,
     ) -> None:
+        from retrain import datasets
+        from retrain.model_store import ModelStore
+
         self.settings = settings or Settings.load()
         self.project_root = Path(project_root)
         self.model_id = model_id or (
@@ -96,7 +118,9 @@ class RetrainingExecutor:
         )
         if model_id is not None and model_id not in self.settings.models:
             raise UnknownModel(f"model {model_id!r} is not configured")
-        self.model = self.settings.models.get(self.model_id) or ModelSettings(reference_path=self.project_root)
+        model = self.settings.models.get(self.model_id) or ModelSettings(reference_path=self.project_root)
+        columns = {"actual_column": target_column, "prediction_column": prediction_column}
+        self.model = model.model_copy(update={k: v for k, v in columns.items() if v})
         store_root = self.settings.model_store_path
         self.store = ModelStore(
             store_root if store_root.is_absolute() else self.project_root / store_root,
@@ -105,25 +129,59 @@ class RetrainingExecutor:
         self.policy = datasets.policy_from(self.settings.retrain)
         self.report = report or (lambda step: None)
 
+    @property
+    def target_column(self) -> str:
+        return self.model.actual_column
+
     # -- the design's steps, usable one by one --------------------------------------------
-    def detect(
-        self, reference_data, recent_data, recent_predictions=None, recent_actuals=None, current_metrics=None
-    ) -> RetrainingTrigger:
+    def orchestrator(self, reference_data: pd.DataFrame, baseline_metrics: dict[str, float] | None = None):
+        """The design's decision engine with the settings' thresholds, the model's columns
+        and the baseline of :meth:`baseline`."""
+        from detectors import AutomaticRetrainingOrchestrator
+        from retrain import datasets
+
         config = self.settings.detectors
-        orchestrator = AutomaticRetrainingOrchestrator(
+        return AutomaticRetrainingOrchestrator(
             data_drift_threshold=config.data_drift_threshold,
             performance_threshold=config.r2_threshold,
             min_samples_for_retraining=self.settings.retrain.min_recent_samples,
             config=config,
-            baseline=self.model.baseline or None,
+            baseline=self.baseline(baseline_metrics) or None,
+            target_column=self.model.actual_column,
+            prediction_column=self.model.prediction_column,
+            feature_columns=datasets.feature_columns(self.model, reference_data),
         )
-        features = datasets.feature_columns(self.model, reference_data)
+
+    def baseline(self, baseline_metrics: dict[str, float] | None = None) -> dict[str, float]:
+        """The baseline given, else the configured one, else the model store's record of
+        the serving version ({} when none: the reference's own metrics may serve)."""
+        if baseline_metrics:
+            return {k: float(v) for k, v in baseline_metrics.items() if v is not None}
+        if self.model.baseline:
+            return dict(self.model.baseline)
+        version = self.store.current_version(self.model_id)
+        if version is None:
+            return {}
+        try:
+            scores = (self.store.metadata(self.model_id, version).get("validation") or {}).get("new") or {}
+        except (OSError, ValueError):
+            return {}
+        return {k: float(v) for k, v in scores.items() if k in ("r2", "rmse", "accuracy") and v is not None}
+
+    def detect(
+        self, reference_data, recent_data, recent_predictions=None, recent_actuals=None, current_metrics=None,
+        baseline_metrics=None,
+    ) -> RetrainingTrigger:
+        """The design's decision: ``current_metrics`` are the model's metrics now,
+        compared with the baseline (see the module)."""
+        from retrain.errors import DataPreparationError
+
+        try:
+            orchestrator = self.orchestrator(reference_data, baseline_metrics)
+        except DataPreparationError as error:
+            raise DataPreparationError(f"reference data: {error}") from None
         return orchestrator.should_retrain(
-            reference_data[features],
-            recent_data[[c for c in features if c in recent_data]],
-            recent_predictions,
-            recent_actuals,
-            current_metrics,
+            reference_data, recent_data, recent_predictions, recent_actuals, current_metrics
         )
 
     def prepare_training_data(
@@ -131,11 +189,23 @@ class RetrainingExecutor:
     ) -> tuple[PolicyDecision, PreparedData | None]:
         """Historical (reference) plus recent rows; the recent target is the frame's target
         column or `recent_actuals`. (why not, None) when too few recent samples are valid."""
+        import numpy as np
+
+        from retrain import datasets
+        from retrain.errors import DataPreparationError
+
         target = self.model.actual_column
+        if target not in reference_data.columns:
+            raise DataPreparationError(
+                f"the reference (training) data has no target column {target!r} (name it with --target-column / target_column=)"
+            )
         recent = recent_data
         if target not in recent.columns:
             if recent_actuals is None:
-                raise DataPreparationError(f"recent data has no {target!r} column and no recent actuals were given")
+                raise DataPreparationError(
+                    f"recent data has no target column {target!r} and no recent actuals were given "
+                    f"(name it with --target-column / target_column=, or give --recent-actuals)"
+                )
             recent = recent.assign(**{target: np.asarray(recent_actuals)})
         columns = datasets.feature_columns(self.model, reference_data)
         return datasets.prepare_for_training(
@@ -144,12 +214,19 @@ class RetrainingExecutor:
 
     def execute_retraining(self, trigger: Trigger, prepared: PreparedData) -> OutcomeRecord:
         """Trains in a separate process, validates against the current model, promotes."""
+        from retrain.job import RetrainJob
+
         job = RetrainJob(trigger, self.model, self.settings.retrain, self.store, prepared, self.settings.detectors)
         job.start()
         return job.wait(self.settings.retrain.poll_timeout_seconds)
 
     def log_retraining_event(self, record: OutcomeRecord) -> str | None:
         """Writes the row; returns why not when PostgreSQL cannot be reached."""
+        import psycopg
+
+        from retrain.repository import RetrainEventRepository
+        from schemas.logs import redact_text
+
         repository = RetrainEventRepository(
             self.settings.postgres.dsn.get_secret_value(),
             self.settings.postgres.db_schema,
@@ -173,12 +250,24 @@ class RetrainingExecutor:
         recent_predictions: Any = None,
         recent_actuals: Any = None,
         current_metrics: dict[str, float] | None = None,
+        baseline_metrics: dict[str, float] | None = None,
     ) -> PipelineResult:
+        """The design's five steps. ``current_metrics`` are the model's metrics now,
+        ``baseline_metrics`` what they are compared with (see the module)."""
+        from retrain.outcome import OutcomeRecord, Trigger
+        from retrain.policy import Verdict
+        from schemas.logs import get_logger
+
+        log = get_logger("retrain.executor")
         result = PipelineResult()
 
         def step(number: int, ok: bool | None, detail: str = "") -> None:
             report = StepReport(number, ok, detail)
             result.steps.append(report)
+            status = {True: "ok", False: "failed", None: "not_run"}[ok]
+            (log.warning if ok is False else log.info)(
+                "retraining_step", step=number, status=status, name=STEPS[number - 1], detail=detail, line=report.line()
+            )
             self.report(report)
 
         def stop_after(number: int) -> PipelineResult:
@@ -186,8 +275,10 @@ class RetrainingExecutor:
                 step(later, None, "not run")
             return result
 
+        log.info("retraining_pipeline_started", model=self.model_id, target_column=self.model.actual_column,
+                 reference_rows=len(reference_data), recent_rows=len(recent_data))
         detected = result.trigger = self.detect(
-            reference_data, recent_data, recent_predictions, recent_actuals, current_metrics
+            reference_data, recent_data, recent_predictions, recent_actuals, current_metrics, baseline_metrics
         )
         if not detected.triggered:
             step(1, True, f"no retraining needed: {detected.reason}")
@@ -241,41 +332,185 @@ class RetrainingExecutor:
         return self._log(result, record, step)
 
     def _log(self, result: PipelineResult, record: OutcomeRecord, step: Callable[..., None]) -> PipelineResult:
+        from schemas.logs import get_logger
+
         result.outcome = record
         error = self.log_retraining_event(record)
         result.logged = error is None
         step(5, result.logged, error or f"{record.outcome}, trigger {record.trigger.trigger_id}")
+        get_logger("retrain.executor").info(
+            "retraining_pipeline_finished", outcome=record.outcome, trigger_id=record.trigger.trigger_id,
+            severity=record.trigger.severity, new_version=record.new_version, logged=result.logged,
+        )
         return result
 
 
+# -- the command line -------------------------------------------------------------------------
+# The column and metric options say what `driftline check` says of them (a test compares).
+METRIC_HELP = {"r2": "R2", "rmse": "RMSE", "accuracy": "accuracy"}
+CURRENT_HELP = ("the model's current {0}, compared with its baseline (--baseline-{1}, else the "
+                "reference's own {0} from its prediction and target columns); default: computed from "
+                "--recent-predictions and --recent-actuals")
+BASELINE_HELP = "the model's baseline {0}, which the current {0} (--{1}) is compared with"
+DEFAULT_LOG_FILE = Path("retraining_executor.log")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reference-data", type=Path, required=True, help="training data (CSV or Parquet)")
-    parser.add_argument("--recent-data", type=Path, required=True, help="recent data (CSV or Parquet)")
-    parser.add_argument("--recent-predictions", type=Path, help=".npy of recent predictions")
-    parser.add_argument("--recent-actuals", type=Path, help=".npy of recent actuals")
-    parser.add_argument("--r2", type=float)
-    parser.add_argument("--rmse", type=float)
-    parser.add_argument("--accuracy", type=float)
+    parser.add_argument("--reference-data", type=Path, required=True,
+                        help="training data (CSV or Parquet) with the target column")
+    parser.add_argument("--recent-data", type=Path, required=True,
+                        help="recent data (CSV or Parquet), with the target column unless --recent-actuals")
+    parser.add_argument(
+        "--target-column", metavar="NAME",
+        help="the target (true value) column, never monitored as a feature (default: the configured "
+        "model's actual_column, else 'actual')",
+    )
+    parser.add_argument(
+        "--prediction-column", metavar="NAME",
+        help="the model's prediction column, never monitored as a feature (default: the configured "
+        "model's prediction_column, else 'prediction')",
+    )
+    parser.add_argument("--recent-predictions", type=Path, help=".npy array of recent predictions")
+    parser.add_argument("--recent-actuals", type=Path, help=".npy array of the matching actuals")
+    for name, label in METRIC_HELP.items():
+        parser.add_argument(f"--{name}", type=float, metavar="X", help=CURRENT_HELP.format(label, name))
+    for name, label in METRIC_HELP.items():
+        parser.add_argument(f"--baseline-{name}", type=float, metavar="X", help=BASELINE_HELP.format(label, name))
     parser.add_argument("--model", help="configured model to retrain (default: the only one)")
+    parser.add_argument("--log-file", type=Path, default=DEFAULT_LOG_FILE, metavar="PATH",
+                        help=f"plain-text log of the run, appended to (default: {DEFAULT_LOG_FILE})")
+
+
+def add_text_log(path: Path) -> logging.Handler:
+    """Appends every log line of this process to `path` as plain text (the design's
+    `retraining_executor.log`), next to the JSON lines on stderr."""
+    import structlog
+
+    from schemas.logs import redact_text
+
+    try:
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--log-file {path}: cannot write ({exc.strerror})") from None
+
+    def plain(_: Any, __: str, event: dict[str, Any]) -> str:
+        when = event.pop("timestamp", "")
+        level = str(event.pop("level", "info")).upper()
+        name = event.pop("logger", "")
+        line = event.pop("line", None)  # a step: its line says it all
+        text = line or event.get("event", "")
+        event.pop("event", None)
+        rest = "" if line else " ".join(f"{k}={v}" for k, v in event.items())
+        return redact_text(f"{when} {level:<7} {name}: {text}" + (f"  [{rest}]" if rest else ""))
+
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                plain,
+            ],
+        )
+    )
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def _read(option: str, path: Path, reader: Callable[[Path], Any]) -> Any:
+    try:
+        return reader(path)
+    except TableError as error:
+        raise UsageError(f"{option}: {error}") from None
+
+
+def _check_inputs(args: argparse.Namespace, executor: RetrainingExecutor, reference, recent, predictions, actuals,
+                  current: dict[str, float], baseline: dict[str, float]) -> None:
+    """Every problem the pipeline would meet later, now, as one line naming the option."""
+    from detectors import DetectorError
+    from detectors.api import check_batch_inputs
+
+    target, prediction = executor.model.actual_column, executor.model.prediction_column
+    if target == prediction:
+        raise UsageError(f"--target-column and --prediction-column are both {target!r}")
+    if target not in reference.columns:
+        raise UsageError(
+            f"--reference-data {args.reference_data}: no target column {target!r} to train on "
+            f"(name the target with --target-column)"
+        )
+    if target not in recent.columns and actuals is None:
+        raise UsageError(
+            f"--recent-data {args.recent_data}: no target column {target!r} "
+            f"(name the target with --target-column, or give --recent-actuals)"
+        )
+    if (predictions is None) != (actuals is None):
+        raise UsageError("--recent-predictions and --recent-actuals go together")
+    if actuals is not None and len(predictions) != len(actuals):
+        raise UsageError(
+            f"--recent-predictions {args.recent_predictions} has {len(predictions)} values but "
+            f"--recent-actuals {args.recent_actuals} has {len(actuals)}"
+        )
+    if actuals is not None and target not in recent.columns and len(actuals) != len(recent):
+        raise UsageError(
+            f"--recent-actuals {args.recent_actuals} has {len(actuals)} values but --recent-data "
+            f"{args.recent_data} has {len(recent)} rows (they are its target)"
+        )
+    try:
+        orchestrator = executor.orchestrator(reference, baseline or None)
+        check_batch_inputs(reference, recent, orchestrator.features(reference),
+                           reference_name=str(args.reference_data), recent_name=str(args.recent_data),
+                           target_option="--target-column")
+    except (DetectorError, RetrainError) as error:
+        raise UsageError(str(error)) from None
+    known, _ = orchestrator.baseline_for(reference)
+    for name in METRIC_HELP:
+        if name in current and name not in known:
+            raise UsageError(
+                f"--{name} is the model's current {METRIC_HELP[name]} and needs a baseline to compare with: "
+                f"give --baseline-{name}, or reference data with its prediction ({prediction!r}, "
+                f"--prediction-column) and target ({target!r}, --target-column) columns"
+            )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas.logs import configure_logging
+    from schemas.tables import read_array, read_table
+
     configure_logging(settings.log_level)
 
     def print_step(step: StepReport) -> None:
         print(step.line(), flush=True)
 
     try:
-        executor = RetrainingExecutor(".", settings=settings, model_id=args.model, report=print_step)
+        executor = RetrainingExecutor(
+            ".", settings=settings, model_id=args.model, report=print_step,
+            target_column=args.target_column, prediction_column=args.prediction_column,
+        )
     except UnknownModel as error:
-        raise UsageError(str(error)) from error
-    load = lambda path: np.load(path, allow_pickle=False) if path else None  # noqa: E731
-    metrics = {k: v for k, v in (("r2", args.r2), ("rmse", args.rmse), ("accuracy", args.accuracy)) if v is not None}
-    result = executor.execute_full_retraining_pipeline(
-        reference_data=read_table(args.reference_data),
-        recent_data=read_table(args.recent_data),
-        recent_predictions=load(args.recent_predictions),
-        recent_actuals=load(args.recent_actuals),
-        current_metrics=metrics or None,
-    )
+        raise UsageError(f"--model: {error}") from error
+    reference = _read("--reference-data", args.reference_data, read_table)
+    recent = _read("--recent-data", args.recent_data, read_table)
+    predictions = _read("--recent-predictions", args.recent_predictions, read_array) if args.recent_predictions else None
+    actuals = _read("--recent-actuals", args.recent_actuals, read_array) if args.recent_actuals else None
+    current = {k: v for k in METRIC_HELP if (v := getattr(args, k)) is not None}
+    baseline = {k: v for k in METRIC_HELP if (v := getattr(args, f"baseline_{k}")) is not None}
+    _check_inputs(args, executor, reference, recent, predictions, actuals, current, baseline)
+
+    handler = add_text_log(args.log_file)
+    try:
+        result = executor.execute_full_retraining_pipeline(
+            reference_data=reference,
+            recent_data=recent,
+            recent_predictions=predictions,
+            recent_actuals=actuals,
+            current_metrics=current or None,
+            baseline_metrics=baseline or None,
+        )
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
     return 0 if result.succeeded else 1

@@ -18,17 +18,17 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import orjson
-import pandas as pd
-
-from detectors import Decision, DetectorConfig, ModelMonitor, ReferenceProfile
-from schemas.errors import UsageError
-from schemas.tables import read_table, require_same_columns
-from streams.report import Timeline, write_report
+from schemas.errors import TableError, UsageError
 from schemas.settings import Settings
+
+if TYPE_CHECKING:  # loaded when the command runs (`--help` stays light)
+    import numpy as np
+    import pandas as pd
+
+    from detectors import Decision, DetectorConfig
+    from streams.report import Timeline
 
 # Rows per micro-batch; decisions do not depend on it, only the speed does.
 BATCH_ROWS = 10_000
@@ -51,8 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    reference = read_table(args.reference)
-    stream = read_table(args.stream)
+    from schemas.tables import read_table, require_same_columns
+
+    reference = _read("--reference", args.reference, read_table)
+    stream = _read("--stream", args.stream, read_table)
     labels = [c for c in (args.prediction_column, args.actual_column) if c in stream.columns]
     features = args.feature_columns or [c for c in stream.columns if c not in labels]
     require_same_columns(reference, args.reference, stream, args.stream, features)
@@ -60,6 +62,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     sample_every = args.sample_every or settings.detectors.ks_stride
     if sample_every < 1:
         raise UsageError("--sample-every must be at least 1")
+    if args.report:
+        from streams.report import Timeline, write_report  # the plotting library, only for a report
     timeline = Timeline("backtest", task, x_label="row",
                         labelled_warmup=settings.detectors.concept_baseline_size) if args.report else None
 
@@ -78,7 +82,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _read(option: str, path: str, reader) -> Any:
+    try:
+        return reader(path)
+    except TableError as error:
+        raise UsageError(f"{option}: {error}") from None
+
+
 def infer_task(stream: pd.DataFrame, reference: pd.DataFrame, actual_column: str) -> str:
+    import numpy as np
+    import pandas as pd
+
     frame = stream if actual_column in stream.columns else reference
     if actual_column not in frame.columns:
         return "regression"
@@ -103,6 +117,10 @@ def backtest(
 ) -> list[dict[str, Any]]:
     """Every trigger of the streaming core over `stream`, in row order; with a
     `timeline`, the monitor's snapshot every `sample_every` rows goes into it."""
+    import numpy as np
+
+    from detectors import ModelMonitor, ReferenceProfile
+
     profile = ReferenceProfile.from_frame(
         reference,
         feature_columns=features,
@@ -118,8 +136,8 @@ def backtest(
     if prediction_column in stream.columns and actual_column in stream.columns:
         present = stream[prediction_column].notna() & stream[actual_column].notna()
         labelled_rows = np.flatnonzero(present.to_numpy())
-        predictions = _labels(stream[prediction_column].to_numpy()[labelled_rows], task)
-        actuals = _labels(stream[actual_column].to_numpy()[labelled_rows], task)
+        predictions = _labels(stream[prediction_column].to_numpy()[labelled_rows], task, "--prediction-column")
+        actuals = _labels(stream[actual_column].to_numpy()[labelled_rows], task, "--actual-column")
 
     triggers: list[dict[str, Any]] = []
     step = sample_every if timeline is not None else BATCH_ROWS
@@ -143,13 +161,35 @@ def backtest(
     return triggers
 
 
-def _labels(values: np.ndarray, task: str) -> np.ndarray:
+def _labels(values: np.ndarray, task: str, option: str) -> np.ndarray:
+    """Regression targets as floats; class labels (numbers or text) as the numeric codes
+    the worker gives them (`streams.decoding.label_values`: equal labels, equal codes)."""
+    import numpy as np
+
+    from streams.decoding import label_values
+
     if task == "regression":
         try:
             return values.astype(np.float64)
         except (TypeError, ValueError):
-            raise UsageError("a regression backtest needs numeric predictions and actuals") from None
-    return values.astype(str)
+            raise UsageError(
+                f"{option}: a regression backtest needs numbers (found {_first_text(values)!r}); "
+                "class labels need --task classification"
+            ) from None
+    items = [v.item() if hasattr(v, "item") else v for v in values]
+    try:
+        return label_values(items)
+    except (TypeError, ValueError):
+        raise UsageError(f"{option}: class labels must be text or numbers (found {_first_text(values)!r})") from None
+
+
+def _first_text(values: np.ndarray) -> Any:
+    for value in values:
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            return value
+    return values[0] if len(values) else None
 
 
 def trigger_line(decision: Decision, offset: int, source: str) -> dict[str, Any]:
@@ -167,6 +207,8 @@ def trigger_line(decision: Decision, offset: int, source: str) -> dict[str, Any]
 
 
 def write_triggers(path: Path, triggers: list[dict[str, Any]]) -> None:
+    import orjson
+
     try:
         with path.open("wb") as out:
             for trigger in triggers:

@@ -1,8 +1,24 @@
 """`driftline check`: the design document's one-shot decision on files.
 
     driftline check --reference-data REF --recent-data RECENT
-        [--recent-predictions P.npy --recent-actuals A.npy] [--r2 X] [--rmse Y]
-        [--accuracy Z] [--multiple-testing holm|bh|none] [--json]
+        [--target-column actual] [--prediction-column prediction]
+        [--recent-predictions P.npy --recent-actuals A.npy]
+        [--r2 X] [--rmse Y] [--accuracy Z]
+        [--baseline-r2 X] [--baseline-rmse Y] [--baseline-accuracy Z]
+        [--multiple-testing holm|bh|none] [--json]
+
+Columns: every column of the reference but the target (`--target-column`) and the
+prediction (`--prediction-column`) is a feature, and each must be in the recent data.
+The target is never tested as a feature. Both default to the configured model's
+`actual_column` and `prediction_column` when one model is configured, else `actual`
+and `prediction`.
+
+Metrics: `--r2/--rmse/--accuracy` are the model's *current* metrics (when absent, the
+ones computed from `--recent-predictions` and `--recent-actuals`). Each is compared
+with its baseline: `--baseline-r2/--baseline-rmse/--baseline-accuracy`, else the
+configured model's `baseline`, else the reference's own metrics when the reference
+holds the prediction and target columns. A current metric without a baseline is an
+error.
 
 Prints the design's decision banner, or with `--json` one object holding the decision
 and every metric. Unlike the original, the per-column KS p-values are corrected for the
@@ -15,68 +31,132 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from detectors import AutomaticRetrainingOrchestrator, RetrainingTrigger, format_decision_banner
-from schemas.errors import UsageError
-from schemas.tables import read_array, read_table, require_same_columns
+from schemas.errors import TableError, UsageError
 from schemas.settings import Settings
 
+if TYPE_CHECKING:  # the heavy imports happen when the command runs, not for --help
+    import pandas as pd
 
-# NaN and infinities become null; numpy scalars and arrays are numbers and lists.
-_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+    from detectors import RetrainingTrigger
+
+METRIC_HELP = {
+    "r2": "R2",
+    "rmse": "RMSE",
+    "accuracy": "accuracy",
+}
+CURRENT_HELP = ("the model's current {0}, compared with its baseline (--baseline-{1}, else the "
+                "reference's own {0} from its prediction and target columns); default: computed from "
+                "--recent-predictions and --recent-actuals")
+BASELINE_HELP = "the model's baseline {0}, which the current {0} (--{1}) is compared with"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference-data", required=True, help="training data, CSV or Parquet")
     parser.add_argument("--recent-data", required=True, help="recent inputs, CSV or Parquet")
+    add_column_arguments(parser)
     parser.add_argument("--recent-predictions", help=".npy array of recent predictions")
     parser.add_argument("--recent-actuals", help=".npy array of the matching actuals")
-    parser.add_argument("--r2", type=float, help="the model's baseline R2")
-    parser.add_argument("--rmse", type=float, help="the model's baseline RMSE")
-    parser.add_argument("--accuracy", type=float, help="the model's baseline accuracy")
+    add_metric_arguments(parser)
     parser.add_argument(
         "--multiple-testing", choices=["holm", "bh", "none"],
         help="correction of the per-column p-values (default: detectors.multiple_testing)",
     )
-    parser.add_argument(
-        "--target-column", action="append", default=None,
-        help="column of the reference not expected in the recent data (repeatable; "
-        "default: prediction and actual)",
-    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def add_column_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--target-column` and `--prediction-column`, shared with `driftline retrain`."""
+    parser.add_argument(
+        "--target-column", metavar="NAME",
+        help="the target (true value) column, never monitored as a feature (default: the configured "
+        "model's actual_column, else 'actual')",
+    )
+    parser.add_argument(
+        "--prediction-column", metavar="NAME",
+        help="the model's prediction column, never monitored as a feature (default: the configured "
+        "model's prediction_column, else 'prediction')",
+    )
+
+
+def add_metric_arguments(parser: argparse.ArgumentParser) -> None:
+    """The current metrics and their baselines, shared with `driftline retrain`."""
+    for name, label in METRIC_HELP.items():
+        parser.add_argument(f"--{name}", type=float, metavar="X", help=CURRENT_HELP.format(label, name))
+    for name, label in METRIC_HELP.items():
+        parser.add_argument(f"--baseline-{name}", type=float, metavar="X", help=BASELINE_HELP.format(label, name))
+
+
+def current_from(args: argparse.Namespace) -> dict[str, float]:
+    return {k: getattr(args, k) for k in METRIC_HELP if getattr(args, k) is not None}
+
+
+def baseline_from(args: argparse.Namespace) -> dict[str, float]:
+    return {k: v for k in METRIC_HELP if (v := getattr(args, f"baseline_{k}")) is not None}
+
+
+def require_baselines(current: dict[str, float], baseline: dict[str, float], prediction: str, target: str) -> None:
+    """A current metric needs a baseline of the same name: one line naming the options."""
+    for name in METRIC_HELP:
+        if name in current and name not in baseline:
+            raise UsageError(
+                f"--{name} is the model's current {METRIC_HELP[name]} and needs a baseline to compare with: "
+                f"give --baseline-{name}, or reference data with its prediction ({prediction!r}, "
+                f"--prediction-column) and target ({target!r}, --target-column) columns"
+            )
+
+
+def read_option(option: str, path: str, reader) -> Any:
+    """A file named by `option`, with the option in the error."""
+    try:
+        return reader(path)
+    except TableError as error:
+        raise UsageError(f"{option}: {error}") from None
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     trigger = check(args, settings)
     if args.json:
-        sys.stdout.buffer.write(orjson.dumps(trigger_document(trigger), option=_JSON_OPTIONS) + b"\n")
+        import orjson
+
+        # NaN and infinities become null; numpy scalars and arrays are numbers and lists.
+        options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+        sys.stdout.buffer.write(orjson.dumps(trigger_document(trigger), option=options) + b"\n")
     else:
+        from detectors import format_decision_banner
+
         print(format_decision_banner(trigger))
     return 0
 
 
-def check(args: argparse.Namespace, settings: Settings) -> RetrainingTrigger:
-    reference = read_table(args.reference_data)
-    recent = read_table(args.recent_data)
-    ignored = set(args.target_column or ("prediction", "actual"))
-    shared = sorted((set(reference.columns) | set(recent.columns)) - ignored)
-    require_same_columns(reference, args.reference_data, recent, args.recent_data, shared)
+def columns_of(args: argparse.Namespace, settings: Settings) -> tuple[str, str]:
+    """(target, prediction): the options, else the only configured model's, else defaults."""
+    model = next(iter(settings.models.values())) if len(settings.models) == 1 else None
+    target = args.target_column or (model.actual_column if model else "actual")
+    prediction = args.prediction_column or (model.prediction_column if model else "prediction")
+    if target == prediction:
+        raise UsageError(f"--target-column and --prediction-column are both {target!r}")
+    return target, prediction
 
-    predictions = actuals = None
-    if (args.recent_predictions is None) != (args.recent_actuals is None):
-        raise UsageError("--recent-predictions and --recent-actuals go together")
-    if args.recent_predictions is not None:
-        predictions = read_array(args.recent_predictions)
-        actuals = read_array(args.recent_actuals)
-        if len(predictions) != len(actuals):
-            raise UsageError(
-                f"{args.recent_predictions} has {len(predictions)} values but "
-                f"{args.recent_actuals} has {len(actuals)}"
-            )
-    baseline = {k: v for k, v in (("r2", args.r2), ("rmse", args.rmse), ("accuracy", args.accuracy)) if v is not None}
+
+def require_named_columns(args: argparse.Namespace, reference: pd.DataFrame, recent: pd.DataFrame) -> None:
+    """A column named by an option must exist somewhere."""
+    for option, name in (("--target-column", args.target_column), ("--prediction-column", args.prediction_column)):
+        if name is not None and name not in reference.columns and name not in recent.columns:
+            raise UsageError(f"{option} {name!r}: no such column in {args.reference_data} or {args.recent_data}")
+
+
+def check(args: argparse.Namespace, settings: Settings) -> RetrainingTrigger:
+    from detectors import AutomaticRetrainingOrchestrator, DetectorError
+    from detectors.api import check_batch_inputs
+    from schemas.tables import read_array, read_table
+
+    reference = read_option("--reference-data", args.reference_data, read_table)
+    recent = read_option("--recent-data", args.recent_data, read_table)
+    target, prediction = columns_of(args, settings)
+    require_named_columns(args, reference, recent)
+    model = next(iter(settings.models.values())) if len(settings.models) == 1 else None
 
     config = settings.detectors
     if args.multiple_testing:
@@ -86,10 +166,38 @@ def check(args: argparse.Namespace, settings: Settings) -> RetrainingTrigger:
         performance_threshold=config.r2_threshold,
         min_samples_for_retraining=config.min_samples,
         config=config,
+        baseline=baseline_from(args) or (model.baseline if model else None) or None,
+        target_column=target,
+        prediction_column=prediction,
     )
-    return orchestrator.should_retrain(
-        reference[shared], recent[shared], predictions, actuals, baseline or None
-    )
+    features = orchestrator.features(reference)
+    extra = [c for c in recent.columns if c not in reference.columns and c not in (target, prediction)]
+    if extra:
+        raise UsageError(
+            f"column {extra[0]!r} is in {args.recent_data} but not in {args.reference_data} "
+            f"(--reference-data; a target column is named with --target-column)"
+        )
+    try:
+        check_batch_inputs(reference, recent, features, reference_name=args.reference_data,
+                           recent_name=args.recent_data, target_option="--target-column")
+    except DetectorError as error:
+        raise UsageError(str(error)) from None
+
+    predictions = actuals = None
+    if (args.recent_predictions is None) != (args.recent_actuals is None):
+        raise UsageError("--recent-predictions and --recent-actuals go together")
+    if args.recent_predictions is not None:
+        predictions = read_option("--recent-predictions", args.recent_predictions, read_array)
+        actuals = read_option("--recent-actuals", args.recent_actuals, read_array)
+        if len(predictions) != len(actuals):
+            raise UsageError(
+                f"--recent-predictions {args.recent_predictions} has {len(predictions)} values but "
+                f"--recent-actuals {args.recent_actuals} has {len(actuals)}"
+            )
+    current = current_from(args)
+    baseline, _ = orchestrator.baseline_for(reference)
+    require_baselines(current, baseline, prediction, target)
+    return orchestrator.should_retrain(reference, recent, predictions, actuals, current or None)
 
 
 def trigger_document(trigger: RetrainingTrigger) -> dict[str, Any]:

@@ -48,7 +48,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_check_prints_the_design_banner(files: Path) -> None:
     result = driftline("check", "--reference-data", "ref.csv", "--recent-data", "recent.csv",
-                       "--r2", "0.9", "--rmse", "0.35", cwd=files)
+                       "--r2", "0.9", "--rmse", "0.35", "--baseline-r2", "0.9", "--baseline-rmse", "0.35", cwd=files)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == lines[2] == lines[-1] == "═" * 44

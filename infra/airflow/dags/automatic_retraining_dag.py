@@ -30,7 +30,12 @@ Configuration, read when a task runs (never at parse time):
 - DAG params (``airflow dags trigger -c '{...}'``, the trigger form in the UI), each
   falling back to the Airflow Variable ``driftline_<param>`` when left empty:
   ``reference_data``, ``recent_data``, ``recent_predictions``, ``recent_actuals``,
-  ``r2``/``rmse``/``accuracy`` (the current metrics), ``model``, ``project_root`` (the
+  ``target_column``/``prediction_column`` (never monitored as features; default the
+  model's ``actual_column``/``prediction_column``), ``r2``/``rmse``/``accuracy`` (the
+  model's *current* metrics, compared with a baseline) and ``baseline_r2``/
+  ``baseline_rmse``/``baseline_accuracy`` (that baseline; else the model's configured
+  baseline, the model store's record of the serving version, or the reference's own
+  metrics when it holds predictions), ``model``, ``project_root`` (the
   model store is resolved against it), ``config_file`` (a driftline TOML file),
   ``db_schema``, and ``detectors`` / ``retrain`` (objects overriding fields of those
   settings sections: thresholds such as ``data_drift_threshold``, ``multiple_testing``,
@@ -69,9 +74,18 @@ PARAMS = {
     "recent_data": Param(None, type=_TEXT, description="recent data, CSV or Parquet (with the target column to retrain)"),
     "recent_predictions": Param(None, type=_TEXT, description=".npy of recent predictions"),
     "recent_actuals": Param(None, type=_TEXT, description=".npy of the matching actuals"),
-    "r2": Param(None, type=_NUMBER, description="the model's current R2"),
-    "rmse": Param(None, type=_NUMBER, description="the model's current RMSE"),
-    "accuracy": Param(None, type=_NUMBER, description="the model's current accuracy"),
+    "target_column": Param(None, type=_TEXT, description="the target column, never monitored as a feature "
+                           "(default: the model's actual_column, else 'actual')"),
+    "prediction_column": Param(None, type=_TEXT, description="the prediction column, never monitored as a feature "
+                               "(default: the model's prediction_column, else 'prediction')"),
+    **{name: Param(None, type=_NUMBER, description=f"the model's current {label}, compared with its baseline "
+                   f"(baseline_{name}, else the model's configured baseline, the model store's record of the serving "
+                   f"version, or the reference's own {label} from its prediction and target columns); default: "
+                   f"computed from recent_predictions and recent_actuals")
+       for name, label in (("r2", "R2"), ("rmse", "RMSE"), ("accuracy", "accuracy"))},
+    **{f"baseline_{name}": Param(None, type=_NUMBER, description=f"the model's baseline {label}, which the current "
+                                 f"{label} ({name}) is compared with")
+       for name, label in (("r2", "R2"), ("rmse", "RMSE"), ("accuracy", "accuracy"))},
     "model": Param(None, type=_TEXT, description="configured model id (default: the only one)"),
     "project_root": Param(None, type=_TEXT, description="folder the model store path is relative to"),
     "config_file": Param(None, type=_TEXT, description="driftline TOML settings file"),
@@ -114,7 +128,9 @@ def _executor(params: dict[str, Any], report=None):
     from retrain import RetrainingExecutor
 
     return RetrainingExecutor(
-        _param(params, "project_root") or ".", settings=_settings(params), model_id=_param(params, "model"), report=report
+        _param(params, "project_root") or ".", settings=_settings(params), model_id=_param(params, "model"),
+        report=report, target_column=_param(params, "target_column"),
+        prediction_column=_param(params, "prediction_column"),
     )
 
 
@@ -126,12 +142,14 @@ def _inputs(params: dict[str, Any]) -> dict[str, Any]:
     if (predictions is None) != (actuals is None):
         raise ValueError("recent_predictions and recent_actuals go together")
     metrics = {k: float(v) for k in ("r2", "rmse", "accuracy") if (v := _param(params, k)) is not None}
+    baseline = {k: float(v) for k in ("r2", "rmse", "accuracy") if (v := _param(params, f"baseline_{k}")) is not None}
     return {
         "reference_data": read_table(_param(params, "reference_data")),
         "recent_data": read_table(_param(params, "recent_data")),
         "recent_predictions": read_array(predictions) if predictions else None,
         "recent_actuals": read_array(actuals) if actuals else None,
         "current_metrics": metrics or None,
+        "baseline_metrics": baseline or None,
     }
 
 
