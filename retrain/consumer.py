@@ -2,13 +2,19 @@
 outcome, written to PostgreSQL and published on `retrain-events`, before its offset is
 committed.
 
-One trigger per partition is in flight at a time: its partition is paused until the
-offset is committed, while the loop keeps polling, so neither a long training nor a
-database outage exceeds `max.poll.interval.ms`. Each trigger moves through stages:
+Triggers are read ahead of the one that trains (up to `max_buffered_triggers` per
+partition, then the partition is paused) while the loop keeps polling, so neither a long
+training nor a database outage exceeds `max.poll.interval.ms`; offsets are committed in
+order, each once every trigger up to it has its outcome. One model retrains at a time
+(its triggers share a partition): a trigger that arrives while its model is busy waits
+as the model's follow-up, and a newer one supersedes it (the older is skipped, with the
+reason), so at most one follow-up waits and it carries the newest evidence. A trigger
+raised against a version older than the one now serving is stale: skipped. Each
+trigger moves through stages:
 
     admit     already recorded (a redelivery)? then only publish its outcome again;
-              else the policy, the data, and the training is started -- PostgreSQL
-              reads, retried with backoff
+              stale? skipped; else the policy, the data, and the training is started
+              -- PostgreSQL reads, retried with backoff
     training  the training process is polled until it ends
     write     INSERT ... ON CONFLICT (trigger_id) DO NOTHING  -- retried with backoff
     publish   the outcome (or a dead letter), idempotent, acks=all  -- retried
@@ -42,7 +48,7 @@ from retrain.errors import RetrainError
 from retrain.job import RetrainJob
 from retrain.model_store import ModelStore
 from retrain.outcome import OutcomeRecord, Trigger, event_from_row
-from retrain.policy import Verdict
+from retrain.policy import Verdict, superseded
 from retrain.repository import RetrainEventRepository
 from schemas.messages import (
     DeadLetter,
@@ -67,6 +73,7 @@ class Stage(enum.Enum):
     TRAINING = "training"
     WRITE = "write"
     PUBLISH = "publish"
+    DONE = "done"  # published; committed once the triggers before it are done too
 
 
 @dataclass
@@ -77,6 +84,8 @@ class InFlight:
     partition: int
     offset: int
     retry: RetryClock
+    seq: int = 0  # order of arrival: a model's triggers are admitted in this order
+    admitted: bool = False  # past the one-retrain-per-model gate
     stage: Stage = Stage.ADMIT
     trigger: Trigger | None = None
     request: RetrainRequest | None = None
@@ -127,7 +136,9 @@ class Retrainer:
             }
         )
         self.producer = Producer(settings.kafka.producer_config())
-        self.in_flight: dict[tuple[str, int], InFlight] = {}
+        # Per partition, the consumed triggers not yet committed, in offset order.
+        self.in_flight: dict[tuple[str, int], list[InFlight]] = {}
+        self._arrivals = 0
         for model_id in settings.models:
             if (current := self.store.current_version(model_id)) is not None:
                 metrics.CURRENT_VERSION.labels(model_id).set(int(current))
@@ -141,15 +152,17 @@ class Retrainer:
                 message = self.consumer.poll(self.retrain.poll_timeout_seconds)
                 if message is not None:
                     self._receive(message)
-                for item in list(self.in_flight.values()):
+                for item in self._items():
+                    if item.stage is Stage.DONE:
+                        continue
                     try:
                         self._advance(item)
                     except Exception as error:  # noqa: BLE001 - any stage error: retried, then given up
                         self._attempt_failed(item, error)
                 self.producer.poll(0)
-                metrics.TRIGGERS_WAITING.set(sum(item.waiting for item in self.in_flight.values()))
+                metrics.TRIGGERS_WAITING.set(sum(item.waiting for item in self._items()))
         finally:
-            for item in self.in_flight.values():
+            for item in self._items():
                 if item.job is not None:
                     item.job.kill()
             self.producer.flush(self.retrain.poll_timeout_seconds)
@@ -157,13 +170,17 @@ class Retrainer:
             self.repository.close()
             log.info("retrainer_stopped")
 
+    def _items(self) -> list[InFlight]:
+        """Every uncommitted trigger, in order of arrival."""
+        return sorted((item for queue in self.in_flight.values() for item in queue), key=lambda item: item.seq)
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """A partition taken away: its trigger's new owner processes it again."""
+        """A partition taken away: its triggers' new owner processes them again."""
         for partition in partitions:
-            item = self.in_flight.pop((partition.topic, partition.partition), None)
-            if item is not None and item.job is not None:
-                item.job.kill()
-                log.info("training_abandoned_on_rebalance", model=item.model_id, partition=partition.partition)
+            for item in self.in_flight.pop((partition.topic, partition.partition), []):
+                if item.job is not None:
+                    item.job.kill()
+                    log.info("training_abandoned_on_rebalance", model=item.model_id, partition=partition.partition)
 
     def _receive(self, message: Message) -> None:
         if message.error():
@@ -171,16 +188,21 @@ class Retrainer:
                 log.warning("consumer_error", error=str(message.error()))
             return
         key = (message.topic(), message.partition())
-        if key in self.in_flight:
-            # Fetched before the pause took effect: read it again once this one is done.
+        queue = self.in_flight.setdefault(key, [])
+        partition = TopicPartition(message.topic(), message.partition())
+        if len(queue) >= self.retrain.max_buffered_triggers:
+            # Enough read ahead (or fetched before the pause took effect): read it again
+            # once the triggers before it are committed.
+            self.consumer.pause([partition])
             self.consumer.seek(TopicPartition(message.topic(), message.partition(), message.offset()))
             return
-        partition = TopicPartition(message.topic(), message.partition())
-        self.consumer.pause([partition])
         retry = RetryClock(Backoff(self.retrain.retry_initial_seconds, self.retrain.retry_max_seconds))
-        item = InFlight(message.topic(), message.partition(), message.offset(), retry)
+        self._arrivals += 1
+        item = InFlight(message.topic(), message.partition(), message.offset(), retry, seq=self._arrivals)
         item.original, item.key = message.value() or b"", message.key()
-        self.in_flight[key] = item
+        queue.append(item)
+        if len(queue) >= self.retrain.max_buffered_triggers:
+            self.consumer.pause([partition])
         try:
             item.request = self._decode(message.value())
             item.trigger = Trigger.from_request(item.request)
@@ -197,6 +219,39 @@ class Retrainer:
                 offset=item.offset,
             )
             self._to_publish(item, (self.settings.kafka.dead_letter_topic, self._dead_letter(item, error)))
+            return
+        self._coalesce(item)
+
+    def _coalesce(self, newest: InFlight) -> None:
+        """The model's follow-up waiting behind its running retrain is superseded by
+        `newest`, which becomes the follow-up: at most one waits, with the newest evidence.
+        (A trigger below the minimum severity supersedes nothing: it will be skipped.)"""
+        if not self.policy.eligible(newest.trigger.severity):
+            return
+        for item in self._items():
+            if item is newest or item.model_id != newest.model_id or item.stage is not Stage.ADMIT or item.admitted:
+                continue
+            blocked = self._blocked(item)
+            if blocked is None:
+                continue  # first in line: it keeps its place
+            if item.trigger.trigger_id in (newest.trigger.trigger_id, blocked.trigger.trigger_id):
+                # A copy of a trigger that is still to be recorded: that one writes its row.
+                log.info("duplicate_trigger_dropped", trigger_id=item.trigger.trigger_id, offset=item.offset)
+                self._to_publish(item)
+                continue
+            metrics.TRIGGERS_DROPPED.labels(item.model_id, "superseded").inc()
+            decision = superseded(newest.trigger.trigger_id, blocked.trigger.trigger_id)
+            self._outcome(item, OutcomeRecord.skipped(item.trigger, decision.reason))
+
+    def _blocked(self, item: InFlight) -> InFlight | None:
+        """The model's oldest earlier trigger still without a written outcome, if any:
+        `item` waits for it (one retrain per model; its row feeds the policy)."""
+        for other in self._items():
+            if other.seq >= item.seq:
+                return None
+            if other.model_id == item.model_id and other.stage in (Stage.ADMIT, Stage.TRAINING, Stage.WRITE):
+                return other
+        return None
 
     def _dead_letter(self, item: InFlight, error: SchemaError) -> bytes:
         key = item.key.decode(errors="replace") if item.key else None
@@ -317,10 +372,15 @@ class Retrainer:
 
     # -- stages ----------------------------------------------------------------------------
     def _running(self) -> int:
-        return sum(other.stage is Stage.TRAINING for other in self.in_flight.values())
+        return sum(other.stage is Stage.TRAINING for other in self._items())
 
     def _admit(self, item: InFlight) -> None:
         trigger = item.trigger
+        if not item.admitted:
+            if self._blocked(item) is not None:
+                item.waiting = True  # the model's follow-up
+                return
+            item.admitted, item.waiting = True, False
         if item.waiting and self._running() >= self.retrain.max_concurrent_retrains:
             return  # still no free slot; nothing else changed for this trigger
         existing = self.repository.find(trigger.trigger_id)
@@ -328,13 +388,20 @@ class Retrainer:
             log.info("trigger_already_recorded", trigger_id=trigger.trigger_id)
             self._to_publish(item, (self.settings.kafka.retrain_events_topic, encode(event_from_row(existing))))
             return
+        serving = self.store.current_version(trigger.model_id)
+        if serving is not None and self.store.find_by_trigger(trigger.model_id, trigger.trigger_id) is not None:
+            serving = None  # a version this trigger stored before a crash may be serving: not stale
         decision = self.policy.admit(
             severity=trigger.severity,
             triggered_at=trigger.triggered_at,
             last_attempt_at=self.repository.last_attempt_at(trigger.model_id),
             running=self._running(),
+            trigger_version=trigger.model_version,
+            serving_version=serving,
         )
         item.waiting = decision.verdict is Verdict.WAIT
+        if decision.cause == "stale":
+            metrics.TRIGGERS_DROPPED.labels(trigger.model_id, "stale").inc()
         if decision.verdict is Verdict.SKIP:
             self._outcome(item, OutcomeRecord.skipped(trigger, decision.reason))
         elif decision.verdict is Verdict.RUN:
@@ -471,18 +538,27 @@ class Retrainer:
                 return
             item.outbox.pop(0)
             item.produced, item.delivered = False, None
-        self._commit(item)
+        item.stage = Stage.DONE
+        self._commit(item.topic, item.partition)
 
-    def _commit(self, item: InFlight) -> None:
-        offset = TopicPartition(item.topic, item.partition, item.offset + 1)
+    def _commit(self, topic: str, partition: int) -> None:
+        """Commits past the partition's leading run of done triggers."""
+        queue = self.in_flight.get((topic, partition), [])
+        done = 0
+        while done < len(queue) and queue[done].stage is Stage.DONE:
+            done += 1
+        if done == 0:
+            return
+        last = queue[done - 1]
         try:
-            self.consumer.commit(offsets=[offset], asynchronous=False)
+            self.consumer.commit(offsets=[TopicPartition(topic, partition, last.offset + 1)], asynchronous=False)
         except KafkaException as error:
-            # Lost the partition in a rebalance: the new owner sees the trigger recorded.
-            log.warning("commit_failed", partition=item.partition, offset=item.offset, error=str(error))
-        self.in_flight.pop((item.topic, item.partition), None)
-        self.consumer.resume([TopicPartition(item.topic, item.partition)])
-        log.info("trigger_committed", partition=item.partition, offset=item.offset)
+            # Lost the partition in a rebalance: the new owner sees the triggers recorded.
+            log.warning("commit_failed", partition=partition, offset=last.offset, error=str(error))
+        del queue[:done]
+        if len(queue) < self.retrain.max_buffered_triggers:
+            self.consumer.resume([TopicPartition(topic, partition)])
+        log.info("trigger_committed", partition=partition, offset=last.offset, triggers=done)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -35,7 +35,7 @@ LAST_IMPROVEMENT = Gauge(
 )
 TRIGGERS_WAITING = Gauge(
     "driftline_retrain_triggers_waiting",
-    "Triggers held back by the concurrent-retrain limit, waiting for a slot",
+    "Triggers held back by the concurrent-retrain limit or behind their model's running retrain",
     registry=REGISTRY,
 )
 DB_WRITE_FAILURES = Counter(
@@ -50,6 +50,14 @@ DEAD_LETTERS = Counter(
     registry=REGISTRY,
 )
 
+TRIGGERS_DROPPED = Counter(
+    "driftline_retrain_triggers_dropped_total",
+    "Triggers skipped without training as no longer useful, by model and reason: stale (raised "
+    "against a version older than the serving one) or superseded (a newer trigger for the model "
+    "arrived while it waited behind the model's running retrain)",
+    ["model", "reason"],
+    registry=REGISTRY,
+)
 STAGE_FAILURES = Counter(
     "driftline_retrain_stage_failures_total",
     "Errors raised by a stage of a trigger's processing, other than PostgreSQL or Kafka outages "

@@ -23,6 +23,7 @@ class Verdict(enum.Enum):
 class PolicyDecision:
     verdict: Verdict
     reason: str = ""
+    cause: str = ""  # a bounded label: severity, stale, cooldown, concurrency, samples
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,12 @@ class RetrainPolicy:
     >>> policy = RetrainPolicy(cooldown_seconds=3600, max_concurrent=1, min_severity="HIGH", min_samples=100)
     >>> now = dt.datetime(2026, 11, 26, 6, 0, tzinfo=dt.timezone.utc)
     >>> policy.admit(severity="HIGH", triggered_at=now, last_attempt_at=now - dt.timedelta(hours=2), running=1)
-    PolicyDecision(verdict=<Verdict.WAIT: 'wait'>, reason='1 retrain(s) running, limit 1')
+    PolicyDecision(verdict=<Verdict.WAIT: 'wait'>, reason='1 retrain(s) running, limit 1', cause='concurrency')
     >>> policy.admit(severity="MEDIUM", triggered_at=now, last_attempt_at=None, running=0).reason
     'severity MEDIUM is below the minimum HIGH'
+    >>> policy.admit(severity="HIGH", triggered_at=now, last_attempt_at=None, running=0,
+    ...              trigger_version="1", serving_version="2").cause
+    'stale'
     """
 
     cooldown_seconds: float
@@ -42,12 +46,27 @@ class RetrainPolicy:
     min_severity: str
     min_samples: int
 
+    def eligible(self, severity: str) -> bool:
+        return SEVERITY_ORDER.index(severity) >= SEVERITY_ORDER.index(self.min_severity)
+
     def admit(
-        self, *, severity: str, triggered_at: dt.datetime, last_attempt_at: dt.datetime | None, running: int
+        self,
+        *,
+        severity: str,
+        triggered_at: dt.datetime,
+        last_attempt_at: dt.datetime | None,
+        running: int,
+        trigger_version: str | None = None,
+        serving_version: str | None = None,
     ) -> PolicyDecision:
-        """The checks that need no data: severity, cooldown, then the concurrency limit."""
-        if SEVERITY_ORDER.index(severity) < SEVERITY_ORDER.index(self.min_severity):
-            return PolicyDecision(Verdict.SKIP, f"severity {severity} is below the minimum {self.min_severity}")
+        """The checks that need no data: severity, staleness (see `stale`), cooldown, then
+        the concurrency limit."""
+        if not self.eligible(severity):
+            return PolicyDecision(
+                Verdict.SKIP, f"severity {severity} is below the minimum {self.min_severity}", "severity"
+            )
+        if trigger_version is not None and (old := stale(trigger_version, serving_version)) is not None:
+            return old
         if last_attempt_at is not None and self.cooldown_seconds > 0:
             # Measured between trigger times, so a replay decides as the first run did; a
             # trigger older than the last retrain is inside the cooldown too (stale).
@@ -57,15 +76,51 @@ class RetrainPolicy:
                 return PolicyDecision(
                     Verdict.SKIP,
                     f"cooldown: last retrain {when} this trigger, cooldown is {self.cooldown_seconds:.0f} s",
+                    "cooldown",
                 )
         if running >= self.max_concurrent:
-            return PolicyDecision(Verdict.WAIT, f"{running} retrain(s) running, limit {self.max_concurrent}")
+            return PolicyDecision(
+                Verdict.WAIT, f"{running} retrain(s) running, limit {self.max_concurrent}", "concurrency"
+            )
         return PolicyDecision(Verdict.RUN)
 
     def enough_samples(self, recent_samples: int) -> PolicyDecision:
         """The design's minimum of recent labelled samples, checked once the data is read."""
         if recent_samples < self.min_samples:
             return PolicyDecision(
-                Verdict.SKIP, f"too few recent labelled samples: {recent_samples} < {self.min_samples}"
+                Verdict.SKIP, f"too few recent labelled samples: {recent_samples} < {self.min_samples}", "samples"
             )
         return PolicyDecision(Verdict.RUN)
+
+
+def stale(trigger_version: str, serving_version: str | None) -> PolicyDecision | None:
+    """A trigger raised against a version older than the one now serving judged a model
+    that is gone (the monitor re-baselines on the new one): skip it. Versions compare as
+    the model store's numbers; a version that is not a number is never called stale.
+
+    >>> stale("1", "2").reason
+    'stale: raised against version 1, version 2 is serving'
+    >>> stale("2", "2") is None, stale("1", None) is None, stale("v1", "2") is None
+    (True, True, True)
+    """
+    if serving_version is None or not (trigger_version.isdigit() and serving_version.isdigit()):
+        return None
+    if int(trigger_version) >= int(serving_version):
+        return None
+    return PolicyDecision(
+        Verdict.SKIP, f"stale: raised against version {trigger_version}, version {serving_version} is serving", "stale"
+    )
+
+
+def superseded(newer_trigger_id: str, running_trigger_id: str) -> PolicyDecision:
+    """A trigger waiting behind its model's running retrain, when a newer one arrives: the
+    newer one carries the newest evidence and takes its place as the one follow-up.
+
+    >>> superseded("t3", "t1").reason
+    'superseded by newer trigger t3 while trigger t1 was being handled'
+    """
+    return PolicyDecision(
+        Verdict.SKIP,
+        f"superseded by newer trigger {newer_trigger_id} while trigger {running_trigger_id} was being handled",
+        "superseded",
+    )

@@ -213,6 +213,9 @@ class RetrainSettings(_Section):
     # trigger goes to the dead-letter topic with the error, gets its `failed` row and is
     # committed.
     max_attempts: int = Field(default=3, ge=1)
+    # Triggers read ahead per partition while earlier ones are handled (for coalescing a
+    # model's triggers); past this many the partition is paused.
+    max_buffered_triggers: int = Field(default=1000, ge=1)
     db_connect_timeout_seconds: int = Field(default=5, ge=1)
     poll_timeout_seconds: float = Field(default=0.5, gt=0)
     # How soon the group notices a retrainer that died without leaving (librdkafka's

@@ -82,7 +82,14 @@ class Harness:
         self._threads: list[tuple[threading.Thread, threading.Event]] = []
         self.labelled_end = -1
 
-    def settings(self, dsn: str | None = None, model: dict[str, Any] | None = None, **retrain: Any) -> Settings:
+    def settings(
+        self,
+        dsn: str | None = None,
+        model: dict[str, Any] | None = None,
+        other_models: tuple[str, ...] = (),
+        **retrain: Any,
+    ) -> Settings:
+        """`model` configures `m` (and `other_models`, which start without a version)."""
         defaults = {
             "group_id": f"{self.name}_group",
             "retry_initial_seconds": 0.05,
@@ -96,7 +103,10 @@ class Harness:
         return Settings(
             kafka=self.kafka,
             postgres=PostgresSettings(dsn=dsn or self.dsn, db_schema=self.schema),
-            models={MODEL: ModelSettings(reference_path=self.training_csv, **(model or {}))},
+            models={
+                name: ModelSettings(reference_path=self.training_csv, **(model or {}))
+                for name in (MODEL, *other_models)
+            },
             model_store_path=self.store,
             retrain=RetrainSettings(**{**defaults, **retrain}),
         )
@@ -107,10 +117,10 @@ class Harness:
             self.producer.produce(topic, key=key, value=value, partition=partition)
         assert self.producer.flush(30) == 0
 
-    def labelled_window(self, rows: int, seed: int) -> TopicWindow:
+    def labelled_window(self, rows: int, seed: int, model_id: str = MODEL) -> TopicWindow:
         """Produces `rows` drifted labelled records; returns their offset window."""
         frame = regression_frame(rows, seed=seed, drifted=True)
-        self.produce(self.kafka.labelled_topic, encoded(labelled_records(MODEL, frame, prefix=f"s{seed}-")))
+        self.produce(self.kafka.labelled_topic, encoded(labelled_records(model_id, frame, prefix=f"s{seed}-")))
         start, self.labelled_end = self.labelled_end + 1, self.labelled_end + rows
         return TopicWindow(
             topic=self.kafka.labelled_topic, ranges=[OffsetRange(partition=0, start=start, end=self.labelled_end)]
@@ -123,11 +133,13 @@ class Harness:
         created_at: dt.datetime | None = None,
         severity: str = "HIGH",
         partition: int = 0,
+        model_version: str = "1",
+        model_id: str = MODEL,
     ) -> RetrainRequest:
         request = RetrainRequest(
             trigger_id=trigger_id,
-            model_id=MODEL,
-            model_version="1",
+            model_id=model_id,
+            model_version=model_version,
             created_at=created_at or dt.datetime.now(dt.timezone.utc),
             decision=Decision(
                 trigger_types=["data_drift", "concept_drift"],
@@ -139,7 +151,7 @@ class Harness:
             metrics={"ks_statistic": 0.4},
             window=Window(labelled=window),
         )
-        self.produce(self.kafka.retrain_requests_topic, [encode(request)], partition=partition)
+        self.produce(self.kafka.retrain_requests_topic, [encode(request)], key=model_id.encode(), partition=partition)
         return request
 
     # -- the retrainer -------------------------------------------------------------------

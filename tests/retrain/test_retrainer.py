@@ -19,7 +19,7 @@ from tests.retrain.conftest import MODEL, Harness, wait_for
 from schemas.settings import Settings
 from tests.conftest import ROOT
 from tests.retrain.tcp_proxy import TcpProxy
-from tests.retrain.trainers import MARKER_ENV, SECONDS_ENV
+from tests.retrain.trainers import MARKER_ENV, RELEASE_ENV, SECONDS_ENV
 from tests.services.test_postgres_schema import FIND_ALL, FREQUENCY, IMPROVEMENT, RECENT
 
 pytestmark = pytest.mark.services
@@ -66,7 +66,8 @@ def test_design_queries_run_unchanged_on_the_retrainer_rows(harness: Harness, db
     settings = harness.settings(cooldown_seconds=60)
     now = dt.datetime.now(dt.timezone.utc)
     harness.trigger("t-a", harness.labelled_window(200, seed=3), created_at=now - dt.timedelta(minutes=5))
-    harness.trigger("t-b", harness.labelled_window(200, seed=4), created_at=now)
+    # raised once t-a's version 2 served (else it would be stale: skipped)
+    harness.trigger("t-b", harness.labelled_window(200, seed=4), created_at=now, model_version="2")
     harness.trigger(
         "t-low", harness.labelled_window(10, seed=5), created_at=now - dt.timedelta(minutes=1), severity="LOW"
     )
@@ -118,7 +119,9 @@ def test_two_triggers_inside_the_cooldown_retrain_once(harness: Harness) -> None
     settings = harness.settings(cooldown_seconds=3600)
     now = dt.datetime.now(dt.timezone.utc)
     harness.trigger("t-first", harness.labelled_window(150, seed=7), created_at=now)
-    harness.trigger("t-second", harness.labelled_window(150, seed=8), created_at=now + dt.timedelta(seconds=30))
+    harness.trigger(  # on version 2 (else stale)
+        "t-second", harness.labelled_window(150, seed=8), created_at=now + dt.timedelta(seconds=30), model_version="2"
+    )
     harness.start(settings)
 
     wait_for(lambda: harness.committed() == 2, "both triggers to be committed")
@@ -240,18 +243,24 @@ def test_retrainer_killed_mid_training_retrains_after_restart_and_promotes_once(
 def test_over_the_concurrency_limit_a_trigger_waits_then_trains(
     harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(MARKER_ENV, str(tmp_path / "training-started"))
-    monkeypatch.setenv(SECONDS_ENV, "1")
+    marker, release = tmp_path / "training-started", tmp_path / "release"
+    monkeypatch.setenv(MARKER_ENV, str(marker))
+    monkeypatch.setenv(RELEASE_ENV, str(release))
     settings = harness.settings(
-        cooldown_seconds=0, max_concurrent_retrains=1, model={"trainer": "tests.retrain.trainers:slow"}
+        cooldown_seconds=0,
+        max_concurrent_retrains=1,
+        model={"trainer": "tests.retrain.trainers:gated"},
+        other_models=("m2",),
     )
     harness.trigger("t-p0", harness.labelled_window(150, seed=15), partition=0)
-    harness.trigger("t-p1", harness.labelled_window(150, seed=16), partition=1)
+    harness.trigger("t-p1", harness.labelled_window(150, seed=16, model_id="m2"), partition=1, model_id="m2")
     harness.start(settings)
 
+    wait_for(marker.exists, "the first training to start")
     wait_for(lambda: sample("driftline_retrain_triggers_waiting") == 1, "a trigger to wait for the training slot")
+    assert len(list(tmp_path.glob("training-started.*"))) == 1, "the second training started over the limit"
+    release.touch()
     wait_for(lambda: harness.committed(0) == 1 and harness.committed(1) == 1, "both triggers to be committed")
     assert all(row["execution_successful"] for row in harness.rows())
     store = ModelStore(settings.model_store_path, 5)
-    parents = sorted(store.metadata(MODEL, v)["parent_version"] for v in ("2", "3"))
-    assert parents == ["1", "2"], "the two trainings overlapped"
+    assert (store.current_version(MODEL), store.current_version("m2")) == ("2", "1")

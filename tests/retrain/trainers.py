@@ -12,6 +12,9 @@ from retrain import builtin_trainer
 
 MARKER_ENV = "DRIFTLINE_TEST_TRAINING_MARKER"  # a file the slow trainer creates when it starts
 SECONDS_ENV = "DRIFTLINE_TEST_TRAINING_SECONDS"
+RELEASE_ENV = "DRIFTLINE_TEST_TRAINING_RELEASE"  # the gated trainer finishes once this file exists
+FAIL_ONCE_ENV = "DRIFTLINE_TEST_TRAINING_FAIL_ONCE"  # if this file exists: removed, and the training fails
+RELEASE_POLL_SECONDS = 0.02
 
 
 def failing(frame: pd.DataFrame, target: str):
@@ -21,4 +24,21 @@ def failing(frame: pd.DataFrame, target: str):
 def slow(frame: pd.DataFrame, target: str):
     Path(os.environ[MARKER_ENV]).touch()
     time.sleep(float(os.environ[SECONDS_ENV]))
+    return builtin_trainer.train(frame, target, task="regression", seed=0)
+
+
+def gated(frame: pd.DataFrame, target: str):
+    """Marks its start (MARKER_ENV, plus a numbered copy per training), then trains once
+    the test releases it: the test decides when a training ends, no sleep guesses it."""
+    marker = Path(os.environ[MARKER_ENV])
+    marker.touch()
+    number = len(list(marker.parent.glob(f"{marker.name}.*"))) + 1
+    marker.with_name(f"{marker.name}.{number}").touch()
+    release = Path(os.environ[RELEASE_ENV])
+    while not release.exists():
+        time.sleep(RELEASE_POLL_SECONDS)
+    fail_once = os.environ.get(FAIL_ONCE_ENV)
+    if fail_once and Path(fail_once).exists():
+        Path(fail_once).unlink()
+        raise RuntimeError("gated trainer failed on purpose")
     return builtin_trainer.train(frame, target, task="regression", seed=0)
