@@ -156,9 +156,43 @@ def backtest(
                 timeline.sample_labelled(int(labelled_rows[last - 1]), monitor.snapshot())
     triggers.sort(key=lambda t: (t["offset"], t["source"]))
     if timeline is not None:
-        for trigger in triggers:
-            timeline.mark(trigger["offset"], trigger)
+        _describe(timeline, profile, reference, stream, triggers, config,
+                  predictions[:config.concept_baseline_size] if len(labelled_rows) else None,
+                  actuals[:config.concept_baseline_size] if len(labelled_rows) else None)
     return triggers
+
+
+def _describe(timeline: Timeline, profile, reference: pd.DataFrame, stream: pd.DataFrame,
+              triggers: list[dict[str, Any]], config: DetectorConfig, first_predictions, first_actuals) -> None:
+    """The report's marks, with the named columns' reference and KS window values for the
+    first triggers, and the error baseline (the reference's errors, else the first
+    labelled events', as the monitor learns it)."""
+    import numpy as np
+
+    from streams.report import MAX_TRIGGER_DETAILS, Distribution
+
+    if profile.errors is not None and len(profile.errors):
+        timeline.baseline["mae"] = float(np.mean(profile.errors))
+    elif first_predictions is not None and len(first_predictions):
+        errors = np.abs(first_actuals - first_predictions) if profile.task == "regression" and timeline.task == "regression" \
+            else (first_actuals != first_predictions).astype(float)
+        timeline.baseline["mae"] = float(np.mean(errors))
+    for k, trigger in enumerate(triggers):
+        distributions = {}
+        if k < MAX_TRIGGER_DETAILS:
+            stop = trigger["offset"] + 1
+            start = max(0, stop - config.ks_window)
+            for column in trigger["columns"]:
+                if column not in stream.columns or column not in reference.columns:
+                    continue
+                kind = "numeric" if column in profile.numeric_columns else "categorical"
+                ref = reference[column].dropna()
+                ref = ref.sample(n=min(len(ref), config.reference_cap), random_state=0)
+                window = stream[column].iloc[start:stop].dropna()
+                if kind == "categorical":
+                    ref, window = ref.astype(str), window.astype(str)
+                distributions[column] = Distribution(kind, ref.to_numpy(), window.to_numpy())
+        timeline.mark(trigger["offset"], trigger, distributions)
 
 
 def _labels(values: np.ndarray, task: str, option: str) -> np.ndarray:

@@ -1,10 +1,17 @@
-"""The HTML report of a replay or a backtest: one self-contained file.
+"""The HTML report of a replay or a backtest: one self-contained, interactive file.
 
-Per model: the KS statistic of every numeric column (chi-square for categorical ones)
-over the run against its threshold, with the triggers marked; the error (MAE) and the
-performance (R2 and RMSE, or accuracy) against the baseline; then a table of every
-trigger and its root causes. The plots are matplotlib PNGs embedded as base64, so the
-file can be mailed or attached to a ticket as is.
+Per model, one figure whose panels share the time axis: a lane of the triggers, each a
+marker coloured by its severity (hover: types, columns, reason); the drift statistic of
+every column divided by its threshold (KS for numeric columns, chi-square for
+categorical ones; 1 is the threshold, hover gives the raw values); the error (MAE) and
+the performance (R2 and RMSE, or accuracy) against their baselines. Then, per trigger
+(the first `MAX_TRIGGER_DETAILS`), the named columns' reference distribution against
+the window's (when the caller recorded them) and the error series around a labelled
+trigger with its baseline; then a table of every trigger and its root causes.
+
+The plots are plotly figures (zoom, pan, hover) with plotly.js inlined once, so the
+file works offline and can be mailed or attached to a ticket as is. plotly is imported
+by `render` only: a command without `--report` never loads it.
 
 The numbers are `ModelMonitor.snapshot()`s sampled by the caller (`Timeline`) every few
 events while it feeds the monitor; the report itself only draws them.
@@ -15,34 +22,40 @@ Examples
 >>> t.sample_features(500, {"columns": {"x": {"ks_statistic": 0.02, "ks_threshold": 0.1}}})
 >>> t.sample_labelled(500, {"mae": 0.4, "r2": 0.8, "rmse": 0.5, "accuracy": float("nan")})
 >>> html = render("demo", [("rows", "500")], [t], [])
->>> html.startswith("<!DOCTYPE html>") and html.count("data:image/png;base64,") == 2
+>>> html.startswith("<!DOCTYPE html>") and html.count('class="plotly-graph-div"') == 1
 True
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
-import io
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-from matplotlib.figure import Figure
-
 from schemas.errors import UsageError
 
 MAX_POINTS = 4000  # per line; longer series are thinned evenly before drawing
-GRID_COLUMNS = 3  # small multiples per row in the per-column figure
-DPI = 90
+MAX_TRIGGER_DETAILS = 30  # triggers with their own distribution and error panels
+BINS = 40  # histogram bins of a numeric column's reference and window
+ERROR_CONTEXT = 60  # labelled samples shown before a labelled trigger (20 after)
 _PERFORMANCE = {"regression": ("r2", "rmse"), "classification": ("accuracy",)}
 _LABELS = {"mae": "MAE (error)", "r2": "R²", "rmse": "RMSE", "accuracy": "accuracy"}
+SEVERITY_COLOURS = {"LOW": "#868e96", "MEDIUM": "#f08c00", "HIGH": "#e8590c", "CRITICAL": "#c92a2a"}
+REFERENCE_COLOUR, WINDOW_COLOUR, SERIES_COLOUR = "#1c7ed6", "#f76707", "#2b8a3e"
+_PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+@dataclass
+class Distribution:
+    """A column's reference values against the window's at a trigger."""
+
+    kind: str  # "numeric" or "categorical"
+    reference: Sequence[Any]
+    window: Sequence[Any]
 
 
 @dataclass
@@ -53,6 +66,11 @@ class Mark:
     source: str  # "features" or "labelled"
     columns: list[str]
     severity: str
+    reason: str = ""
+    types: list[str] = field(default_factory=list)
+    confidence: float = math.nan
+    offset: Any = None
+    distributions: dict[str, Distribution] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,7 +85,7 @@ class Timeline:
     columns: dict[str, tuple[str, list[float], list[float]]] = field(default_factory=dict)
     labelled_x: list[Any] = field(default_factory=list)
     labelled: dict[str, list[float]] = field(default_factory=dict)
-    baseline: dict[str, float] = field(default_factory=dict)
+    baseline: dict[str, float] = field(default_factory=dict)  # r2, rmse, accuracy, mae
     marks: list[Mark] = field(default_factory=list)
     # Labelled events the monitor learns its error baseline from (its snapshot shows 0
     # for them, not a measurement): drawn as gaps. `DetectorConfig.concept_baseline_size`.
@@ -94,8 +112,14 @@ class Timeline:
             if value is not None and math.isfinite(value):
                 self.baseline[key] = float(value)
 
-    def mark(self, x: Any, trigger: dict[str, Any]) -> None:
-        self.marks.append(Mark(x, trigger["source"], list(trigger["columns"]), trigger["severity"]))
+    def mark(self, x: Any, trigger: dict[str, Any], distributions: dict[str, Distribution] | None = None) -> None:
+        """A trigger (its JSON line) at `x`; `distributions`: its named columns'
+        reference and window values, for the per-trigger panels."""
+        self.marks.append(Mark(
+            x, trigger["source"], list(trigger["columns"]), trigger["severity"], trigger.get("reason", ""),
+            [str(t) for t in trigger.get("trigger_types", [])], float(trigger.get("confidence", math.nan)),
+            trigger.get("offset"), dict(distributions or {}),
+        ))
 
 
 def write_report(
@@ -114,111 +138,237 @@ def render(
     triggers: Sequence[dict[str, Any]],
 ) -> str:
     """The report as one HTML document; `triggers` are the JSON lines written."""
+    from plotly.offline import get_plotlyjs
+
     esc = html.escape
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{esc(title)}</title>",
+        f"<script>{_ERROR_PROBE}</script>",
+        f"<script>{get_plotlyjs()}</script>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
         '<table class="summary">',
         *(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in summary),
         "</table>",
+        '<p class="legend">Severity: ' + " ".join(
+            f'<span class="sev {s}">&#9670; {s}</span>' for s in SEVERITY_COLOURS) + "</p>",
     ]
     for timeline in timelines:
         parts.append(f'<section class="model"><h2>Model {esc(timeline.model_id)}</h2>')
-        if timeline.feature_x and timeline.columns:
-            parts.append("<h3>Drift statistic per column</h3>")
-            parts.append(_img(_columns_figure(timeline), f"per-column drift statistics of {timeline.model_id}"))
-        else:
+        if timeline.feature_x or timeline.labelled_x or timeline.marks:
+            parts.append(_html(_overview(timeline), f"overview-{timeline.model_id}"))
+        if not (timeline.feature_x and timeline.columns):
             parts.append('<p class="none">No feature events in this run.</p>')
-        if timeline.labelled_x and any(_finite(v) for v in timeline.labelled.values()):
-            parts.append("<h3>Error and performance</h3>")
-            parts.append(_img(_labelled_figure(timeline), f"error and performance of {timeline.model_id}"))
-        else:
+        if not (timeline.labelled_x and any(_finite(v) for v in timeline.labelled.values())):
             parts.append('<p class="none">No labelled events (predictions with actuals) in this run.</p>')
+        parts.extend(_trigger_details(timeline))
         parts.append("</section>")
     parts.append(f"<h2>Triggers ({len(triggers)})</h2>")
     parts.append(_trigger_table(triggers))
+    parts.append(f"<script>{_RENDER_PROBE}</script>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
 # -- figures -----------------------------------------------------------------------------
-def _columns_figure(t: Timeline) -> Figure:
-    names = list(t.columns)
-    rows = math.ceil(len(names) / GRID_COLUMNS)
-    cols = min(GRID_COLUMNS, len(names))
-    figure = Figure(figsize=(4.2 * cols, 2.6 * rows), dpi=DPI, layout="constrained")
-    axes = figure.subplots(rows, cols, squeeze=False, sharex=True)
-    for k, name in enumerate(names):
-        ax = axes[k // cols][k % cols]
-        kind, stats, thresholds = t.columns[name]
+def _overview(t: Timeline):
+    """Trigger lane, drift statistics, error and performance on one shared time axis."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    perf = [k for k in _PERFORMANCE[t.task] if k in t.labelled and _finite(t.labelled[k])]
+    labelled = [k for k in ("mae", *perf) if k in t.labelled and _finite(t.labelled[k])]
+    rows = [("triggers", 0.6)]
+    if t.feature_x and t.columns:
+        rows.append(("drift statistic ÷ threshold (1 = threshold)", 2.0))
+    rows += [(_LABELS[k] + (" against its baseline" if k in t.baseline else ""), 1.2) for k in labelled]
+    total = sum(h for _, h in rows)
+    figure = make_subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.06 if len(rows) > 1 else 0,
+                           row_heights=[h / total for _, h in rows], subplot_titles=[name for name, _ in rows])
+    # the lane: one trace per severity, so the legend names them
+    for severity, colour in SEVERITY_COLOURS.items():
+        marks = [m for m in t.marks if m.severity == severity]
+        if not marks:
+            continue
+        figure.add_trace(go.Scatter(
+            x=[m.x for m in marks], y=[m.source for m in marks], mode="markers", name=f"trigger {severity}",
+            legendgroup="triggers", marker={"symbol": "diamond", "size": 11, "color": colour,
+                                            "line": {"width": 0.5, "color": "#222"}},
+            hovertext=[_mark_text(m) for m in marks], hoverinfo="text+x"), row=1, col=1)
+    figure.update_yaxes(categoryorder="array", categoryarray=["labelled", "features"], row=1, col=1,
+                        range=[-0.7, 1.7], type="category")
+    row = 2
+    if t.feature_x and t.columns:
         x = _thin(t.feature_x)
-        ax.step(x, _thin(stats), where="post", color="#1f77b4", lw=1.2, label=f"{kind} statistic")
-        ax.step(x, _thin(thresholds), where="post", color="#555555", lw=1, ls="--", label="threshold")
-        for mark in t.marks:
-            if mark.source != "features":
-                continue
-            named = name in mark.columns
-            ax.axvline(mark.x, color="#d62728" if named else "#bbbbbb", lw=1.5 if named else 0.8,
-                       ls="-" if named else ":")
-        ax.set_title(f"{name} ({kind})", fontsize=10)
-        _time_axis(ax, t.feature_x)
-        if k == 0:
-            ax.legend(fontsize=7, loc="upper left")
-    for k in range(len(names), rows * cols):
-        axes[k // cols][k % cols].set_visible(False)
-    for ax in axes[-1]:
-        ax.set_xlabel(t.x_label, fontsize=8)
-    figure.suptitle("red: a trigger naming the column; grey dotted: a trigger on other columns", fontsize=9)
-    return figure
-
-
-def _labelled_figure(t: Timeline) -> Figure:
-    keys = [k for k in ("mae", *_PERFORMANCE[t.task]) if k in t.labelled]
-    figure = Figure(figsize=(4.2 * len(keys), 2.8), dpi=DPI, layout="constrained")
-    axes = figure.subplots(1, len(keys), squeeze=False)[0]
-    x = _thin(t.labelled_x)
-    for ax, key in zip(axes, keys):
-        ax.plot(x, _thin(t.labelled[key]), color="#2ca02c", lw=1.2, label=_LABELS[key])
+        for name, (kind, stats, thresholds) in t.columns.items():
+            ratio = [s / h if h and math.isfinite(h) and h > 0 else math.nan for s, h in zip(stats, thresholds)]
+            figure.add_trace(go.Scatter(
+                x=x, y=_thin(ratio), mode="lines", name=f"{name} ({kind})", line={"width": 1.3},
+                customdata=list(zip(_thin(stats), _thin(thresholds))),
+                hovertemplate=f"{html.escape(name)}: {kind} %{{customdata[0]:.4f}}, threshold %{{customdata[1]:.4f}}"
+                              "<extra></extra>"), row=row, col=1)
+        figure.add_hline(y=1.0, line={"dash": "dash", "color": "#555", "width": 1}, row=row, col=1)
+        row += 1
+    for key in labelled:
+        x = _thin(t.labelled_x)
+        figure.add_trace(go.Scatter(x=x, y=_thin(t.labelled[key]), mode="lines", name=_LABELS[key],
+                                    line={"color": SERIES_COLOUR, "width": 1.3}), row=row, col=1)
         if key in t.baseline:
-            ax.axhline(t.baseline[key], color="#555555", ls="--", lw=1, label="baseline")
-        for mark in t.marks:
-            if mark.source == "labelled":
-                ax.axvline(mark.x, color="#d62728", lw=1.5)
-        ax.set_title(_LABELS[key], fontsize=10)
-        ax.set_xlabel(t.x_label, fontsize=8)
-        _time_axis(ax, t.labelled_x)
-        ax.legend(fontsize=7, loc="upper left")
-    figure.suptitle("windowed over the labelled events; red: a labelled trigger", fontsize=9)
+            figure.add_trace(go.Scatter(
+                x=[x[0], x[-1]], y=[t.baseline[key]] * 2, mode="lines", name=f"baseline {_LABELS[key]}",
+                line={"color": "#555", "dash": "dash", "width": 1}), row=row, col=1)
+        row += 1
+    figure.update_xaxes(title_text=t.x_label, row=len(rows), col=1)
+    figure.update_layout(height=170 + 150 * sum(h for _, h in rows), margin={"l": 60, "r": 20, "t": 40, "b": 40},
+                         hovermode="closest", legend={"orientation": "v"}, template="plotly_white")
     return figure
 
 
-def _time_axis(ax: Axes, x: Sequence[Any]) -> None:
-    ax.tick_params(labelsize=8)
-    if x and isinstance(x[0], dt.datetime):
-        locator = AutoDateLocator()
-        ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+def _trigger_details(t: Timeline) -> list[str]:
+    parts: list[str] = []
+    shown = t.marks[:MAX_TRIGGER_DETAILS]
+    if not shown:
+        return parts
+    more = f" (the first {len(shown)} of {len(t.marks)})" if len(t.marks) > len(shown) else ""
+    parts.append(f"<h3>Per trigger{more}</h3>")
+    for k, mark in enumerate(shown, 1):
+        where = f"{t.x_label} {_text(mark.x)}"
+        parts.append(
+            f'<div class="trigger"><h4>{k}. <span class="sev {html.escape(mark.severity)}">'
+            f"{html.escape(mark.severity)}</span> at {html.escape(where)}: {html.escape(mark.reason)}</h4>")
+        figures = []
+        if mark.distributions:
+            figures.append(_distributions(mark))
+        elif mark.columns:
+            parts.append('<p class="none">The columns\' distributions were not recorded by this run.</p>')
+        if mark.source == "labelled" and "mae" in t.labelled:
+            figures.append(_error_around(t, mark))
+        for n, figure in enumerate(f for f in figures if f is not None):
+            parts.append(_html(figure, f"trigger-{t.model_id}-{k}-{n}"))
+        parts.append("</div>")
+    return parts
 
 
-def _img(figure: Figure, alt: str) -> str:
-    buffer = io.BytesIO()
-    FigureCanvasAgg(figure).print_png(buffer)
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+def _distributions(mark: Mark):
+    """The named columns' reference against the window: densities over shared bins."""
+    import numpy as np
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    names = list(mark.distributions)
+    figure = make_subplots(rows=1, cols=len(names), subplot_titles=names)
+    for j, name in enumerate(names, 1):
+        d = mark.distributions[name]
+        first = j == 1
+        if d.kind == "numeric":
+            ref = np.asarray(d.reference, dtype=float)
+            win = np.asarray(d.window, dtype=float)
+            ref, win = ref[np.isfinite(ref)], win[np.isfinite(win)]
+            both = np.concatenate([ref, win])
+            if not len(both):
+                continue
+            edges = np.histogram_bin_edges(both, bins=BINS)
+            centres, width = (edges[:-1] + edges[1:]) / 2, float(edges[1] - edges[0]) if len(edges) > 1 else 1.0
+            for values, label, colour in ((ref, "reference", REFERENCE_COLOUR), (win, "window", WINDOW_COLOUR)):
+                density = np.histogram(values, bins=edges, density=True)[0] if len(values) else np.zeros(len(centres))
+                figure.add_trace(go.Bar(x=centres, y=density, width=width, name=label, legendgroup=label,
+                                        showlegend=first, marker={"color": colour}, opacity=0.55,
+                                        hovertemplate=f"{label}: %{{y:.3f}} at %{{x:.3g}}<extra></extra>"),
+                                 row=1, col=j)
+        else:
+            ref = _shares(d.reference)
+            win = _shares(d.window)
+            levels = sorted(set(ref) | set(win), key=lambda v: -(ref.get(v, 0) + win.get(v, 0)))[:30]
+            for shares, label, colour in ((ref, "reference", REFERENCE_COLOUR), (win, "window", WINDOW_COLOUR)):
+                figure.add_trace(go.Bar(x=levels, y=[shares.get(v, 0.0) for v in levels], name=label,
+                                        legendgroup=label, showlegend=first, marker={"color": colour}),
+                                 row=1, col=j)
+    figure.update_layout(barmode="overlay", height=300, margin={"l": 50, "r": 20, "t": 40, "b": 30},
+                         template="plotly_white", title_text="reference against the window (density)",
+                         title_font_size=13)
+    return figure
+
+
+def _error_around(t: Timeline, mark: Mark):
+    """The error series before and after a labelled trigger, with its baseline."""
+    import bisect
+
+    import plotly.graph_objects as go
+
+    at = bisect.bisect_left(t.labelled_x, mark.x) if _sortable(t.labelled_x, mark.x) else len(t.labelled_x) - 1
+    lo, hi = max(0, at - ERROR_CONTEXT), min(len(t.labelled_x), at + ERROR_CONTEXT // 3)
+    x, y = t.labelled_x[lo:hi], t.labelled["mae"][lo:hi]
+    if not x:
+        return None
+    figure = go.Figure(go.Scatter(x=x, y=y, mode="lines+markers", name=_LABELS["mae"], marker={"size": 3},
+                                  line={"color": SERIES_COLOUR}))
+    if "mae" in t.baseline:
+        figure.add_trace(go.Scatter(x=[x[0], x[-1]], y=[t.baseline["mae"]] * 2, mode="lines", name="baseline MAE",
+                                    line={"color": "#555", "dash": "dash"}))
+    figure.add_vline(x=mark.x, line={"color": SEVERITY_COLOURS.get(mark.severity, "#c92a2a"), "width": 2})
+    figure.update_layout(height=260, margin={"l": 50, "r": 20, "t": 40, "b": 30}, template="plotly_white",
+                         title_text="error around the trigger", title_font_size=13, xaxis_title=t.x_label)
+    return figure
+
+
+def _shares(values: Iterable[Any]) -> dict[str, float]:
+    counts: dict[str, int] = {}
+    for value in values:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        counts[str(value)] = counts.get(str(value), 0) + 1
+    total = sum(counts.values()) or 1
+    return {k: n / total for k, n in counts.items()}
+
+
+def _sortable(xs: Sequence[Any], x: Any) -> bool:
+    try:
+        return bool(xs) and (xs[0] <= x or x <= xs[0])
+    except TypeError:
+        return False
+
+
+def _mark_text(m: Mark) -> str:
+    columns = f"<br>columns: {', '.join(m.columns)}" if m.columns else ""
+    confidence = f", confidence {m.confidence:.2f}" if math.isfinite(m.confidence) else ""
+    return html.escape(f"{m.severity}{confidence} ({m.source})") + html.escape(columns).replace("&lt;br&gt;", "<br>") \
+        + "<br>" + html.escape(m.reason)
+
+
+def _html(figure, div_id: str) -> str:
+    return figure.to_html(full_html=False, include_plotlyjs=False, div_id=_safe_id(div_id), config=_PLOT_CONFIG)
+
+
+def _safe_id(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
 
 def _thin(values: Sequence[Any]) -> Sequence[Any]:
     if len(values) <= MAX_POINTS:
-        return values
+        return list(values)
     step = math.ceil(len(values) / MAX_POINTS)
     return list(values[::step]) + ([values[-1]] if (len(values) - 1) % step else [])
 
 
 def _finite(values: Iterable[float]) -> bool:
     return any(math.isfinite(v) for v in values)
+
+
+# Script errors are recorded on the page (the browser test reads them back); once loaded,
+# the page says how many plots drew.
+_ERROR_PROBE = (
+    "window.driftlineErrors=[];window.addEventListener('error',function(e){window.driftlineErrors.push("
+    "String(e.message||e));document.documentElement.setAttribute('data-script-errors',"
+    "window.driftlineErrors.join(' | '));});"
+)
+_RENDER_PROBE = (
+    "window.addEventListener('load',function(){var d=document.querySelectorAll('.plotly-graph-div');"
+    "var n=0;d.forEach(function(x){if(x.querySelector('.main-svg'))n++;});"
+    "document.documentElement.setAttribute('data-plots',d.length);"
+    "document.documentElement.setAttribute('data-plots-drawn',n);});"
+)
 
 
 # -- trigger table -------------------------------------------------------------------------
@@ -255,7 +405,9 @@ table{border-collapse:collapse;font-size:.85em}
 th,td{border:1px solid #ddd;padding:.25em .5em;text-align:left;vertical-align:top}
 table.summary th{background:#f4f4f4}
 table.triggers thead th{background:#f4f4f4;position:sticky;top:0}
-img{max-width:100%}.none{color:#777;font-style:italic}
-.sev{font-weight:600}.LOW{color:#777}.MEDIUM{color:#b8860b}.HIGH{color:#d2691e}.CRITICAL{color:#c00}
+.none{color:#777;font-style:italic}
+.trigger{border-top:1px solid #eee;margin-top:.8em}.trigger h4{font-size:.95em;margin:.6em 0 .2em}
+.legend{font-size:.9em}
+.sev{font-weight:600}.LOW{color:#868e96}.MEDIUM{color:#f08c00}.HIGH{color:#e8590c}.CRITICAL{color:#c92a2a}
 code{font-size:.9em}
 """.strip()
