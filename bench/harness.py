@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas.settings import MonitorSettings
@@ -169,20 +169,80 @@ def committed_total(bootstrap: str, app_id: str, topic: str, *, group: str | Non
         consumer.close()
 
 
-def read_states(bootstrap: str, app_id: str, seconds: float = 1.0) -> dict[str, "ModelState"]:
+def read_to_end(bootstrap: str, topic: str, deadline_seconds: float = 30.0) -> list:
+    """Every record of `topic` up to the high watermarks it has when called (no group,
+    no fixed wait: done when each partition's last offset has been read)."""
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{topic}-{time.time_ns()}",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+    try:
+        deadline = time.monotonic() + deadline_seconds
+        while True:
+            try:
+                ends = _ends(consumer, topic)
+                break
+            except KafkaException as error:  # a topic just created has no leader yet
+                if error.args[0].code() not in _NOT_READY or time.monotonic() > deadline:
+                    raise
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        messages = []
+        while ends:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic} not read to its high watermarks in {deadline_seconds}s")
+            for message in consumer.consume(10_000, timeout=1.0):
+                error = message.error()
+                if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                    raise AssertionError(f"reading {topic}: {error}")
+                if error is None:
+                    messages.append(message)
+                if message.offset() is not None and message.offset() >= ends.get(message.partition(), 0) - 1:
+                    ends.pop(message.partition(), None)
+        return messages
+    finally:
+        consumer.close()
+
+
+_NOT_READY = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+              KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION}
+
+
+def _ends(consumer: Consumer, topic: str) -> dict[int, int]:
+    """The high watermark of each of `topic`'s partitions that holds records."""
+    from confluent_kafka import TopicPartition
+
+    ends = {}
+    for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        if high > low:
+            ends[p] = high
+    return ends
+
+
+def high_watermarks(bootstrap: str, topic: str) -> int:
+    """The sum of `topic`'s high watermarks: how many records it has ever been given."""
+    from confluent_kafka import TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"watermarks-{time.time_ns()}"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
+    finally:
+        consumer.close()
+
+
+def read_states(bootstrap: str, app_id: str) -> dict[str, "ModelState"]:
     """The latest saved state per model, from the monitor's state topic."""
     import msgspec
 
     from streams.model_state import ModelState
 
-    reader = TopicReader(bootstrap, MonitorSettings(app_id=app_id).state_topic)
-    try:
-        reader.poll(seconds)
-        reader.poll(0.2)
-        decoder = msgspec.msgpack.Decoder(ModelState)
-        return {m.key().decode(): decoder.decode(m.value()) for m in reader.messages if m.value()}
-    finally:
-        reader.close()
+    decoder = msgspec.msgpack.Decoder(ModelState)
+    states = {}
+    for message in read_to_end(bootstrap, MonitorSettings(app_id=app_id).state_topic):
+        if message.value():
+            states[message.key().decode()] = decoder.decode(message.value())
+    return states
 
 
 def events_seen(state) -> int:

@@ -16,6 +16,9 @@ import pstats
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
+
+from aiokafka.partitioner import murmur2
 
 from schemas.messages import FeatureEvent, decode
 from streams.metrics import MonitorMetrics
@@ -25,15 +28,16 @@ from streams.worker import tune_gc
 from bench import harness as h
 
 MODELS = [f"bench-{i}" for i in range(8)]
+PARTITIONS = 4
 
 
 class _Record:
     """What the loop reads of a confluent-kafka `Message`."""
 
-    __slots__ = ("_topic", "_partition", "_offset", "_value")
+    __slots__ = ("_topic", "_partition", "_offset", "_value", "_key")
 
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes) -> None:
-        self._topic, self._partition, self._offset, self._value = topic, partition, offset, value
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes, key: bytes) -> None:
+        self._topic, self._partition, self._offset, self._value, self._key = topic, partition, offset, value, key
 
     def error(self) -> None:
         return None
@@ -50,6 +54,9 @@ class _Record:
     def value(self) -> bytes:
         return self._value
 
+    def key(self) -> bytes:
+        return self._key
+
 
 class _Discard:
     """Producer and consumer that accept everything at once (no broker)."""
@@ -62,6 +69,9 @@ class _Discard:
 
     def commit(self, *args: object, **kwargs: object) -> None:
         pass
+
+    def list_topics(self, topic: str, timeout: float) -> SimpleNamespace:
+        return SimpleNamespace(topics={topic: SimpleNamespace(partitions=dict.fromkeys(range(PARTITIONS)))})
 
 
 class _NoPromotions:
@@ -82,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         loop.producer = loop.consumer = _Discard()  # type: ignore[assignment]
         topic = settings.kafka.features_topic
         stream = h.feature_stream(MODELS, args.events // len(MODELS) + args.batch_size, seed=1)
-        records = [_Record(topic, i % 4, i, value) for i, (_, value) in enumerate(stream)]
+        partition = {m: (murmur2(m.encode()) & 0x7FFFFFFF) % PARTITIONS for m in MODELS}
+        records = [_Record(topic, partition[m], i, value, m.encode()) for i, (m, value) in enumerate(stream)]
         warm, timed = records[: args.batch_size], records[args.batch_size:]
         loop._batch(warm)  # builds each model's monitor from its reference
         tune_gc(settings.monitor)  # as `driftline worker` does

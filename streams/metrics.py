@@ -21,6 +21,9 @@ _COLUMN_GAUGES = {
     "mean_shift_statistic": "CUSUM statistic of the column's mean shift",
     "mean_shift_threshold": "CUSUM decision threshold of the mean shift",
     "outlier_rate": "share of the last batch's values with |z| over the threshold",
+    "dependence_factor": "long-run variance factor of the column (1: independent events; the "
+                         "tests count n events as n/factor independent ones)",
+    "lag1_autocorrelation": "lag-1 autocorrelation of the column, from the reference or the warm-up",
 }
 _MODEL_GAUGES = {
     "mae": "windowed mean absolute error",
@@ -30,6 +33,8 @@ _MODEL_GAUGES = {
     "baseline_r2": "baseline R2 of the model's reference",
     "baseline_rmse": "baseline RMSE of the model's reference",
     "baseline_accuracy": "baseline accuracy of the model's reference",
+    "error_dependence_factor": "long-run variance factor of the error series (1: independent)",
+    "dependence_pending": "1 while the monitor learns the streams' dependence (warm-up: no decision)",
 }
 
 

@@ -216,7 +216,7 @@ class MonitorLoop:
         started = time.perf_counter()
         kafka = self.kafka
         by_topic: dict[str, list[Record]] = defaultdict(list)
-        next_offsets = self._next_offsets
+        next_offsets: dict[tuple[str, int], int] = {}  # committed only once the batch is saved
         for message in messages:
             if message.error() is not None:
                 log.warning("consumer error", error=str(message.error()))
@@ -250,6 +250,7 @@ class MonitorLoop:
                 advanced.append((result.runtime, (items["features"] or items["labelled"])[0][0].partition))
         self._publish(dead, firings)
         self._save_states(advanced)
+        self._next_offsets.update(next_offsets)
         self._commit(asynchronous=True)
         self.metrics.batch_seconds.labels("monitor").observe(time.perf_counter() - started)
         if not self._recovered:
