@@ -32,8 +32,8 @@ status: ## what runs where: ports, pids, log files
 airflow: ## create .venv-airflow (Apache Airflow 3.3.2 + driftline) for infra/airflow
 	infra/airflow/setup.sh
 
-tools: ## install the command-line tools the tests use (Debian's kcat), when missing
-	infra/kcat.sh install
+tools: ## install the command-line tools the tests use (Debian's kcat and chromium), when missing
+	infra/tools.sh install
 
 test: up airflow tools ## set up, start the services and run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)

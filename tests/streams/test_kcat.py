@@ -22,7 +22,7 @@ MODEL = "drifting"
 def kcat() -> str:
     path = shutil.which("kcat")
     if path is None:  # `make test` installs it: a missing tool fails, as a missing service does
-        pytest.fail("kcat is not installed; install it with `infra/kcat.sh install` (or `make tools`)")
+        pytest.fail("kcat is not installed; install it with `infra/tools.sh install` (or `make tools`)")
     return path
 
 
