@@ -170,8 +170,8 @@ def test_design_api_semantics():
     a = rng.normal(size=400)
     p = a + np.r_[rng.normal(scale=0.2, size=300), rng.normal(scale=1, size=100)]
     assert ConceptDriftDetector(window_size=100).detect_prediction_error_drift(p, a)[0]
-    t = AutomaticRetrainingOrchestrator().should_retrain(ref, cur, p, a, {"r2": 0.8})
-    # {"r2": 0.8} is the baseline here; the current R2 of p vs a is about 0.72
+    t = AutomaticRetrainingOrchestrator(baseline={"r2": 0.8}).should_retrain(ref, cur, p, a)
+    # the current R2 of p vs a is about 0.72, against the baseline's 0.8
     assert t.triggered and t.reason == ("Multiple triggers detected: data_drift, "
                                         "concept_drift, performance_degradation")
     t = AutomaticRetrainingOrchestrator().should_retrain(ref, cur, p, a)

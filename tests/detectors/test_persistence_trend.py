@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detectors import AutomaticRetrainingOrchestrator, DetectorConfig, ModelMonitor, \
+from detectors import AutomaticRetrainingOrchestrator, DetectorConfig, DetectorError, ModelMonitor, \
     ReferenceProfile
 
 
@@ -83,20 +83,14 @@ def _frames():
     return ref, cur, pred, act
 
 
-def test_metrics_are_the_baseline_when_predictions_are_given():
+def test_given_metrics_are_current_and_compared_with_the_baseline():
     ref, cur, pred, act = _frames()
-    t = AutomaticRetrainingOrchestrator().should_retrain(
-        ref, cur, pred, act, {"r2": 0.85, "rmse": 0.35})
+    t = AutomaticRetrainingOrchestrator(baseline={"r2": 0.85, "rmse": 0.35}).should_retrain(
+        ref, cur, pred, act, {"r2": 0.6})
     perf = t.metrics["performance"]
-    assert perf["mode"] == "baseline_given" and perf["baseline_metrics"]["r2"] == 0.85
-    assert perf["current_metrics"]["r2"] == pytest.approx(
-        1 - np.mean((act - pred) ** 2) / np.var(act))
-    assert set(perf["degraded"]) == {"r2", "rmse"}
-    assert t.triggered and t.reason == "Performance degradation detected"
-    # a model as good as its baseline is not degraded
-    cur_metrics = perf["current_metrics"]
-    t = AutomaticRetrainingOrchestrator().should_retrain(ref, cur, pred, act, cur_metrics)
-    assert t.metrics["performance"]["degraded"] == [] and not t.triggered
+    assert perf["current_metrics"]["r2"] == 0.6  # given values win over computed ones
+    assert perf["current_metrics"]["rmse"] == pytest.approx(np.sqrt(np.mean((act - pred) ** 2)))
+    assert "r2" in perf["degraded"] and t.triggered
 
 
 def test_metrics_are_current_when_a_baseline_is_configured():
@@ -113,7 +107,7 @@ def test_metrics_are_current_when_a_baseline_is_configured():
     assert t.metrics["performance"]["degraded"] == ["accuracy"]
 
 
-def test_metrics_alone_are_reported_not_compared():
+def test_a_current_metric_without_a_baseline_is_an_error_naming_the_baseline():
     ref, cur, _, _ = _frames()
-    t = AutomaticRetrainingOrchestrator().should_retrain(ref, cur, None, None, {"r2": 0.1})
-    assert t.metrics["performance"]["mode"] == "none" and not t.triggered
+    with pytest.raises(DetectorError, match="baseline"):
+        AutomaticRetrainingOrchestrator().should_retrain(ref, cur, None, None, {"r2": 0.1})
