@@ -410,7 +410,7 @@ class Retrainer:
     def _settled_window(self, item: InFlight) -> Window | None:
         """The trigger's window extended to the labelled records produced since, once
         `post_trigger_rows` of them exist or the wait is over; None while waiting."""
-        window = item.request.window
+        window = _from_change_point(item.request)
         wanted = self.retrain.post_trigger_rows
         if window.labelled is None or wanted == 0:
             return window
@@ -458,6 +458,7 @@ class Retrainer:
                 undecodable,
                 profile_since=window.event_time_end,
                 trigger_types=trigger.trigger_types,
+                change_point=item.request.change_point.event_time if item.request.change_point else None,
             )
             if prepared is None:
                 self._outcome(item, OutcomeRecord.skipped(trigger, decision.reason))
@@ -559,6 +560,20 @@ class Retrainer:
         if len(queue) < self.retrain.max_buffered_triggers:
             self.consumer.resume([TopicPartition(topic, partition)])
         log.info("trigger_committed", partition=partition, offset=last.offset, triggers=done)
+
+
+def _from_change_point(request: RetrainRequest) -> Window:
+    """The trigger's window, its labelled ranges started at the change point's offsets
+    when the detectors place the change before the window (post-change evidence)."""
+    window, point = request.window, request.change_point
+    if window.labelled is None or point is None or not point.labelled:
+        return window
+    starts = {p.partition: p.offset for p in point.labelled}
+    ranges = [
+        OffsetRange(partition=r.partition, start=min(r.start, starts.get(r.partition, r.start)), end=r.end)
+        for r in window.labelled.ranges
+    ]
+    return msgspec.structs.replace(window, labelled=TopicWindow(topic=window.labelled.topic, ranges=ranges))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,16 +8,19 @@ from typing import Any
 
 import pandas as pd
 
+from retrain import change_point as change_points
 from retrain.errors import DataPreparationError
 from retrain.labelled_source import read_window
 from retrain.policy import PolicyDecision, RetrainPolicy, Verdict
 from retrain.preparation import (
     EVENT_TIME,
+    PREDICTION,
+    ChangePoint,
     PreparedData,
     clean,
-    combine,
     records_to_frame,
     resolve_feature_columns,
+    split_at_change,
 )
 from schemas.errors import TableError
 from schemas.tables import read_table
@@ -49,7 +52,7 @@ def recent_from_window(
     if window.labelled is None:
         return records_to_frame([], columns, target), 0
     read = read_window(kafka, window.labelled, model_id, group_id, timeout_seconds)
-    return records_to_frame(read.records, columns, target), read.undecodable
+    return records_to_frame(read.records, columns, target, read.positions), read.undecodable
 
 
 def prepare_for_training(
@@ -62,27 +65,52 @@ def prepare_for_training(
     undecodable: int = 0,
     profile_since: Any = None,
     trigger_types: Sequence[str] = (),
+    change_point: Any = None,
 ) -> tuple[PolicyDecision, PreparedData | None]:
-    """Cleans and splits the data, unless too few recent samples survive the cleaning."""
+    """Cleans the data and splits it at the change point (`split_at_change`), unless too
+    few recent samples survive the cleaning, or too few come after a change of concept.
+
+    The change point is `change_point` (the detectors' estimate, from the trigger), else
+    for a change of concept the rise of the served model's errors (`retrain.change_point`),
+    else `profile_since` (the trigger's event time)."""
     target = model.actual_column
-    if changed_concept(trigger_types) and not retrain.history_on_concept_drift:
-        # The old concept is wrong now, in the history and in the window before the
-        # trigger alike: keep the rows after the trigger when there are enough of them.
-        historical = historical.iloc[:0]
-        recent = _after(recent, profile_since, retrain.min_recent_samples)
+    concept = changed_concept(trigger_types)
     cleaned = clean(historical, recent, feature_columns=columns, target=target, task=model.task)
     decision = policy.enough_samples(len(cleaned.recent))
     if decision.verdict is not Verdict.RUN:
         return decision, None
-    prepared = combine(
+    point = resolve_change_point(cleaned.recent, model.task, target, change_point, profile_since, concept)
+    why_not, prepared = split_at_change(
         cleaned,
         feature_columns=columns,
         target=target,
         holdout_fraction=retrain.holdout_fraction,
-        profile_since=profile_since,
+        change_point=point,
+        concept=concept,
+        keep_history=retrain.history_on_concept_drift,
+        old_concept_share=retrain.old_concept_share,
+        min_rows=retrain.min_recent_samples,
     )
+    if why_not is not None:
+        return PolicyDecision(Verdict.SKIP, why_not, "samples"), None
     prepared.counts["invalid_dropped"] += undecodable
     return decision, prepared
+
+
+def resolve_change_point(
+    recent: pd.DataFrame, task: str, target: str, given: Any, trigger_time: Any, concept: bool
+) -> ChangePoint | None:
+    if given is not None:
+        return ChangePoint(given, "message")
+    if concept and PREDICTION in recent.columns and EVENT_TIME in recent.columns and len(recent):
+        ordered = recent.assign(**{EVENT_TIME: pd.to_datetime(recent[EVENT_TIME], utc=True)})
+        ordered = ordered.sort_values(EVENT_TIME, kind="stable")
+        index = change_points.estimate(change_points.errors(task, ordered[PREDICTION], ordered[target]))
+        if index is not None:
+            return ChangePoint(ordered[EVENT_TIME].iloc[index], "estimated")
+    if trigger_time is not None:
+        return ChangePoint(trigger_time, "trigger")
+    return None
 
 
 def changed_concept(trigger_types: Sequence[str]) -> bool:
@@ -90,13 +118,6 @@ def changed_concept(trigger_types: Sequence[str]) -> bool:
     the inputs did not move (without data drift, worse performance is a new concept)."""
     types = set(trigger_types)
     return "concept_drift" in types or ("performance_degradation" in types and "data_drift" not in types)
-
-
-def _after(recent: pd.DataFrame, since: Any, at_least: int) -> pd.DataFrame:
-    if since is None or EVENT_TIME not in recent.columns:
-        return recent
-    later = recent[pd.to_datetime(recent[EVENT_TIME], utc=True) > pd.Timestamp(since)]
-    return later if len(later) >= at_least else recent
 
 
 def policy_from(retrain: RetrainSettings) -> RetrainPolicy:

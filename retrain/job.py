@@ -122,7 +122,8 @@ class RetrainJob:
 
     def _execution(self, **extra: Any) -> dict[str, Any]:
         trainer = "command" if self.model.train_command else (self.model.trainer or "builtin")
-        return {"counts": self.prepared.counts, "ranges": self.prepared.ranges, "trainer": trainer, **extra}
+        windows = {f"{name}_window": value for name, value in self.prepared.windows.items()}
+        return {"counts": self.prepared.counts, "ranges": self.prepared.ranges, "trainer": trainer, **windows, **extra}
 
     def _finish(self, result: TrainingResult) -> OutcomeRecord:
         if not result.ok:

@@ -18,6 +18,7 @@ POLL_SECONDS = 0.5
 @dataclass
 class LabelledRead:
     records: list[LabelledRecord] = field(default_factory=list)
+    positions: list[tuple[int, int]] = field(default_factory=list)  # (partition, offset) per record
     undecodable: int = 0  # dropped: not a valid labelled record
     other_models: int = 0  # skipped: another model's record in the same partition
 
@@ -71,6 +72,7 @@ def read_window(
                 continue
             if record.model_id == model_id:
                 result.records.append(record)
+                result.positions.append((partition, offset))
             else:
                 result.other_models += 1
         return result

@@ -10,7 +10,9 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from schemas.messages import RetrainOutcome, RetrainRequest, to_builtins
+import msgspec
+
+from schemas.messages import DataWindow, RetrainOutcome, RetrainRequest, to_builtins
 
 # The metric columns of `model_retraining_events`, also the metrics of the outcome event.
 METRIC_COLUMNS = (
@@ -22,6 +24,10 @@ METRIC_COLUMNS = (
     "improvement_rmse_percent",
     "improvement_accuracy_percent",
 )
+
+# The JSONB columns (migration 0003) describing the rows a retrain trained and validated
+# on; also in `execution_metrics` under the same keys, and `training`/`holdout` of the event.
+WINDOW_COLUMNS = ("training_window", "holdout_window")
 
 # Column widths of the design's table, so that no value can make an insert fail forever.
 TYPE_WIDTH = 50
@@ -145,6 +151,7 @@ class OutcomeRecord:
             "improvement_accuracy_percent": metrics.get("improvement_accuracy_percent"),
             "triggered_at": _utc_naive(trigger.triggered_at),
             "execution_completed_at": _utc_naive(self.completed_at),
+            **{column: jsonable(self.execution.get(column)) for column in WINDOW_COLUMNS},
         }
 
     def event(self) -> RetrainOutcome:
@@ -158,7 +165,16 @@ class OutcomeRecord:
             reason=self.reason,
             metrics=self.event_metrics(),
             completed_at=self.completed_at,
+            training=data_window(self.execution.get("training_window")),
+            holdout=data_window(self.execution.get("holdout_window")),
         )
+
+
+def data_window(summary: dict[str, Any] | None) -> DataWindow | None:
+    """A `describe_window` summary (or a row's JSONB) as the event's `DataWindow`."""
+    if not summary:
+        return None
+    return msgspec.convert(jsonable(summary), DataWindow)
 
 
 def event_from_row(row: dict[str, Any]) -> RetrainOutcome:
@@ -175,6 +191,8 @@ def event_from_row(row: dict[str, Any]) -> RetrainOutcome:
         reason=execution.get("reason", ""),
         metrics=metrics,
         completed_at=row["execution_completed_at"].replace(tzinfo=dt.timezone.utc),
+        training=data_window(row.get("training_window")),
+        holdout=data_window(row.get("holdout_window")),
     )
 
 

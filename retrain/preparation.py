@@ -20,6 +20,11 @@ from schemas.messages import LabelledRecord
 
 EVENT_ID = "event_id"
 EVENT_TIME = "timestamp"
+# Where a labelled record came from, and the served model's prediction (for the change
+# point); kept beside the features, never trained on.
+PARTITION = "_partition"
+OFFSET = "_offset"
+PREDICTION = "_prediction"
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,8 @@ class PreparedData:
     # Recent training rows that show what the new model will face (features + target),
     # with the holdout the monitor's next reference; see `combine`.
     profile_rows: pd.DataFrame | None = None
+    # The training set and the holdout described (`describe_window`): {"training": ..., "holdout": ...}
+    windows: dict[str, Any] = field(default_factory=dict)
 
     @property
     def holdout_features(self) -> pd.DataFrame:
@@ -61,18 +68,30 @@ def resolve_feature_columns(
     return columns
 
 
-def records_to_frame(records: Iterable[LabelledRecord], feature_columns: Sequence[str], target: str) -> pd.DataFrame:
-    """One row per labelled record: event_id, timestamp, the features, the actual as target."""
+def records_to_frame(
+    records: Iterable[LabelledRecord],
+    feature_columns: Sequence[str],
+    target: str,
+    positions: Sequence[tuple[int, int]] | None = None,
+) -> pd.DataFrame:
+    """One row per labelled record: event_id, timestamp, the features, the actual as
+    target; the served prediction and, with `positions` ((partition, offset) per record),
+    where the record is in the labelled topic."""
+    records = list(records)
+    places = positions if positions is not None else [(None, None)] * len(records)
     rows = [
         {
             EVENT_ID: r.event_id,
             EVENT_TIME: r.timestamp,
             **{c: r.features.get(c) for c in feature_columns},
             target: r.actual,
+            PREDICTION: r.prediction,
+            PARTITION: partition,
+            OFFSET: offset,
         }
-        for r in records
+        for r, (partition, offset) in zip(records, places)
     ]
-    return pd.DataFrame(rows, columns=[EVENT_ID, EVENT_TIME, *feature_columns, target])
+    return pd.DataFrame(rows, columns=[EVENT_ID, EVENT_TIME, *feature_columns, target, PREDICTION, PARTITION, OFFSET])
 
 
 def dedupe_events(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -181,4 +200,121 @@ def combine(
         counts,
         ranges,
         profile_rows[columns].reset_index(drop=True),
+    )
+
+
+@dataclass(frozen=True)
+class ChangePoint:
+    """The first moment of the new regime, and who said so: message (the detectors),
+    estimated (from the served model's errors), trigger (the trigger's event time)."""
+
+    at: Any  # a timestamp
+    source: str
+
+
+def describe_window(rows: pd.DataFrame, *, historical_rows: int = 0, **extra: Any) -> dict[str, Any]:
+    """Row counts, the labelled offsets per partition and the event-time range of `rows`
+    (plus `historical_rows` from the history): what a `DataWindow` reports."""
+    labelled = rows
+    summary: dict[str, Any] = {
+        "rows": len(rows) + historical_rows,
+        "historical_rows": historical_rows,
+        "labelled_rows": len(labelled),
+        "labelled": [],
+        "event_time_start": None,
+        "event_time_end": None,
+    }
+    if OFFSET in labelled.columns and labelled[OFFSET].notna().any():
+        placed = labelled[labelled[OFFSET].notna()]
+        for partition, group in placed.groupby(PARTITION, sort=True):
+            summary["labelled"].append(
+                {"partition": int(partition), "start": int(group[OFFSET].min()), "end": int(group[OFFSET].max())}
+            )
+    if EVENT_TIME in labelled.columns and len(labelled):
+        times = pd.to_datetime(labelled[EVENT_TIME], utc=True)
+        summary["event_time_start"] = times.min().isoformat()
+        summary["event_time_end"] = times.max().isoformat()
+    return {**summary, **extra}
+
+
+def split_at_change(
+    data: CleanData,
+    *,
+    feature_columns: Sequence[str],
+    target: str,
+    holdout_fraction: float,
+    change_point: ChangePoint | None,
+    concept: bool,
+    keep_history: bool,
+    old_concept_share: float,
+    min_rows: int,
+) -> tuple[str | None, PreparedData | None]:
+    """The training set and the holdout around the change point: (why not, None) or
+    (None, the prepared data).
+
+    The holdout is the newest `holdout_fraction` of the rows after the change point, so
+    both models are compared on the new regime. After a change of concept the rest of
+    those rows train the model, with at most `old_concept_share` of the training rows
+    from before the change (the newest of them) and no history (unless `keep_history`);
+    after a covariate shift, the history and every recent row train it."""
+    recent = data.recent
+    if EVENT_TIME in recent.columns:
+        recent = recent.assign(**{EVENT_TIME: pd.to_datetime(recent[EVENT_TIME], utc=True)})
+        recent = recent.sort_values(EVENT_TIME, kind="stable")
+    if change_point is not None and EVENT_TIME in recent.columns:
+        after = (recent[EVENT_TIME] >= pd.Timestamp(change_point.at)).to_numpy()
+    else:
+        after = np.ones(len(recent), dtype=bool)
+    post, pre = recent[after], recent[~after]
+    if len(post) < min_rows:
+        if concept:
+            at = f" ({pd.Timestamp(change_point.at).isoformat()}, {change_point.source})" if change_point else ""
+            return f"too few labelled rows after the change point{at}: {len(post)} < {min_rows}", None
+        post, pre = recent, recent.iloc[:0]  # a covariate shift: hold out the newest rows
+    train_post, holdout = split_holdout(post, holdout_fraction)
+    columns = [*feature_columns, target]
+    historical = data.historical
+    old = pre
+    if concept and not keep_history:
+        historical = historical.iloc[:0]
+        allowed = math.floor(old_concept_share / (1 - old_concept_share) * len(train_post))
+        old = pre.iloc[len(pre) - allowed :] if allowed > 0 else pre.iloc[:0]
+    train = pd.concat([historical[columns], old[columns], train_post[columns]], ignore_index=True)
+    if train.empty:
+        raise DataPreparationError("no valid training rows")
+    used_recent = pd.concat([old, train_post])
+    counts = {
+        **data.counts,
+        "historical_rows": len(historical),
+        "recent_rows": len(old) + len(post),
+        "old_concept_rows": len(old),
+        "training_rows": len(train),
+        "holdout_rows": len(holdout),
+    }
+    ranges: dict[str, Any] = {}
+    if EVENT_TIME in recent.columns and len(recent):
+        ranges = {
+            "recent_start": recent[EVENT_TIME].min().isoformat(),
+            "recent_end": recent[EVENT_TIME].max().isoformat(),
+            "holdout_start": holdout[EVENT_TIME].min().isoformat(),
+        }
+    windows = {
+        "training": describe_window(
+            used_recent,
+            historical_rows=len(historical),
+            old_concept_rows=len(old),
+            change_point=pd.Timestamp(change_point.at).isoformat() if change_point else None,
+            change_point_source=change_point.source if change_point else None,
+        ),
+        "holdout": describe_window(holdout),
+    }
+    return None, PreparedData(
+        train,
+        holdout[columns].reset_index(drop=True),
+        list(feature_columns),
+        target,
+        counts,
+        ranges,
+        train_post[columns].reset_index(drop=True),
+        windows,
     )

@@ -15,7 +15,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from retrain.outcome import METRIC_COLUMNS
+from retrain.outcome import METRIC_COLUMNS, WINDOW_COLUMNS
 
 COLUMNS = (
     "trigger_id",
@@ -33,8 +33,9 @@ COLUMNS = (
     *METRIC_COLUMNS,
     "triggered_at",
     "execution_completed_at",
+    *WINDOW_COLUMNS,
 )
-JSON_COLUMNS = {"trigger_metrics", "execution_metrics"}
+JSON_COLUMNS = {"trigger_metrics", "execution_metrics", *WINDOW_COLUMNS}
 
 INSERT = sql.SQL("INSERT INTO model_retraining_events ({}) VALUES ({}) ON CONFLICT (trigger_id) DO NOTHING").format(
     sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), sql.SQL(", ").join(sql.Placeholder(c) for c in COLUMNS)

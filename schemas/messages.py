@@ -110,6 +110,24 @@ class Window(msgspec.Struct, kw_only=True):
     event_time_end: dt.datetime | None = None
 
 
+class PartitionOffset(msgspec.Struct, kw_only=True):
+    partition: Annotated[int, msgspec.Meta(ge=0)]
+    offset: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class ChangePoint(msgspec.Struct, kw_only=True):
+    """Where the detectors estimate that the change began: the first event of the new
+    regime (for a sequential test, where its statistic last stood at zero)."""
+
+    event_time: dt.datetime  # event time of that first event
+    # Its record's offset in the labelled topic, per partition, when known: the retrainer
+    # then also reads the labelled records from there up to the window (post-change
+    # evidence from before the window's start).
+    labelled: list[PartitionOffset] = []
+    signal: str = ""  # the detector whose estimate this is, e.g. "error_cusum"
+    events: int | None = None  # events from the change point to the trigger (the run length)
+
+
 class RetrainRequest(_Message, kw_only=True):
     """A trigger on `retrain-requests`, keyed by model_id. `trigger_id` is derived from
     the model, its reference and the stream position, so a repeated publish of the same
@@ -122,6 +140,27 @@ class RetrainRequest(_Message, kw_only=True):
     decision: Decision
     metrics: dict[str, float | None] = {}
     window: Window = msgspec.field(default_factory=Window)
+    # Optional: the detectors' change-point estimate. Without it the retrainer estimates
+    # the change point of a change of concept from the served model's errors in the window.
+    change_point: ChangePoint | None = None
+
+
+class DataWindow(msgspec.Struct, kw_only=True):
+    """The rows of a retrain's training set or holdout, and where they came from."""
+
+    rows: int
+    historical_rows: int = 0  # from the model's training data file
+    labelled_rows: int = 0  # from the labelled topic
+    # The labelled offsets those rows span, per partition (inclusive; records between
+    # them may have been dropped: another model's, invalid or duplicate).
+    labelled: list[OffsetRange] = []
+    event_time_start: dt.datetime | None = None  # of the labelled rows
+    event_time_end: dt.datetime | None = None
+    # Training only: labelled rows from before the change point (at most the configured
+    # share), and the change point that split them (source: message, estimated, trigger).
+    old_concept_rows: int = 0
+    change_point: dt.datetime | None = None
+    change_point_source: str | None = None
 
 
 class RetrainOutcome(_Message, kw_only=True):
@@ -137,6 +176,9 @@ class RetrainOutcome(_Message, kw_only=True):
     reason: str = ""
     metrics: dict[str, float | None] = {}
     completed_at: dt.datetime
+    # What the retrain trained and validated on (absent when nothing was trained).
+    training: DataWindow | None = None
+    holdout: DataWindow | None = None
 
 
 class DeadLetter(_Message, kw_only=True):

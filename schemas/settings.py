@@ -195,6 +195,10 @@ class RetrainSettings(_Section):
     # drift) train on the recent rows only. Set true to keep the design's
     # "historical + recent" for every trigger.
     history_on_concept_drift: bool = False
+    # The training data of a change of concept starts at the change point (the detectors'
+    # estimate in the trigger, else the rise of the served model's errors in its window);
+    # at most this share of the training rows may come from before it (the newest ones).
+    old_concept_share: float = Field(default=0.0, ge=0, lt=1)
     # Training: a separate process, killed after the timeout (the design: 5-30 minutes).
     training_timeout_seconds: float = Field(default=1800.0, gt=0)
     training_data_format: Literal["parquet", "csv"] = "parquet"

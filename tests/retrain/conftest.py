@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from retrain.consumer import Retrainer
 from retrain.models_cli import bootstrap
-from schemas.messages import Decision, OffsetRange, RetrainRequest, TopicWindow, Window, encode
+from schemas.messages import ChangePoint, Decision, OffsetRange, RetrainRequest, TopicWindow, Window, encode
 from schemas.settings import KafkaSettings, ModelSettings, PostgresSettings, RetrainSettings, Settings
 from tests.retrain.synthetic import encoded, labelled_records, regression_frame
 
@@ -119,8 +119,12 @@ class Harness:
 
     def labelled_window(self, rows: int, seed: int, model_id: str = MODEL) -> TopicWindow:
         """Produces `rows` drifted labelled records; returns their offset window."""
-        frame = regression_frame(rows, seed=seed, drifted=True)
-        self.produce(self.kafka.labelled_topic, encoded(labelled_records(model_id, frame, prefix=f"s{seed}-")))
+        return self.labelled_frame(regression_frame(rows, seed=seed, drifted=True), f"s{seed}-", model_id)
+
+    def labelled_frame(self, frame: Any, prefix: str, model_id: str = MODEL) -> TopicWindow:
+        """Produces a frame's rows as labelled records (partition 0); returns their window."""
+        rows = len(frame)
+        self.produce(self.kafka.labelled_topic, encoded(labelled_records(model_id, frame, prefix=prefix)))
         start, self.labelled_end = self.labelled_end + 1, self.labelled_end + rows
         return TopicWindow(
             topic=self.kafka.labelled_topic, ranges=[OffsetRange(partition=0, start=start, end=self.labelled_end)]
@@ -135,6 +139,8 @@ class Harness:
         partition: int = 0,
         model_version: str = "1",
         model_id: str = MODEL,
+        trigger_types: tuple[str, ...] = ("data_drift", "concept_drift"),
+        change_point: ChangePoint | None = None,
     ) -> RetrainRequest:
         request = RetrainRequest(
             trigger_id=trigger_id,
@@ -142,7 +148,7 @@ class Harness:
             model_version=model_version,
             created_at=created_at or dt.datetime.now(dt.timezone.utc),
             decision=Decision(
-                trigger_types=["data_drift", "concept_drift"],
+                trigger_types=list(trigger_types),
                 severity=severity,
                 confidence=0.8,
                 reason="Multiple triggers detected: data_drift, concept_drift",
@@ -150,6 +156,7 @@ class Harness:
             ),
             metrics={"ks_statistic": 0.4},
             window=Window(labelled=window),
+            change_point=change_point,
         )
         self.produce(self.kafka.retrain_requests_topic, [encode(request)], key=model_id.encode(), partition=partition)
         return request

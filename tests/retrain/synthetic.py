@@ -22,16 +22,36 @@ def regression_frame(rows: int, seed: int, drifted: bool = False) -> pd.DataFram
     return pd.DataFrame({"x1": x1, "x2": x2, "actual": actual})
 
 
-def labelled_records(model_id: str, frame: pd.DataFrame, prefix: str = "e") -> list[LabelledRecord]:
+def old_concept_predictions(frame: pd.DataFrame) -> np.ndarray:
+    """What a model of the original relation (y = 3 x1 - 2 x2) predicts for `frame`."""
+    return 3.0 * frame["x1"].to_numpy() - 2.0 * frame["x2"].to_numpy()
+
+
+def concept_change_frame(before: int, after: int, seed: int) -> pd.DataFrame:
+    """`before` rows of the original relation, then `after` of the changed one, with the
+    predictions of a model of the original relation (accurate, then wrong)."""
+    frame = pd.concat(
+        [regression_frame(before, seed=seed), regression_frame(after, seed=seed + 1, drifted=True)],
+        ignore_index=True,
+    )
+    return frame.assign(prediction=old_concept_predictions(frame))
+
+
+def labelled_records(
+    model_id: str, frame: pd.DataFrame, prefix: str = "e", start: dt.datetime = START
+) -> list[LabelledRecord]:
+    """One record a second from `start`; predictions from the frame's `prediction`
+    column, else 0."""
+    predictions = frame["prediction"].tolist() if "prediction" in frame.columns else [0.0] * len(frame)
     return [
         LabelledRecord(
             model_id=model_id,
             model_version="1",
             event_id=f"{prefix}{i}",
-            timestamp=START + dt.timedelta(seconds=i),
-            prediction=0.0,
+            timestamp=start + dt.timedelta(seconds=i),
+            prediction=float(predictions[i]),
             actual=float(row.actual),
-            actual_timestamp=START + dt.timedelta(seconds=i + 1),
+            actual_timestamp=start + dt.timedelta(seconds=i + 1),
             features={"x1": float(row.x1), "x2": float(row.x2)},
         )
         for i, row in enumerate(frame.itertuples())
