@@ -39,11 +39,16 @@ def _dump(decisions):
     return json.dumps([d.to_dict() for d in decisions])
 
 
-def _feed(mon, x, cats, pred, act, cuts):
+def _feed(mon, x, cats, pred, act, cuts, inspect=False):
+    """Decisions per micro-batch; with ``inspect`` also the snapshot and the saved
+    state after each (the statistics, not only the rare decisions, must agree)."""
     out = []
     for a, b in zip(cuts[:-1], cuts[1:]):
         out.append(_dump(mon.update_features(x[a:b], {"cat": cats[a:b]})))
         out.append(_dump(mon.update_labelled(pred[a:b], act[a:b])))
+        if inspect:
+            out.append(json.dumps(mon.snapshot()))
+            out.append(mon.state_to_bytes())
     return out
 
 
@@ -94,4 +99,17 @@ def test_from_state_rejects_other_profile_config_task_and_garbage():
         ModelMonitor.from_state(PROFILE, b"not a state")
     with pytest.raises(StateError):
         ModelMonitor.from_state(PROFILE, a.to_bytes())
-    assert ModelMonitor.from_state(PROFILE, state, config=CONFIG, task="regression")
+    # given config and task equal to the recorded ones: accepted, and the restored
+    # monitor continues exactly like the original on the same further data
+    x, cats, pred, act = _stream(3)
+    x[1000::15, 2] = 6.0  # outliers too: every test's statistic is under way at the save
+    _feed(a, x, cats, pred, act, [0, 2200])
+    assert (a.outliers.s > 0).any() and a.labelled.s[0] > 0 and a._hist["seq"].any()
+    state = a.state_to_bytes()
+    b = ModelMonitor.from_state(PROFILE, state, config=CONFIG, task="regression")
+    assert isinstance(b, ModelMonitor) and b.config == CONFIG and b.task == "regression"
+    assert json.dumps(b.snapshot()) == json.dumps(a.snapshot())
+    cuts = [2200, 2201, 2250, 2800, 2801, 4000]
+    ra, rb = _feed(a, x, cats, pred, act, cuts, True), _feed(b, x, cats, pred, act, cuts, True)
+    assert any(r != "[]" for r in ra[0::4] + ra[1::4])  # decisions to compare
+    assert ra == rb  # decisions, snapshots and states after every micro-batch
