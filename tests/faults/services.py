@@ -242,3 +242,40 @@ def with_inputs(config: Path, app: str, inputs: str) -> Path:
         text = text.replace(f'{role}_topic = "{app}.{role}"', f'{role}_topic = "{inputs}.{role}"')
     config.write_text(text)
     return config
+
+
+def produce_located(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]]
+                    ) -> list[tuple[int, int]]:
+    """(key, value) records, keys and values as bytes (None: none), in order; returns
+    where each landed, (partition, offset), from the broker's acknowledgements."""
+    producer = h.producer(bootstrap)
+    located: list[tuple[int, int] | None] = []
+    errors: list[str] = []
+
+    def delivered(i: int):
+        def report(error, message) -> None:
+            if error is not None:
+                errors.append(str(error))
+            else:
+                located[i] = (message.partition(), message.offset())
+        return report
+
+    for i, (key, value) in enumerate(messages):
+        located.append(None)
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, on_delivery=delivered(i))
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    assert producer.flush(120) == 0 and not errors, errors[:5]
+    assert all(where is not None for where in located)
+    return located  # type: ignore[return-value]
+
+
+def caught_up(bootstrap: str, group: str, topic: str) -> bool:
+    """The group has committed every record of `topic` that exists now."""
+    ends = high_watermarks(bootstrap, topic)
+    done = committed(bootstrap, group, topic, ends)
+    return all(done[p] >= end for p, end in ends.items() if end > 0)
