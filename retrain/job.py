@@ -87,7 +87,13 @@ class RetrainJob:
         try:
             write_table(self.prepared.train, files.data)
             argv = training_argv(self.model, files, self.retrain.random_seed)
-            self._process = TrainingProcess(argv, files, self.retrain.training_timeout_seconds)
+            self._process = TrainingProcess(
+                argv,
+                files,
+                self.retrain.training_timeout_seconds,
+                threads=self.retrain.trainer_threads,
+                nice=self.retrain.trainer_nice,
+            )
         except OSError as error:  # e.g. a train_command that does not exist
             shutil.rmtree(folder, ignore_errors=True)
             self._start_error = f"training could not start: {type(error).__name__}: {error}"
@@ -141,6 +147,7 @@ class RetrainJob:
                 "data_counts": self.prepared.counts,
                 "data_ranges": self.prepared.ranges,
             },
+            sha256=self._process.files.artifact_sha256(),
         )
         return self._validate(version, training_seconds=result.seconds)
 

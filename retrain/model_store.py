@@ -2,14 +2,18 @@
 
     <root>/<model_id>/versions/<n>/model.joblib            the fitted model
     <root>/<model_id>/versions/<n>/metadata.json           metrics, data ranges, parent, trigger_id,
-                                                           decision (promoted, rejected, failed;
-                                                           absent while validating)
+                                                           artifact_sha256, decision (promoted,
+                                                           rejected, failed; absent while validating)
     <root>/<model_id>/versions/<n>/reference_profile.bin   ReferenceProfile.to_bytes(), for the monitor
     <root>/<model_id>/CURRENT                              the current version number
 
 A version folder is built under a temporary name and renamed into place, and promotion
 replaces CURRENT with `os.replace`, so a reader sees the old or the new version, never a
-mix. Artifacts are loaded only from here, never from a path in a message.
+mix. Artifacts are loaded only from here, never from a path in a message, and only when
+their content still has the SHA-256 recorded when they were added (the training
+process's own digest of what it wrote): unpickling runs code, so the long-lived
+retrainer never unpickles bytes that the trainer did not produce. (A version stored
+before digests were recorded loads with a warning.)
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ from typing import Any
 import joblib
 
 from retrain.errors import ModelStoreError
+from retrain.launch import sha256_of
+from schemas.logs import get_logger
+
+log = get_logger(__name__)
 
 ARTIFACT = "model.joblib"
 METADATA = "metadata.json"
@@ -92,7 +100,15 @@ class ModelStore:
         version = version or self.current_version(model_id)
         if version is None:
             raise ModelStoreError(f"model {model_id} has no current version")
-        return joblib.load(self.version_dir(model_id, version) / ARTIFACT)
+        artifact = self.version_dir(model_id, version) / ARTIFACT
+        expected = self.metadata(model_id, version).get("artifact_sha256")
+        if expected is None:
+            log.warning("artifact_unverified", model=model_id, version=version, reason="stored without a digest")
+        elif sha256_of(artifact) != expected:
+            raise ModelStoreError(
+                f"version {version} of {model_id}: the artifact's SHA-256 differs from the one recorded; not loaded"
+            )
+        return joblib.load(artifact)
 
     def find_by_trigger(self, model_id: str, trigger_id: str) -> dict[str, Any] | None:
         """The version a trigger already produced (after a crash), if any."""
@@ -103,18 +119,27 @@ class ModelStore:
         return None
 
     # -- writing -------------------------------------------------------------------------
-    def add_version(self, model_id: str, artifact: Path, metadata: dict[str, Any]) -> str:
-        """Adds a candidate version (not current, no profile yet) and returns its number."""
+    def add_version(
+        self, model_id: str, artifact: Path, metadata: dict[str, Any], sha256: str | None = None
+    ) -> str:
+        """Adds a candidate version (not current, no profile yet) and returns its number.
+        `sha256`, the digest the training process wrote, must match the stored copy."""
         versions_dir = self._model_dir(model_id) / "versions"
         versions_dir.mkdir(parents=True, exist_ok=True)
         staging = versions_dir / f".staging-{uuid.uuid4().hex}"
         staging.mkdir()
         try:
             shutil.copyfile(artifact, staging / ARTIFACT)
+            stored = sha256_of(staging / ARTIFACT)
+            if sha256 is not None and stored != sha256:
+                raise ModelStoreError(
+                    f"the artifact of {model_id} differs from the one its training wrote (SHA-256 mismatch)"
+                )
             while True:
                 version = str(int((self.versions(model_id) or ["0"])[-1]) + 1)
                 record = {
                     **metadata,
+                    "artifact_sha256": stored,
                     "model_id": model_id,
                     "version": version,
                     "parent_version": self.current_version(model_id),

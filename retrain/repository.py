@@ -56,8 +56,12 @@ class RetrainEventRepository:
             connection = psycopg.connect(
                 self._dsn, autocommit=True, connect_timeout=self._connect_timeout, row_factory=dict_row
             )
-            connection.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self._schema)))
-            connection.execute("SET TIME ZONE 'UTC'")
+            try:
+                connection.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self._schema)))
+                connection.execute("SET TIME ZONE 'UTC'")
+            except BaseException:
+                connection.close()  # not kept, so closed here: nothing else would
+                raise
             self._connection = connection
         return self._connection
 

@@ -3,7 +3,8 @@
 It reads the prepared training data, calls the configured trainer (or the built-in
 one) and writes the fitted model with joblib. It runs apart from the consumer so that a
 crash, a hang or a memory blow-up in a trainer is a failed retrain, never a dead
-consumer; and it exits on its own when the process that started it dies.
+consumer; and it exits on its own when the process that started it dies. It runs under
+`retrain.launch` (priority, thread limits, the artifact's digest).
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@ The argument list comes only from configuration: the built-in or named Python tr
 through `retrain.train_job`, or the model's `train_command` with its placeholders
 replaced by this run's own file paths. Nothing from a message reaches it, and it is
 never run through a shell.
+
+It runs under `retrain.launch`, at a lower scheduling priority (`trainer_nice`) and with
+the OpenMP/BLAS thread pools limited to `trainer_threads`, so that a training does not
+starve the monitor on the same cores; the launcher writes the artifact's SHA-256, which
+the model store checks before the retrainer ever unpickles it.
 """
 
 from __future__ import annotations
@@ -16,10 +21,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from retrain.launch import digest_path
 from schemas.logs import redact_text
 from schemas.settings import ModelSettings
 
 FAILURE_DETAIL_CHARS = 500  # of the trainer's output kept as the failure reason
+# The thread-pool sizes of OpenMP (scikit-learn's gradient boosting), OpenBLAS, MKL,
+# numexpr and Apple's Accelerate, set for the training from `trainer_threads`.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,14 @@ class TrainingFiles:
     @property
     def log(self) -> Path:
         return self.folder / "trainer.log"
+
+    @property
+    def digest(self) -> Path:
+        """The artifact's SHA-256 (hex), written by the launcher once the trainer succeeded."""
+        return digest_path(self.output)
+
+    def artifact_sha256(self) -> str | None:
+        return self.digest.read_text().strip() if self.digest.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -70,17 +93,33 @@ def training_argv(model: ModelSettings, files: TrainingFiles, seed: int) -> list
     return argv
 
 
+def launch_argv(argv: list[str], files: TrainingFiles, nice: int) -> list[str]:
+    """`argv` under `retrain.launch`: niceness, the artifact's digest, orphan check."""
+    return [sys.executable, "-m", "retrain.launch", "--nice", str(nice), "--output", str(files.output), "--", *argv]
+
+
+def training_env(threads: int) -> dict[str, str]:
+    return {**os.environ, **{name: str(threads) for name in THREAD_VARIABLES}}
+
+
 class TrainingProcess:
     """A started training; `poll()` returns None while it runs, then its result."""
 
-    def __init__(self, argv: list[str], files: TrainingFiles, timeout_seconds: float) -> None:
+    def __init__(
+        self, argv: list[str], files: TrainingFiles, timeout_seconds: float, threads: int = 1, nice: int = 0
+    ) -> None:
         self.files = files
         self.timeout_seconds = timeout_seconds
         self.started = time.monotonic()
         with open(files.log, "wb") as log:
             # Its own process group, so that a timeout also kills what the trainer started.
             self._process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                launch_argv(argv, files, nice),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=training_env(threads),
             )
 
     @property
@@ -99,6 +138,8 @@ class TrainingProcess:
             return TrainingResult(False, elapsed, f"trainer exited with status {returncode}: {self._output_tail()}")
         if not self.files.output.is_file():
             return TrainingResult(False, elapsed, f"trainer wrote no model to {self.files.output.name}")
+        if self.files.artifact_sha256() is None:
+            return TrainingResult(False, elapsed, f"no digest of {self.files.output.name} was written")
         return TrainingResult(True, elapsed)
 
     def wait(self, poll_seconds: float) -> TrainingResult:

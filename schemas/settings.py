@@ -204,6 +204,11 @@ class RetrainSettings(_Section):
     training_data_format: Literal["parquet", "csv"] = "parquet"
     work_dir: Path | None = None  # scratch space for training runs; the system's temp dir
     random_seed: int = 0  # of the built-in trainer
+    # The training process's OpenMP/BLAS thread pools (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS,
+    # MKL_NUM_THREADS, ...) and how much lower its scheduling priority is (os.nice), so that a
+    # retrain does not starve the monitor on a small machine.
+    trainer_threads: int = Field(default=1, ge=1)
+    trainer_nice: int = Field(default=10, ge=0, le=19)
     # Validation: the new model may be worse than the current one by at most this
     # fraction (RMSE at most (1 + m) times, accuracy at least (1 - m) times the current's).
     promotion_margin: float = Field(default=0.0, ge=0, lt=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import joblib
 import pytest
 
 from retrain.errors import ModelStoreError
-from retrain.model_store import POINTER, ModelStore
+from retrain.model_store import ARTIFACT, POINTER, ModelStore
 
 
 class Constant:
@@ -83,3 +84,28 @@ def test_a_version_without_profile_cannot_be_promoted_and_unknown_versions_fail(
         store.promote("m", "9")
     with pytest.raises(ModelStoreError, match="not a safe folder name"):
         store.versions("../etc")
+
+
+def test_an_artifact_changed_after_it_was_stored_is_not_unpickled(tmp_path: Path, monkeypatch) -> None:
+    store = ModelStore(tmp_path / "store", keep_versions=5)
+    version = add(store, tmp_path, 1.0, "t1")
+    assert store.load_model("m", version).value == 1.0
+    tampered = tmp_path / "other.joblib"
+    joblib.dump(Constant(666.0), tampered)
+    (store.version_dir("m", version) / ARTIFACT).write_bytes(tampered.read_bytes())
+    loads = []
+    monkeypatch.setattr(joblib, "load", lambda path: loads.append(path))
+    with pytest.raises(ModelStoreError, match="SHA-256 differs"):
+        store.load_model("m", version)
+    assert loads == [], "the changed artifact was unpickled"
+
+
+def test_an_artifact_that_is_not_what_the_training_wrote_is_not_stored(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store", keep_versions=5)
+    artifact = tmp_path / "a.joblib"
+    joblib.dump(Constant(1.0), artifact)
+    digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    assert store.metadata("m", store.add_version("m", artifact, {}, sha256=digest))["artifact_sha256"] == digest
+    with pytest.raises(ModelStoreError, match="SHA-256 mismatch"):
+        store.add_version("m", artifact, {}, sha256="0" * 64)
+    assert store.versions("m") == ["1"]

@@ -14,6 +14,7 @@ MARKER_ENV = "DRIFTLINE_TEST_TRAINING_MARKER"  # a file the slow trainer creates
 SECONDS_ENV = "DRIFTLINE_TEST_TRAINING_SECONDS"
 RELEASE_ENV = "DRIFTLINE_TEST_TRAINING_RELEASE"  # the gated trainer finishes once this file exists
 FAIL_ONCE_ENV = "DRIFTLINE_TEST_TRAINING_FAIL_ONCE"  # if this file exists: removed, and the training fails
+PROBE_ENV = "DRIFTLINE_TEST_TRAINING_PROBE"  # where the probing trainer writes what it sees
 RELEASE_POLL_SECONDS = 0.02
 
 
@@ -42,3 +43,20 @@ def gated(frame: pd.DataFrame, target: str):
         Path(fail_once).unlink()
         raise RuntimeError("gated trainer failed on purpose")
     return builtin_trainer.train(frame, target, task="regression", seed=0)
+
+
+def probe(frame: pd.DataFrame, target: str):
+    """Writes its niceness, the thread-pool variables it was started with and the threads
+    OpenMP/BLAS actually use (threadpoolctl), then trains."""
+    import json
+
+    from threadpoolctl import threadpool_info
+
+    seen = {
+        "nice": os.nice(0),
+        "env": {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
+    }
+    model = builtin_trainer.train(frame, target, task="regression", seed=0)
+    seen["pools"] = sorted({pool["num_threads"] for pool in threadpool_info()})
+    Path(os.environ[PROBE_ENV]).write_text(json.dumps(seen))
+    return model
