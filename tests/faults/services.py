@@ -160,7 +160,7 @@ def read_to_end(bootstrap: str, topic: str, deadline_seconds: float = 60.0) -> l
                 ends = _ends(consumer, topic)
                 break
             except KafkaException as error:  # a topic just created has no leader yet
-                if not error.args[0].retriable() or time.monotonic() > deadline:
+                if not _transient(error.args[0]) or time.monotonic() > deadline:
                     raise
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
         messages = []
@@ -192,11 +192,27 @@ def high_watermarks(bootstrap: str, topic: str) -> dict[int, int]:
 def committed(bootstrap: str, group: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
     """The group's committed offset per partition (-1: none)."""
     consumer = _consumer(bootstrap, **{"group.id": group})
+    deadline = time.monotonic() + 30
     try:
-        offsets = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
-        return {tp.partition: tp.offset if tp.offset >= 0 else -1 for tp in offsets}
+        while True:
+            try:
+                offsets = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+                return {tp.partition: tp.offset if tp.offset >= 0 else -1 for tp in offsets}
+            except KafkaException as error:  # a broker just started: its coordinator is loading
+                if not _transient(error.args[0]) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         consumer.close()
+
+
+_TRANSIENT = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+              KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
+              KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION}
+
+
+def _transient(error: KafkaError) -> bool:
+    return error.retriable() or error.code() in _TRANSIENT
 
 
 def read_states(bootstrap: str, app_id: str) -> dict:

@@ -1,0 +1,135 @@
+"""The Kafka broker stopped for 20 s and started again while the worker and the
+retrainer run (a private broker: the shared one is never stopped). Every event is
+counted once, the triggers are those of an uninterrupted run (same ids, same contents),
+and every trigger gets exactly one outcome row: none lost, none doubled."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from bench import harness as h
+from schemas.settings import MonitorSettings
+from tests.faults import services as s
+
+pytestmark = pytest.mark.services
+DEADLINE = 120
+OUTAGE_SECONDS = float(os.environ.get("DRIFTLINE_FAULTS_OUTAGE_SECONDS", 20))
+
+
+@pytest.fixture(scope="module")
+def private_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s.PrivateKafka]:
+    broker = s.PrivateKafka(tmp_path_factory.mktemp("private-kafka"))
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()
+
+
+def _retrainer_sections(config: Path, dsn: str, schema: str, store: Path, work: Path, group: str) -> Path:
+    text = config.read_text()
+    config.write_text(
+        f'model_store_path = "{store}"\n' + text
+        + f'\n[postgres]\ndsn = "{dsn}"\ndb_schema = "{schema}"\n'
+        + f'\n[retrain]\ngroup_id = "{group}"\npoll_timeout_seconds = 0.1\npost_trigger_rows = 0\n'
+        + 'retry_initial_seconds = 0.1\nretry_max_seconds = 1.0\nsession_timeout_ms = 6000\n'
+        + f'labelled_read_timeout_seconds = 5\ncooldown_seconds = 0\nwork_dir = "{work}"\n')
+    return config
+
+
+def test_a_broker_outage_loses_and_doubles_nothing(
+    private_kafka, kafka_bootstrap, postgres_dsn, db_schema, unique_name, tmp_path, reference, procs
+):
+    seed = int(os.environ.get("DRIFTLINE_FAULTS_SEED", random.randrange(2**32)))
+    rng = random.Random(seed)
+    context = f"seed {seed}"
+    models = [f"m{i}" for i in range(4)]
+    per_model = 6000
+    detector = {"cooldown": 1500, "ks_window": 500, "ks_stride": 250}
+    stream = h.feature_stream(models, per_model, drift_after=3000, drift_column=2, seed=seed % 1000)
+    before, after = stream[:len(stream) * 3 // 5], stream[len(stream) * 3 // 5:]
+    private = private_kafka.bootstrap
+
+    def run_config(bootstrap: str, app: str, **extra) -> Path:
+        directory = tmp_path / app
+        directory.mkdir()
+        h.create_topics(bootstrap, app)
+        config = h.write_config(directory, bootstrap, app, models, reference, batch_size=100, detector=detector,
+                                broker_session_timeout_seconds=6.0, **extra)
+        return s.with_inputs(config, app, unique_name)
+
+    def all_seen(bootstrap: str, app: str) -> bool:
+        seen = s.events_seen(bootstrap, app)
+        return len(seen) == len(models) and all(n == per_model for n in seen.values())
+
+    # The uninterrupted run: the same records in the same order on the shared broker give
+    # the same partitions and offsets, so the same trigger ids.
+    h.create_topics(kafka_bootstrap, unique_name)
+    h.produce(kafka_bootstrap, f"{unique_name}.features", stream)
+    baseline = f"{unique_name}_a"
+    procs.worker(run_config(kafka_bootstrap, baseline))
+
+    h.create_topics(private, unique_name)
+    h.produce(private, f"{unique_name}.features", before)
+    app = f"{unique_name}_b"
+    config = run_config(private, app)
+    retrainer_group = f"{app}_retrainer"
+    _retrainer_sections(config, postgres_dsn, db_schema, tmp_path / "store", tmp_path, retrainer_group)
+    worker = procs.worker(config)
+    retrainer = procs.retrainer(config)
+    group = MonitorSettings(app_id=app).monitor_group_id
+    features = f"{unique_name}.features"
+    requests = f"{app}.retrain_requests"
+    point = rng.randint(len(before) // 4, len(before) * 3 // 4)
+
+    def done() -> int:
+        return sum(max(o, 0) for o in s.committed(private, group, features, range(h.PARTITIONS)).values())
+
+    s.wait_until(lambda: done() >= point, DEADLINE, f"worker at {point} events ({context})", procs.alive, every=0.05)
+    stopped_at = done()
+    private_kafka.stop()
+    began = time.monotonic()
+    while time.monotonic() - began < OUTAGE_SECONDS:  # the outage itself, not a synchronisation
+        procs.alive()
+        time.sleep(0.5)
+    private_kafka.start()
+    resumed = done()  # where the worker stood when the broker went away
+    context += (f"; broker stopped at {stopped_at} committed events (of {len(before)} then in the topic; "
+                f"{resumed} committed before the restart) for {OUTAGE_SECONDS:.0f} s")
+    h.produce(private, features, after)
+    s.wait_until(lambda: all_seen(private, app), DEADLINE, f"every event counted after the outage ({context})",
+                 procs.alive)
+    s.wait_until(lambda: s.caught_up(private, group, features), DEADLINE, f"worker committed all ({context})",
+                 procs.alive)
+    s.wait_until(lambda: all_seen(kafka_bootstrap, baseline), DEADLINE, "uninterrupted run done", procs.alive)
+    expected = s.triggers(kafka_bootstrap, f"{baseline}.retrain_requests")
+    got = s.triggers(private, requests)
+    assert len(expected) >= len(models), context
+    assert set(got) == set(expected), f"trigger ids differ ({context})"
+    assert got == expected, f"trigger contents differ ({context})"
+
+    # The retrainer: every trigger read, one row each, committed.
+    s.wait_until(lambda: s.caught_up(private, retrainer_group, requests), DEADLINE,
+                 f"retrainer committed every trigger ({context})", procs.alive)
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(db_schema)))
+        rows = [r[0] for r in conn.execute("SELECT trigger_id FROM model_retraining_events")]
+    assert sorted(rows) == sorted(expected), f"outcome rows are not one per trigger ({context})"
+    outcomes: dict[str, set[str]] = {}
+    for message in s.read_to_end(private, f"{app}.retrain_events"):
+        event = json.loads(message.value())
+        outcomes.setdefault(event["trigger_id"], set()).add(event["outcome"])
+    assert set(outcomes) == set(expected), f"outcomes published: not one per trigger ({context})"
+    assert all(len(o) == 1 for o in outcomes.values()), f"a trigger with two outcomes: {outcomes} ({context})"
+    procs.alive()
+    assert worker.poll() is None and retrainer.poll() is None
+    print(f"broker outage: {context}; {len(expected)} triggers, outcomes {sorted(set().union(*outcomes.values()))}")
