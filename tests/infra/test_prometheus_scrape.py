@@ -51,11 +51,20 @@ def test_prometheus_scrapes_the_worker(kafka_bootstrap: str, unique_name: str, t
         h.wait_until(
             lambda: query(prometheus_port, 'driftline_events_consumed_total > 2999'), DEADLINE, "all events counted",
         )
-        ks = query(prometheus_port, 'driftline_column_ks_statistic{model="scraped"}')
-        assert {series["metric"]["column"] for series in ks} == {f"f{i}" for i in range(len(ks))} and ks
-        assert all(0.0 <= float(series["value"][1]) <= 1.0 for series in ks)
-        thresholds = query(prometheus_port, 'driftline_column_ks_threshold{model="scraped"}')
-        assert all(0.0 < float(series["value"][1]) < 1.0 for series in thresholds)
+        columns = set(h.COLUMNS)
+
+        def per_column(name: str) -> dict[str, float]:
+            return {series["metric"]["column"]: float(series["value"][1])
+                    for series in query(prometheus_port, f'{name}{{model="scraped"}}')}
+
+        # The gauges are set after the batch's events are counted: wait for a scrape of them.
+        h.wait_until(lambda: set(per_column("driftline_column_ks_statistic")) == columns, DEADLINE,
+                     "a KS statistic per column scraped")
+        assert all(0.0 <= value <= 1.0 for value in per_column("driftline_column_ks_statistic").values())
+        thresholds = per_column("driftline_column_ks_threshold")
+        assert set(thresholds) == columns and all(0.0 < value < 1.0 for value in thresholds.values())
+        dependence = per_column("driftline_column_dependence_factor")
+        assert set(dependence) == columns and all(value >= 1.0 for value in dependence.values())
         h.wait_until(lambda: query(prometheus_port, 'sum(driftline_triggers_total{model="scraped"}) >= 1'),
                      DEADLINE, "the trigger counted")
         assert query(prometheus_port, "driftline_batch_processing_seconds_count > 0")
