@@ -4,6 +4,9 @@ list [MODEL]            the models, or one model's versions (current marked *)
 show MODEL [VERSION]    a version's metadata (default: the current version)
 promote MODEL VERSION   make VERSION current (an atomic pointer swap)
 rollback MODEL [VERSION]  back to VERSION, or to the version current before this one
+                        (both then publish a `promoted` RetrainOutcome on retrain-events,
+                        as the retrainer does, so running workers re-baseline on the
+                        version's reference profile; an error if it cannot be sent)
 init MODEL              version 1 from the model's training data, with the configured
                         (or built-in) trainer: the first current model
 """
@@ -14,18 +17,63 @@ import argparse
 import datetime as dt
 import json
 import math
+import uuid
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from retrain import datasets
 from retrain.errors import ModelStoreError, RetrainError, UnknownModel
 from retrain.job import RetrainJob
 from retrain.model_store import ModelStore
 from retrain.outcome import Trigger
+from schemas.messages import RetrainOutcome, encode
 from retrain.preparation import PreparedData, clean
 from schemas.errors import UsageError
 from schemas.logs import configure_logging
 from schemas.settings import Settings
 
 ACTIONS = ("list", "show", "promote", "rollback", "init")
+PUBLISH_TIMEOUT_SECONDS = 30.0
+
+
+def promotion_event(store: ModelStore, model_id: str, previous: str | None, version: str, action: str) -> RetrainOutcome:
+    """The `promoted` outcome of a promotion by hand; its unique trigger_id tells the
+    monitor that this is a new promotion (even of a version that served before)."""
+    return RetrainOutcome(
+        trigger_id=f"manual-{action}-{model_id}-{version}-{uuid.uuid4().hex[:12]}"[:200],
+        model_id=model_id,
+        outcome="promoted",
+        previous_version=previous,
+        new_version=version,
+        reference_profile=store.reference_profile_path(model_id, version),
+        reason=f"{action} by hand: driftline models {action}",
+        completed_at=dt.datetime.now(dt.timezone.utc),
+    )
+
+
+def publish_promotion(settings: Settings, event: RetrainOutcome) -> None:
+    """Publishes `event` on retrain-events (acks=all), or raises RetrainError."""
+    failures: list[str] = []
+
+    def delivered(error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            failures.append(str(error))
+
+    producer = Producer(settings.kafka.producer_config())
+    try:
+        producer.produce(
+            settings.kafka.retrain_events_topic, key=event.model_id.encode(), value=encode(event), on_delivery=delivered
+        )
+    except (KafkaException, BufferError) as error:
+        failures.append(str(error))
+    remaining = producer.flush(PUBLISH_TIMEOUT_SECONDS)
+    if failures or remaining:
+        why = failures[0] if failures else f"not acknowledged within {PUBLISH_TIMEOUT_SECONDS:g} s"
+        raise RetrainError(
+            f"version {event.new_version} of {event.model_id} is current, but its promotion was not published on "
+            f"{settings.kafka.retrain_events_topic} ({why}): running workers keep the old reference; run the "
+            f"command again"
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,13 +135,18 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         if version is None:
             raise ModelStoreError(f"model {args.model} has no current version")
         print(json.dumps(store.metadata(args.model, version), indent=2, sort_keys=True))
-    elif args.action == "promote":
-        if not args.version:
+    elif args.action in ("promote", "rollback"):
+        if args.action == "promote" and not args.version:
             raise ModelStoreError("models promote needs a VERSION")
-        store.promote(args.model, args.version)
-        print(f"{args.model}: version {args.version} is current")
-    elif args.action == "rollback":
-        print(f"{args.model}: version {store.rollback(args.model, args.version)} is current")
+        previous = store.current_version(args.model)
+        if args.action == "promote":
+            store.promote(args.model, args.version)
+            version = args.version
+        else:
+            version = store.rollback(args.model, args.version)
+        print(f"{args.model}: version {version} is current")
+        publish_promotion(settings, promotion_event(store, args.model, previous, version, args.action))
+        print(f"{args.model}: promotion published on {settings.kafka.retrain_events_topic}")
     else:
         print(f"{args.model}: version {bootstrap(settings, args.model)} is current")
     return 0
