@@ -138,6 +138,8 @@ class Retrainer:
         self.producer = Producer(settings.kafka.producer_config())
         # Per partition, the consumed triggers not yet committed, in offset order.
         self.in_flight: dict[tuple[str, int], list[InFlight]] = {}
+        self._ordered: list[InFlight] | None = None  # every item by arrival; None: rebuild
+        self._by_model: dict[str, list[InFlight]] = {}
         self._arrivals = 0
         for model_id in settings.models:
             if (current := self.store.current_version(model_id)) is not None:
@@ -152,7 +154,7 @@ class Retrainer:
                 message = self.consumer.poll(self.retrain.poll_timeout_seconds)
                 if message is not None:
                     self._receive(message)
-                for item in self._items():
+                for item in list(self._items()):
                     if item.stage is Stage.DONE:
                         continue
                     try:
@@ -172,11 +174,21 @@ class Retrainer:
 
     def _items(self) -> list[InFlight]:
         """Every uncommitted trigger, in order of arrival."""
-        return sorted((item for queue in self.in_flight.values() for item in queue), key=lambda item: item.seq)
+        if self._ordered is None:
+            self._ordered = sorted((i for queue in self.in_flight.values() for i in queue), key=lambda i: i.seq)
+            self._by_model = {}
+            for item in self._ordered:
+                self._by_model.setdefault(item.model_id, []).append(item)
+        return self._ordered
+
+    def _of_model(self, model_id: str) -> list[InFlight]:
+        self._items()
+        return self._by_model.get(model_id, [])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """A partition taken away: its triggers' new owner processes them again."""
         for partition in partitions:
+            self._ordered = None
             for item in self.in_flight.pop((partition.topic, partition.partition), []):
                 if item.job is not None:
                     item.job.kill()
@@ -201,6 +213,7 @@ class Retrainer:
         item = InFlight(message.topic(), message.partition(), message.offset(), retry, seq=self._arrivals)
         item.original, item.key = message.value() or b"", message.key()
         queue.append(item)
+        self._ordered = None
         if len(queue) >= self.retrain.max_buffered_triggers:
             self.consumer.pause([partition])
         try:
@@ -228,8 +241,8 @@ class Retrainer:
         (A trigger below the minimum severity supersedes nothing: it will be skipped.)"""
         if not self.policy.eligible(newest.trigger.severity):
             return
-        for item in self._items():
-            if item is newest or item.model_id != newest.model_id or item.stage is not Stage.ADMIT or item.admitted:
+        for item in list(self._of_model(newest.model_id)):
+            if item is newest or item.stage is not Stage.ADMIT or item.admitted:
                 continue
             blocked = self._blocked(item)
             if blocked is None:
@@ -246,10 +259,10 @@ class Retrainer:
     def _blocked(self, item: InFlight) -> InFlight | None:
         """The model's oldest earlier trigger still without a written outcome, if any:
         `item` waits for it (one retrain per model; its row feeds the policy)."""
-        for other in self._items():
+        for other in self._of_model(item.model_id):
             if other.seq >= item.seq:
                 return None
-            if other.model_id == item.model_id and other.stage in (Stage.ADMIT, Stage.TRAINING, Stage.WRITE):
+            if other.stage in (Stage.ADMIT, Stage.TRAINING, Stage.WRITE):
                 return other
         return None
 
@@ -557,6 +570,7 @@ class Retrainer:
             # Lost the partition in a rebalance: the new owner sees the triggers recorded.
             log.warning("commit_failed", partition=partition, offset=last.offset, error=str(error))
         del queue[:done]
+        self._ordered = None
         if len(queue) < self.retrain.max_buffered_triggers:
             self.consumer.resume([TopicPartition(topic, partition)])
         log.info("trigger_committed", partition=partition, offset=last.offset, triggers=done)

@@ -1,5 +1,7 @@
 """A TCP forwarder the tests can take down and bring back: PostgreSQL "stops" for the
-retrainer (connections refused, open ones cut) without touching the shared server."""
+retrainer (new connections cut at once, open ones cut) without touching the shared
+server. Its port stays bound from start to `close()`, so no other process can take it
+between an outage and the recovery."""
 
 from __future__ import annotations
 
@@ -10,46 +12,49 @@ import threading
 class TcpProxy:
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
-        self._listener: socket.socket | None = None
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen()
+        self.port = self._listener.getsockname()[1]
+        self._up = False
         self._connections: list[socket.socket] = []
         self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
 
     def up(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen()
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        with self._lock:
+            self._up = True
 
     def down(self) -> None:
+        """Cuts every open connection; new ones are closed as soon as they are accepted."""
         with self._lock:
-            if self._listener is not None:
-                try:
-                    self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
-                except OSError:
-                    pass
-                self._listener.close()
-                self._listener = None
+            self._up = False
             for connection in self._connections:
-                try:
-                    connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                _shut(connection)
                 connection.close()
             self._connections.clear()
 
-    def _accept(self, listener: socket.socket) -> None:
+    def close(self) -> None:
+        self.down()
+        _shut(self._listener)  # wakes the blocked accept()
+        self._listener.close()
+
+    def _accept(self) -> None:
         while True:
             try:
-                client, _ = listener.accept()
+                client, _ = self._listener.accept()
             except OSError:
-                return  # closed by down()
-            server = socket.create_connection(self.target)
+                return  # closed
+            with self._lock:
+                if not self._up:
+                    _shut(client)
+                    client.close()
+                    continue
+            try:
+                server = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
             with self._lock:
                 self._connections += [client, server]
             for source, sink in ((client, server), (server, client)):
@@ -64,7 +69,11 @@ class TcpProxy:
             pass
         finally:
             for s in (source, sink):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                _shut(s)
+
+
+def _shut(connection: socket.socket) -> None:
+    try:
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

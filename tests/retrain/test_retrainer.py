@@ -19,7 +19,7 @@ from tests.retrain.conftest import MODEL, Harness, wait_for
 from schemas.settings import Settings
 from tests.conftest import ROOT
 from tests.retrain.tcp_proxy import TcpProxy
-from tests.retrain.trainers import MARKER_ENV, RELEASE_ENV, SECONDS_ENV
+from tests.retrain.trainers import MARKER_ENV, RELEASE_ENV
 from tests.services.test_postgres_schema import FIND_ALL, FREQUENCY, IMPROVEMENT, RECENT
 
 pytestmark = pytest.mark.services
@@ -153,13 +153,13 @@ def test_redelivered_trigger_is_not_trained_or_written_twice(harness: Harness) -
 def test_postgres_outage_mid_run_holds_the_commit_and_writes_one_row_once_back(
     harness: Harness, postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    marker = tmp_path / "training-started"
+    marker, release = tmp_path / "training-started", tmp_path / "release"
     monkeypatch.setenv(MARKER_ENV, str(marker))
-    monkeypatch.setenv(SECONDS_ENV, "1")
+    monkeypatch.setenv(RELEASE_ENV, str(release))
     address = psycopg.conninfo.conninfo_to_dict(postgres_dsn)
     proxy = TcpProxy(address.get("host", "127.0.0.1"), int(address.get("port", 5432)))
     proxied = psycopg.conninfo.make_conninfo(postgres_dsn, host="127.0.0.1", port=str(proxy.port))
-    settings = harness.settings(dsn=proxied, model={"trainer": "tests.retrain.trainers:slow"})
+    settings = harness.settings(dsn=proxied, model={"trainer": "tests.retrain.trainers:gated"})
     harness.trigger("t-outage", harness.labelled_window(150, seed=10))
     proxy.up()
     failures_before = metrics.DB_WRITE_FAILURES._value.get()
@@ -167,6 +167,7 @@ def test_postgres_outage_mid_run_holds_the_commit_and_writes_one_row_once_back(
 
     wait_for(marker.exists, "the training to start")
     proxy.down()  # PostgreSQL "stops" while the model trains
+    release.touch()  # and the training ends during the outage
     try:
         wait_for(lambda: metrics.DB_WRITE_FAILURES._value.get() >= failures_before + 3, "retries of the row's write")
         assert harness.committed() < 0, "committed before the outcome was written"
@@ -176,7 +177,7 @@ def test_postgres_outage_mid_run_holds_the_commit_and_writes_one_row_once_back(
         assert row["trigger_id"] == "t-outage" and row["execution_successful"] is True
         assert ModelStore(settings.model_store_path, 5).versions(MODEL) == ["1", "2"]  # trained once
     finally:
-        proxy.down()
+        proxy.close()
 
 
 def _write_config(path: Path, settings: Settings) -> None:
@@ -200,7 +201,7 @@ session_timeout_ms = 6000
 work_dir = "{retrain.work_dir}"
 [models.{MODEL}]
 reference_path = "{settings.models[MODEL].reference_path}"
-trainer = "tests.retrain.trainers:slow"
+trainer = "tests.retrain.trainers:gated"
 """
     )
 
@@ -211,8 +212,8 @@ def test_retrainer_killed_mid_training_retrains_after_restart_and_promotes_once(
     settings = harness.settings()
     config = tmp_path / "driftline.toml"
     _write_config(config, settings)
-    marker = tmp_path / "training-started"
-    env = {**os.environ, MARKER_ENV: str(marker), SECONDS_ENV: "2", "PYTHONPATH": str(ROOT)}
+    marker, release = tmp_path / "training-started", tmp_path / "release"
+    env = {**os.environ, MARKER_ENV: str(marker), RELEASE_ENV: str(release), "PYTHONPATH": str(ROOT)}
     argv = [sys.executable, "-m", "streams.cli", "--config", str(config), "retrainer", "--no-metrics"]
     harness.trigger("t-kill", harness.labelled_window(150, seed=11))
 
@@ -225,6 +226,7 @@ def test_retrainer_killed_mid_training_retrains_after_restart_and_promotes_once(
     assert harness.committed() < 0 and harness.rows() == []
 
     marker.unlink()
+    release.touch()  # the second training runs through
     second = subprocess.Popen(argv, env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: harness.committed() == 1, "the trigger to be processed after the restart")

@@ -10,8 +10,7 @@ import pandas as pd
 
 from retrain import builtin_trainer
 
-MARKER_ENV = "DRIFTLINE_TEST_TRAINING_MARKER"  # a file the slow trainer creates when it starts
-SECONDS_ENV = "DRIFTLINE_TEST_TRAINING_SECONDS"
+MARKER_ENV = "DRIFTLINE_TEST_TRAINING_MARKER"  # a file the gated trainer creates when it starts
 RELEASE_ENV = "DRIFTLINE_TEST_TRAINING_RELEASE"  # the gated trainer finishes once this file exists
 FAIL_ONCE_ENV = "DRIFTLINE_TEST_TRAINING_FAIL_ONCE"  # if this file exists: removed, and the training fails
 PROBE_ENV = "DRIFTLINE_TEST_TRAINING_PROBE"  # where the probing trainer writes what it sees
@@ -20,12 +19,6 @@ RELEASE_POLL_SECONDS = 0.02
 
 def failing(frame: pd.DataFrame, target: str):
     raise RuntimeError("trainer exploded on purpose")
-
-
-def slow(frame: pd.DataFrame, target: str):
-    Path(os.environ[MARKER_ENV]).touch()
-    time.sleep(float(os.environ[SECONDS_ENV]))
-    return builtin_trainer.train(frame, target, task="regression", seed=0)
 
 
 def gated(frame: pd.DataFrame, target: str):
