@@ -43,6 +43,8 @@ def test_five_kills_during_a_batch_record_backlog_give_the_uninterrupted_trigger
 
     def all_seen(app: str) -> bool:
         seen = s.events_seen(kafka_bootstrap, app)
+        over = {m: n for m, n in seen.items() if n > per_model}
+        assert not over, f"{app}: events counted twice: {over} of {per_model} (seed {seed}, kills {where})"
         return len(seen) == len(models) and all(n == per_model for n in seen.values())
 
     def done(app: str) -> int:
@@ -50,10 +52,10 @@ def test_five_kills_during_a_batch_record_backlog_give_the_uninterrupted_trigger
                                                   range(h.PARTITIONS)).values())
 
     baseline, crashed = f"{unique_name}_a", f"{unique_name}_b"
+    where: list[int] = []  # committed records at each kill
     procs.worker(run_config(baseline))  # the uninterrupted run, beside the killed ones
     config = run_config(crashed)
     points = sorted(rng.sample(range(total // 20, total * 3 // 4), KILLS))
-    where = []
     for point in points:
         proc = procs.worker(config)
         s.wait_until(lambda: done(crashed) >= point, DEADLINE,
