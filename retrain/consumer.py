@@ -25,7 +25,9 @@ row is written). Any other error in a stage is retried `max_attempts` times, wit
 backoff; then the trigger is given up: it goes to the dead-letter topic with the error
 (reason `processing_failed`), gets a `failed` row in `model_retraining_events` and a
 `failed` outcome, and is committed, so one bad trigger never stops the retrainer nor
-crash-loops it on every restart.
+crash-loops it on every restart. The starts of a trigger's handling are also counted in
+PostgreSQL (`retrain_trigger_starts`), so a trigger whose handling kills the retrainer
+process itself is given up the same way after `max_attempts` starts.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class InFlight:
     waiting: bool = False  # over the concurrency limit
     after_write: list[tuple[str, bytes]] = field(default_factory=list)  # published before the outcome
     given_up: bool = False
+    start_counted: bool = False  # in retrain_trigger_starts, by this process
     attempts: int = 0  # failed attempts at a stage, other than PostgreSQL or Kafka outages
     received: float = field(default_factory=time.monotonic)
     started: float = field(default_factory=time.monotonic)
@@ -329,7 +332,7 @@ class Retrainer:
                 error=detail,
                 exc_info=error,
             )
-            self._give_up(item, detail)
+            self._give_up(item, f"gave up after {item.attempts} failed attempt(s) at {item.stage.value}: {detail}")
             return
         delay = item.retry.failed()
         log.warning(
@@ -351,12 +354,11 @@ class Retrainer:
         elif item.stage is Stage.PUBLISH:
             item.produced, item.delivered = False, None
 
-    def _give_up(self, item: InFlight, detail: str) -> None:
-        """Dead letter (with the error), a `failed` row and outcome, then the commit."""
+    def _give_up(self, item: InFlight, reason: str) -> None:
+        """Dead letter (with the reason), a `failed` row and outcome, then the commit."""
         if item.job is not None:
             item.job.kill()
             item.job = None
-        reason = f"gave up after {item.attempts} failed attempt(s) at {item.stage.value}: {detail}"
         letter = (
             self.settings.kafka.dead_letter_topic,
             self._dead_letter(item, SchemaError("processing_failed", reason)),
@@ -449,6 +451,18 @@ class Retrainer:
             window = self._settled_window(item)
             if window is None:
                 return
+            if not item.start_counted:
+                # Counted across restarts: handling that kills the retrainer is not retried forever.
+                starts = self.repository.count_start(trigger.trigger_id, trigger.model_id)
+                item.start_counted = True
+                if starts > self.retrain.max_attempts:
+                    log.error("trigger_given_up", trigger_id=trigger.trigger_id, starts=starts, stage="start")
+                    self._give_up(
+                        item,
+                        f"gave up: handling began {starts - 1} time(s) before without an outcome "
+                        "(the retrainer stopped while handling it)",
+                    )
+                    return
             item.started = time.monotonic()
             historical = datasets.historical_frame(model)
             columns = datasets.feature_columns(model, historical)
@@ -516,6 +530,11 @@ class Retrainer:
             self._to_publish(item, *item.after_write, (self.settings.kafka.retrain_events_topic, encode(event_from_row(existing))))
             return
         metrics.RETRAINS.labels(item.model_id, record.outcome).inc()
+        if item.start_counted:
+            try:
+                self.repository.forget_starts(record.trigger.trigger_id)
+            except psycopg.Error as error:  # only bookkeeping: the row is written
+                log.warning("trigger_starts_not_cleared", trigger_id=record.trigger.trigger_id, error=str(error).strip())
         for name, value in record.improvements.items():
             if value is not None:
                 metric = name.removeprefix("improvement_").removesuffix("_percent")

@@ -41,6 +41,14 @@ INSERT = sql.SQL("INSERT INTO model_retraining_events ({}) VALUES ({}) ON CONFLI
     sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), sql.SQL(", ").join(sql.Placeholder(c) for c in COLUMNS)
 )
 FIND = "SELECT * FROM model_retraining_events WHERE trigger_id = %s"
+COUNT_START = """
+INSERT INTO retrain_trigger_starts (trigger_id, model_id, starts, last_started_at)
+VALUES (%s, %s, 1, now() AT TIME ZONE 'UTC')
+ON CONFLICT (trigger_id) DO UPDATE
+    SET starts = retrain_trigger_starts.starts + 1, last_started_at = EXCLUDED.last_started_at
+RETURNING starts
+"""
+FORGET_STARTS = "DELETE FROM retrain_trigger_starts WHERE trigger_id = %s"
 LAST_ATTEMPT = "SELECT max(triggered_at) FROM model_retraining_events WHERE model_id = %s AND execution_attempted"
 
 
@@ -79,6 +87,13 @@ class RetrainEventRepository:
         """When the model's last attempted retrain was triggered (UTC), for the cooldown."""
         moment = self._execute(LAST_ATTEMPT, (model_id,)).fetchone()["max"]
         return moment.replace(tzinfo=dt.timezone.utc) if moment else None
+
+    def count_start(self, trigger_id: str, model_id: str) -> int:
+        """Records that the trigger's handling begins; returns how many times it has."""
+        return self._execute(COUNT_START, (trigger_id, model_id)).fetchone()["starts"]
+
+    def forget_starts(self, trigger_id: str) -> None:
+        self._execute(FORGET_STARTS, (trigger_id,))
 
     def insert(self, row: dict[str, Any]) -> bool:
         """Writes the row once; False when the trigger was already recorded."""

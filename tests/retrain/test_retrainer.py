@@ -207,7 +207,7 @@ trainer = "tests.retrain.trainers:gated"
 
 
 def test_retrainer_killed_mid_training_retrains_after_restart_and_promotes_once(
-    harness: Harness, tmp_path: Path
+    harness: Harness, tmp_path: Path, db
 ) -> None:
     settings = harness.settings()
     config = tmp_path / "driftline.toml"
@@ -224,6 +224,7 @@ def test_retrainer_killed_mid_training_retrains_after_restart_and_promotes_once(
         first.kill()  # SIGKILL, mid-training
         first.wait()
     assert harness.committed() < 0 and harness.rows() == []
+    assert db.execute("SELECT starts FROM retrain_trigger_starts WHERE trigger_id = 't-kill'").fetchone() == (1,)
 
     marker.unlink()
     release.touch()  # the second training runs through
@@ -234,6 +235,7 @@ def test_retrainer_killed_mid_training_retrains_after_restart_and_promotes_once(
         second.terminate()
         second.wait(30)
     assert marker.exists(), "the restarted retrainer did not train again"
+    assert db.execute("SELECT count(*) FROM retrain_trigger_starts").fetchone() == (0,)  # forgotten with the row
     [row] = harness.rows()
     assert row["trigger_id"] == "t-kill" and row["execution_successful"] is True
     store = ModelStore(settings.model_store_path, 5)

@@ -82,3 +82,28 @@ def test_a_stage_that_raises_once_is_retried_and_the_trigger_trains(
     [row] = harness.rows()
     assert row["trigger_id"] == "t-flaky" and row["execution_successful"] is True
     assert harness.high_watermark(settings.kafka.dead_letter_topic) == 0  # nothing dead-lettered
+
+
+def test_a_trigger_whose_handling_killed_the_retrainer_each_time_is_given_up(harness: Harness, db) -> None:
+    settings = harness.settings(max_attempts=3, cooldown_seconds=0)
+    poison = harness.trigger("t-crashloop", harness.labelled_window(150, seed=24))
+    # As if three retrainers had died handling it (the kill test shows one such death).
+    db.execute(
+        "INSERT INTO retrain_trigger_starts (trigger_id, model_id, starts, last_started_at) VALUES (%s, %s, 3, now())",
+        ("t-crashloop", MODEL),
+    )
+    harness.trigger("t-next", harness.labelled_window(150, seed=25))
+    harness.start(settings)
+
+    wait_for(lambda: harness.committed() == 2, "both triggers to be committed")
+    given_up, following = harness.rows()
+    assert given_up["trigger_id"] == "t-crashloop" and given_up["execution_successful"] is False
+    assert given_up["execution_metrics"]["reason"] == (
+        "gave up: handling began 3 time(s) before without an outcome (the retrainer stopped while handling it)"
+    )
+    [letter] = [decode(DeadLetter, v) for v in harness.read(settings.kafka.dead_letter_topic, 1)]
+    assert letter.reason == "processing_failed" and decode(RetrainRequest, letter.original) == poison
+    assert following["trigger_id"] == "t-next" and following["execution_successful"] is True
+    assert ModelStore(settings.model_store_path, 5).versions(MODEL) == ["1", "2"]  # never trained t-crashloop
+    # a trigger's starts are forgotten once its outcome is written
+    assert db.execute("SELECT count(*) FROM retrain_trigger_starts").fetchone() == (0,)
