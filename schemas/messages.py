@@ -76,7 +76,10 @@ class LabelledRecord(_InferenceEvent, kw_only=True):
 class RootCause(msgspec.Struct, kw_only=True):
     signal: str
     column: str | None = None
-    strength: float
+    strength: float  # the estimated effect over the design's threshold for the signal
+    # Of this signal alone: the probability that a stationary stream with the same
+    # dependence stays below its statistic for one target_arl horizon (detectors.fusion).
+    confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
 
 
 class Decision(msgspec.Struct, kw_only=True):

@@ -39,10 +39,11 @@ def retrain_request(firing: Firing, now: dt.datetime | None = None) -> RetrainRe
         decision=DecisionMessage(
             trigger_types=[getattr(t, "value", t) for t in decision.trigger_types],
             severity=decision.severity,
-            confidence=min(1.0, max(0.0, float(decision.confidence))),
+            confidence=_probability(decision.confidence),
             reason=decision.reason,
             root_cause=[
-                RootCause(signal=c["signal"], column=c.get("column"), strength=float(c["strength"]))
+                RootCause(signal=c["signal"], column=c.get("column"), strength=float(c["strength"]),
+                          confidence=_probability(c.get("confidence")))
                 for c in decision.root_cause
             ],
             columns=list(decision.columns),
@@ -50,3 +51,7 @@ def retrain_request(firing: Firing, now: dt.datetime | None = None) -> RetrainRe
         metrics=flat_metrics(decision.metrics),
         window=firing.window,
     )
+
+
+def _probability(value: float | None) -> float | None:
+    return None if value is None else min(1.0, max(0.0, float(value)))
