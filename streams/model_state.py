@@ -22,6 +22,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter, itemgetter
 
 import msgspec
 import numpy as np
@@ -36,6 +37,14 @@ from schemas.messages import (
     Window,
 )
 from streams.decoding import Record, categorical_columns, label_values, numeric_matrix
+
+
+# C-level accessors: these run once per event.
+_second = itemgetter(1)
+_features = attrgetter("features")
+_timestamp = attrgetter("timestamp")
+_prediction = attrgetter("prediction")
+_actual = attrgetter("actual")
 
 
 class TopicProgress(msgspec.Struct, kw_only=True):
@@ -175,7 +184,7 @@ class ModelRuntime:
         self, items: Sequence[tuple[Record, FeatureEvent]]
     ) -> tuple[list[Firing], list[tuple[Record, SchemaError]]]:
         profile = self.monitor.profile
-        rows = [event.features for _, event in items]
+        rows = list(map(_features, map(_second, items)))
         numeric, bad = numeric_matrix(rows, profile.numeric_columns)
         rejected = []
         if bad.any():
@@ -199,8 +208,9 @@ class ModelRuntime:
     ) -> tuple[list[Firing], list[tuple[Record, SchemaError]]]:
         if not items:
             return [], []
-        predictions = label_values([record.prediction for _, record in items])
-        actuals = label_values([record.actual for _, record in items])
+        events = list(map(_second, items))
+        predictions = label_values(list(map(_prediction, events)))
+        actuals = label_values(list(map(_actual, events)))
         before = self.monitor.labelled_seen
         decisions = self.monitor.update_labelled(predictions, actuals)
         return self._advance(items, decisions, before), []
@@ -247,7 +257,7 @@ class ModelRuntime:
                 partition=first.partition, last_offset=first.offset - 1, window_start=first.offset
             )
         progress.last_offset = last.offset
-        times = [event.timestamp for _, event in items]
+        times = list(map(_timestamp, map(_second, items)))
         low, high = min(times), max(times)
         state = self.state
         state.event_time_start = low if state.event_time_start is None else min(low, state.event_time_start)

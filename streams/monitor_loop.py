@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
+from operator import attrgetter, itemgetter
 from typing import NamedTuple
 
 from confluent_kafka import (
@@ -46,7 +46,7 @@ from aiokafka.partitioner import murmur2
 
 from detectors import ModelMonitor, ReferenceProfile, StateError
 from schemas.messages import DeadLetter, FeatureEvent, LabelledRecord, SchemaError, encode
-from streams.decoding import Record, dead_letters, decode_records, letter_key
+from streams.decoding import Record, dead_letters, decode_by_model, letter_key
 from schemas.logs import get_logger
 from streams.metrics import MonitorMetrics
 from streams.model_state import Firing, ModelRuntime, decode_state
@@ -215,7 +215,7 @@ class MonitorLoop:
     def _batch(self, messages: list[Message]) -> None:
         started = time.perf_counter()
         kafka = self.kafka
-        by_topic: dict[str, list[Record]] = defaultdict(list)
+        by_topic: dict[str, list[Record]] = {topic: [] for topic in self.topics}
         next_offsets: dict[tuple[str, int], int] = {}  # committed only once the batch is saved
         for message in messages:
             if message.error() is not None:
@@ -223,20 +223,23 @@ class MonitorLoop:
                 continue
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             # A null value (tombstone) is not JSON: it goes to dead letters like any other.
-            by_topic[topic].append(Record(topic, partition, offset, message.value() or b"", None, message.key()))
+            records = by_topic.get(topic)
+            if records is None:
+                records = by_topic[topic] = []
+            records.append(Record(topic, partition, offset, message.value() or b"", None, message.key()))
             next_offsets[(topic, partition)] = offset + 1
-        features = decode_records(FeatureEvent, by_topic.get(kafka.features_topic, ()))
-        labelled = decode_records(LabelledRecord, by_topic.get(kafka.labelled_topic, ()))
-        dead: list[DeadLetter] = features.dead + labelled.dead
+        features, bad_features = decode_by_model(FeatureEvent, by_topic[kafka.features_topic])
+        labelled, bad_labelled = decode_by_model(LabelledRecord, by_topic[kafka.labelled_topic])
+        dead: list[DeadLetter] = bad_features.dead + bad_labelled.dead
         # Events, not records: a batch record counts its events.
-        if features.events:
-            self.metrics.events_consumed.labels(kafka.features_topic).inc(features.events)
-        if labelled.events:
-            self.metrics.events_consumed.labels(kafka.labelled_topic).inc(labelled.events)
-        per_model: dict[str, dict[str, list]] = defaultdict(lambda: {"features": [], "labelled": []})
-        for kind, decoded in (("features", features), ("labelled", labelled)):
-            for record, event in decoded.valid:
-                per_model[event.model_id][kind].append((record, event))
+        for topic, groups, bad in ((kafka.features_topic, features, bad_features),
+                                   (kafka.labelled_topic, labelled, bad_labelled)):
+            count = sum(map(len, groups.values())) + bad.events
+            if count:
+                self.metrics.events_consumed.labels(topic).inc(count)
+        per_model: dict[str, dict[str, list]] = {
+            model_id: {"features": features.get(model_id, []), "labelled": labelled.get(model_id, [])}
+            for model_id in {**features, **labelled}}
         advanced: list[tuple[ModelRuntime, int]] = []  # with the partition of its inputs
         firings: list[Firing] = []
         for model_id, items in per_model.items():
@@ -270,7 +273,8 @@ class MonitorLoop:
         for kind, pairs in items.items():
             if not pairs:
                 continue
-            if any(record.key != key for record, _ in pairs):
+            records = list(map(_first, pairs))  # C loops: this runs for every event
+            if list(map(_key, records)).count(key) != len(records):
                 kept = []
                 for record, event in pairs:
                     if record.key == key:
@@ -282,9 +286,10 @@ class MonitorLoop:
                 items[kind] = pairs = kept
                 if not pairs:
                     continue
+                records = list(map(_first, pairs))
             topic = pairs[0][0].topic
             expected = self._murmur2_partition(model_id, topic)
-            wrong = sum(1 for record, _ in pairs if record.partition != expected)
+            wrong = len(records) - list(map(_partition, records)).count(expected)
             if wrong:
                 self.metrics.partition_mismatch.labels(model_id, topic).inc(wrong)
                 if (model_id, topic) not in self._misrouted:
@@ -539,6 +544,11 @@ class MonitorLoop:
             self.metrics.set_consumer_lag(lags, source="monitor")
         except Exception as error:  # a metric must not stop the monitor
             log.warning("consumer lag not measured", error=f"{type(error).__name__}: {error}")
+
+
+_first = itemgetter(0)
+_key = attrgetter("key")
+_partition = attrgetter("partition")
 
 
 def _processing_error(error: Exception) -> SchemaError:
