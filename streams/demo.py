@@ -1,16 +1,20 @@
-"""`make demo`: the whole loop on a synthetic model, in about three minutes.
+"""`make demo`: the whole loop on a synthetic model, in under three minutes.
 
 Starts the monitor worker and the retrainer, serves a model with a simulated inference
 service, injects a covariate shift and then a change of concept, and shows each step as
 it happens: drift detected (the design's banner), the trigger on `retrain-requests`, the
 retrain validated and promoted, the monitor re-baselined, the error back to its
-baseline. Ends with the design's queries on `model_retraining_events` (schema `demo`).
-Everything of one run (topics, consumer groups, model store, schema) is its own, so runs
-never see each other. Kafka and PostgreSQL must run (`make up` starts them).
+baseline. Ends with a recovery timeline and the design's queries on
+`model_retraining_events` (schema `demo`).
+
+`LoopRun` is the loop itself, on topics, consumer groups, a model store and a schema of
+its own (runs never see each other); `bench.loop` drives it through its scenarios.
+Kafka and PostgreSQL must run (`make up` starts them).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -19,6 +23,8 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -31,35 +37,102 @@ from schemas.messages import RetrainOutcome, RetrainRequest, decode
 from schemas.migrate import apply_migrations
 from schemas.settings import CONFIG_ENV_VAR, Settings
 from streams.simulate import InferenceSimulator, Progress, Schedule
-from streams.workload import Workload
+from streams.workload import Task, Workload
 
-MODEL = "demo"
-SCHEMA = "demo"
 ROOT = Path(__file__).resolve().parents[1]
-WORK = ROOT / ".driftline" / "demo"
-SCHEDULE = Schedule(rate=500, events=50_000, covariate_shift_at=10_000, concept_change_at=27_500)
+WINDOW = 1000  # events of the served model's windowed error
+RECOVERY_FACTOR = 1.2  # "recovered": windowed error within this factor of the yardstick
 STATUS_EVERY_EVENTS = 2_500
-SETTLE_SECONDS = 45  # after the last event, for the last retrain to finish
-
-RECENT = """SELECT
-    triggered_at, severity, trigger_type, execution_attempted, execution_successful,
-    retraining_model_version, improvement_r2_percent, improvement_rmse_percent, trigger_reason
-FROM model_retraining_events
-ORDER BY triggered_at"""
+SETTLE_SECONDS = 60  # after the last event, for the last retrain to finish
+TICKS_PER_LAG_SAMPLE = 5
 
 
 def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def write_config(run_id: str) -> Path:
-    WORK.mkdir(parents=True)
-    Workload(seed=11).frame(4000).to_csv(WORK / "reference.csv", index=False)
-    topics = {name: f"demo-{run_id}-{name}" for name in
-              ("features", "predictions", "actuals", "labelled", "retrain-requests", "retrain-events", "dead-letters")}
-    config = WORK / "driftline.toml"
-    config.write_text(f"""\
-model_store_path = "{WORK / 'models'}"
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    events: int
+    covariate_shift_at: int | None = None
+    concept_change_at: int | None = None
+    task: Task = "regression"
+    rate: float = 500.0
+    seed: int = 11
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule(rate=self.rate, events=self.events, covariate_shift_at=self.covariate_shift_at,
+                        concept_change_at=self.concept_change_at)
+
+    @property
+    def onsets(self) -> list[tuple[int, str]]:
+        """(event, phase from then on) of each change, in order."""
+        changes = sorted(e for e in (self.covariate_shift_at, self.concept_change_at) if e is not None)
+        return [(event, self.schedule.phase(event)) for event in changes]
+
+
+@dataclass
+class Tick:
+    events: int
+    seconds: float
+    error: float  # windowed: MAE, or the error rate of a classifier
+    version: str | None
+    worker_lag: float | None  # sum over the worker's input partitions; None: not sampled
+
+
+@dataclass
+class Timeline:
+    """What a run saw, in the simulator's event count at the time it saw it."""
+
+    ticks: list[Tick] = field(default_factory=list)
+    triggers: list[tuple[int, RetrainRequest]] = field(default_factory=list)
+    outcomes: list[tuple[int, RetrainOutcome]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def error_at(self, events: int) -> float:
+        """The windowed error of the last tick at or before `events`."""
+        before = [t.error for t in self.ticks if t.events <= events]
+        return before[-1] if before else math.nan
+
+    def seconds_at(self, events: int) -> float:
+        """Seconds from the run's start to the first tick at or after `events`."""
+        return next((t.seconds for t in self.ticks if t.events >= events), math.nan)
+
+    def recovery(self, onset: int, yardstick: float, end: int | None = None) -> Tick | None:
+        """The first tick whose window is wholly after `onset` (and before `end`) with an
+        error within RECOVERY_FACTOR of `yardstick`."""
+        for tick in self.ticks:
+            if tick.events >= onset + WINDOW and (end is None or tick.events <= end) \
+                    and tick.error <= RECOVERY_FACTOR * yardstick:
+                return tick
+        return None
+
+
+class LoopRun:
+    """The worker, the retrainer and the simulated inference service of one scenario."""
+
+    def __init__(self, scenario: Scenario, work: Path, *, schema: str, verbose: bool = False) -> None:
+        self.scenario, self.work, self.schema, self.verbose = scenario, work, schema, verbose
+        self.model = scenario.name.replace("_", "-")
+        self.timeline = Timeline()
+        self._lock = threading.Lock()
+
+    # -- set-up ------------------------------------------------------------------------
+    def write_config(self) -> Path:
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True)
+        Workload(task=self.scenario.task, seed=self.scenario.seed).frame(4000).to_csv(
+            self.work / "reference.csv", index=False)
+        run_id = f"{self.schema}-{time.time_ns()}"
+        self.worker_port = _free_port()
+        topics = {name: f"{run_id}-{name}" for name in
+                  ("features", "predictions", "actuals", "labelled", "retrain-requests", "retrain-events",
+                   "dead-letters")}
+        config = self.work / "driftline.toml"
+        config.write_text(f"""\
+model_store_path = "{self.work / 'models'}"
 
 [kafka]
 features_topic = "{topics['features']}"
@@ -71,43 +144,135 @@ retrain_events_topic = "{topics['retrain-events']}"
 dead_letter_topic = "{topics['dead-letters']}"
 
 [postgres]
-db_schema = "{SCHEMA}"
+db_schema = "{self.schema}"
 
 [detectors]
 cooldown = 3000
 
 [monitor]
-app_id = "driftline-demo-{run_id}"
+app_id = "{run_id}"
 partitions = 1
-data_dir = "{WORK / 'worker'}"
+metrics_port = {self.worker_port}
+data_dir = "{self.work / 'worker'}"
 join_ttl_seconds = 30
 
 [retrain]
-group_id = "driftline-demo-{run_id}-retrainer"
+group_id = "{run_id}-retrainer"
+metrics_port = {_free_port()}
 cooldown_seconds = 10
 post_trigger_rows = 2000
 post_trigger_wait_seconds = 30
 
-[models.{MODEL}]
-reference_path = "{WORK / 'reference.csv'}"
-task = "regression"
+[models.{self.model}]
+reference_path = "{self.work / 'reference.csv'}"
+task = "{self.scenario.task}"
 """)
-    return config
+        return config
+
+    def fresh_schema(self, settings: Settings) -> None:
+        with psycopg.connect(settings.postgres.dsn.get_secret_value(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema)))
+            apply_migrations(conn, self.schema)
+
+    def start(self, command: str, config: Path) -> subprocess.Popen[bytes]:
+        log = (self.work / f"{command}.log").open("wb")
+        env = {**os.environ, CONFIG_ENV_VAR: str(config)}
+        return subprocess.Popen([sys.executable, "-m", "streams.cli", command], stdout=log, stderr=log,
+                                env=env, cwd=ROOT)
+
+    # -- the run -----------------------------------------------------------------------
+    def run(self, *, on_trigger: Callable[[int, RetrainRequest], None] | None = None,
+            on_outcome: Callable[[int, RetrainOutcome], None] | None = None,
+            on_tick: Callable[[Progress], None] | None = None) -> Timeline:
+        config = self.write_config()
+        self.settings = settings = Settings.load(config)
+        self.fresh_schema(settings)
+        bootstrap(settings, self.model)
+        worker, retrainer = self.start("worker", config), self.start("retrainer", config)
+        began = time.monotonic()
+        simulator = InferenceSimulator(settings, self.model, Workload(task=self.scenario.task, seed=self.scenario.seed),
+                                       self.scenario.schedule)
+        stop_watching = threading.Event()
+        watcher = threading.Thread(target=self._watch, args=(simulator.progress, stop_watching, on_trigger, on_outcome),
+                                   daemon=True)
+        watcher.start()
+        ticks = 0
+
+        def tick(progress: Progress) -> None:
+            nonlocal ticks
+            ticks += 1
+            lag = self._worker_lag() if ticks % TICKS_PER_LAG_SAMPLE == 0 else None
+            self.timeline.ticks.append(Tick(progress.events, time.monotonic() - began, progress.mae(WINDOW),
+                                            progress.version, lag))
+            for process, name in ((worker, "worker"), (retrainer, "retrainer")):
+                if process.poll() is not None:
+                    raise RuntimeError(f"the {name} exited with {process.returncode}; see {self.work / (name + '.log')}")
+            if on_tick is not None:
+                on_tick(progress)
+
+        try:
+            simulator.run(threading.Event(), tick)
+            deadline = time.monotonic() + SETTLE_SECONDS
+            while time.monotonic() < deadline and self._open_triggers():
+                time.sleep(0.5)  # waiting on the retrainer's last outcome (an external process)
+        finally:
+            stop_watching.set()
+            watcher.join(timeout=5)
+            for process in (worker, retrainer):
+                _stop(process)
+        self.timeline.seconds = time.monotonic() - began
+        return self.timeline
+
+    def _open_triggers(self) -> bool:
+        with self._lock:
+            answered = {o.trigger_id for _, o in self.timeline.outcomes}
+            return any(r.trigger_id not in answered for _, r in self.timeline.triggers)
+
+    def _watch(self, progress: Progress, stop: threading.Event, on_trigger, on_outcome) -> None:
+        kafka = self.settings.kafka
+        consumer = Consumer({**kafka.client_config(), "group.id": f"{self.settings.monitor.app_id}-watch",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        consumer.subscribe([kafka.retrain_requests_topic, kafka.retrain_events_topic])
+        try:
+            while not stop.is_set():
+                message = consumer.poll(0.2)
+                if message is None or message.error():
+                    continue
+                at = progress.events
+                if message.topic() == kafka.retrain_requests_topic:
+                    request = decode(RetrainRequest, message.value())
+                    with self._lock:
+                        self.timeline.triggers.append((at, request))
+                    if on_trigger:
+                        on_trigger(at, request)
+                else:
+                    outcome = decode(RetrainOutcome, message.value())
+                    with self._lock:
+                        self.timeline.outcomes.append((at, outcome))
+                    if on_outcome:
+                        on_outcome(at, outcome)
+        finally:
+            consumer.close()
+
+    def _worker_lag(self) -> float | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.worker_port}/metrics", timeout=1) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("driftline_consumer_lag_messages{"))
 
 
-def fresh_schema(settings: Settings) -> None:
-    with psycopg.connect(settings.postgres.dsn.get_secret_value(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA)))
-        apply_migrations(conn, SCHEMA)
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
-def start(command: str, config: Path) -> subprocess.Popen[bytes]:
-    log = (WORK / f"{command}.log").open("wb")
-    env = {**os.environ, CONFIG_ENV_VAR: str(config)}
-    return subprocess.Popen([sys.executable, "-m", "streams.cli", command], stdout=log, stderr=log, env=env, cwd=ROOT)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
+def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -117,68 +282,19 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-class LoopWatcher(threading.Thread):
-    """Prints triggers and retrain outcomes as they reach their topics."""
-
-    def __init__(self, settings: Settings, progress: Progress, stop: threading.Event) -> None:
-        super().__init__(daemon=True)
-        self.settings, self.progress, self.stop = settings, progress, stop
-        self.outcomes: list[RetrainOutcome] = []
-        self.triggers: list[RetrainRequest] = []
-
-    def run(self) -> None:
-        kafka = self.settings.kafka
-        consumer = Consumer({**kafka.client_config(), "group.id": f"{self.settings.monitor.app_id}-demo-watch",
-                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
-        consumer.subscribe([kafka.retrain_requests_topic, kafka.retrain_events_topic])
-        try:
-            while not self.stop.is_set():
-                message = consumer.poll(0.2)
-                if message is None or message.error():
-                    continue
-                if message.topic() == kafka.retrain_requests_topic:
-                    self.on_trigger(decode(RetrainRequest, message.value()))
-                else:
-                    self.on_outcome(decode(RetrainOutcome, message.value()))
-        finally:
-            consumer.close()
-
-    def on_trigger(self, request: RetrainRequest) -> None:
-        self.triggers.append(request)
-        decision = request.decision
-        say(f"\n[event {self.progress.events:>6}] drift detected on model {request.model_id} "
-            f"(serving version {request.model_version}, {self.progress.phase} phase)")
-        say(format_decision_banner(RetrainingTrigger(True, decision.reason, decision.severity, decision.confidence)))
-        causes = ", ".join(f"{c.signal}:{c.column}" if c.column else c.signal for c in decision.root_cause[:4])
-        say(f"root cause: {causes}")
-        say(f"-> trigger {request.trigger_id} published on {self.settings.kafka.retrain_requests_topic}")
-
-    def on_outcome(self, outcome: RetrainOutcome) -> None:
-        self.outcomes.append(outcome)
-        if outcome.outcome == "promoted":
-            improvement = outcome.metrics.get("improvement_rmse_percent")
-            detail = f", RMSE {improvement:+.1f}% against version {outcome.previous_version}" if improvement is not None else ""
-            say(f"[event {self.progress.events:>6}] retrained, validated and promoted version "
-                f"{outcome.new_version}{detail}; the monitor re-baselines on its reference")
-        else:
-            say(f"[event {self.progress.events:>6}] trigger {outcome.trigger_id}: {outcome.outcome} ({outcome.reason})")
-
-
-def rebaselines(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            text = response.read().decode()
-    except OSError:
-        return 0
-    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("driftline_rebaselines_total{")))
+# -- the demo --------------------------------------------------------------------------
+DEMO = Scenario("demo", events=40_000, covariate_shift_at=8_000, concept_change_at=22_000)
+SCHEMA = "demo"
 
 
 def summary(settings: Settings) -> None:
     say("\nmodel_retraining_events (schema demo):")
     with psycopg.connect(settings.postgres.dsn.get_secret_value()) as conn:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(SCHEMA)))
-        rows = conn.execute(RECENT).fetchall()
+        rows = conn.execute("""SELECT triggered_at, severity, trigger_type, execution_attempted,
+            execution_successful, retraining_model_version, improvement_r2_percent,
+            improvement_rmse_percent, trigger_reason FROM model_retraining_events
+            ORDER BY triggered_at""").fetchall()
     say(f"  {'triggered_at':<19}  {'severity':<8}  {'trigger_type':<24} attempted ok    version  dR2%    dRMSE%  reason")
     for at, severity, kind, attempted, ok, version, r2, rmse, reason in rows:
         number = lambda v: f"{v:+7.1f}" if v is not None else "      -"  # noqa: E731
@@ -186,61 +302,78 @@ def summary(settings: Settings) -> None:
             f"{version or '-':<8} {number(r2)} {number(rmse)}  {(reason or '')[:60]}")
 
 
+def recovery_lines(scenario: Scenario, timeline: Timeline, baseline: float) -> list[str]:
+    """Per change: when the served model's error came back within RECOVERY_FACTOR of the
+    pre-change baseline, and on which version."""
+    lines = []
+    onsets = scenario.onsets
+    for i, (onset, phase) in enumerate(onsets):
+        end = onsets[i + 1][0] if i + 1 < len(onsets) else None
+        worst = max((t.error for t in timeline.ticks if t.events >= onset and (end is None or t.events <= end)),
+                    default=math.nan)
+        back = timeline.recovery(onset, baseline, end)
+        where = (f"back within {RECOVERY_FACTOR}x at event {back.events} ({back.events - onset} events, "
+                 f"{back.seconds - timeline.seconds_at(onset):.0f} s after the change), version {back.version}"
+                 if back else "not back within the run")
+        lines.append(f"  {phase:<18} at event {onset:>6}: error rose to {worst:.3f}; {where}")
+    return lines
+
+
 def main() -> int:
     began = time.monotonic()
-    run_id = str(int(time.time()))
-    shutil.rmtree(WORK, ignore_errors=True)
-    config = write_config(run_id)
-    settings = Settings.load(config)
-    fresh_schema(settings)
-    say(f"driftline demo: model '{MODEL}', a simulated inference service at {SCHEDULE.rate:.0f} requests/s;")
-    say(f"covariate shift at event {SCHEDULE.covariate_shift_at}, change of concept at event "
-        f"{SCHEDULE.concept_change_at}. Logs and settings in {WORK.relative_to(ROOT)}/.")
-    version = bootstrap(settings, MODEL)
-    say(f"trained version {version} on {WORK.relative_to(ROOT)}/reference.csv and promoted it")
+    work = ROOT / ".driftline" / "demo"
+    run = LoopRun(DEMO, work, schema=SCHEMA, verbose=True)
+    say(f"driftline demo: model '{run.model}', a simulated inference service at {DEMO.rate:.0f} requests/s;")
+    say(f"covariate shift at event {DEMO.covariate_shift_at}, change of concept at event "
+        f"{DEMO.concept_change_at}. Logs and settings in {work.relative_to(ROOT)}/.")
+    progress_of: dict[str, Progress] = {}
+    baseline = {"value": math.nan}
 
-    worker, retrainer = start("worker", config), start("retrainer", config)
-    say(f"started the monitor (pid {worker.pid}, metrics http://127.0.0.1:{settings.monitor.metrics_port}/metrics) "
-        f"and the retrainer (pid {retrainer.pid}, metrics http://127.0.0.1:{settings.retrain.metrics_port}/metrics)")
-    stop_watching = threading.Event()
-    simulator = InferenceSimulator(settings, MODEL, Workload(seed=11), SCHEDULE)
-    watcher = LoopWatcher(settings, simulator.progress, stop_watching)
-    watcher.start()
-    baseline_mae = {"value": None}
-    seen_rebaselines = {"count": 0}
+    def on_trigger(at: int, request: RetrainRequest) -> None:
+        decision = request.decision
+        phase = DEMO.schedule.phase(at)
+        say(f"\n[event {at:>6}] drift detected on model {request.model_id} "
+            f"(serving version {request.model_version}, {phase} phase)")
+        say(format_decision_banner(RetrainingTrigger(True, decision.reason, decision.severity, decision.confidence)))
+        causes = ", ".join(f"{c.signal}:{c.column}" if c.column else c.signal for c in decision.root_cause[:4])
+        say(f"root cause: {causes}")
+        say(f"-> trigger {request.trigger_id} published on retrain-requests")
+
+    def on_outcome(at: int, outcome: RetrainOutcome) -> None:
+        if outcome.outcome == "promoted":
+            improvement = outcome.metrics.get("improvement_rmse_percent")
+            detail = (f", RMSE {improvement:+.1f}% against version {outcome.previous_version}"
+                      if improvement is not None else "")
+            say(f"[event {at:>6}] retrained, validated and promoted version {outcome.new_version}{detail}; "
+                f"the monitor re-baselines on its reference")
+        else:
+            say(f"[event {at:>6}] trigger {outcome.trigger_id}: {outcome.outcome} ({outcome.reason})")
 
     def on_tick(progress: Progress) -> None:
+        progress_of["last"] = progress
         if progress.events % STATUS_EVERY_EVENTS:
             return
-        mae = progress.mae(1000)
-        if baseline_mae["value"] is None:
-            baseline_mae["value"] = mae
-        count = rebaselines(settings.monitor.metrics_port)
-        if count > seen_rebaselines["count"]:
-            seen_rebaselines["count"] = count
-            say(f"[event {progress.events:>6}] the monitor re-baselined ({count} so far)")
-        say(f"[event {progress.events:>6}] {progress.phase:<10} serving version {progress.version}  "
-            f"MAE of the last 1000: {mae:.3f} (baseline {baseline_mae['value']:.3f})")
+        mae = progress.mae(WINDOW)
+        if math.isnan(baseline["value"]) and progress.events >= WINDOW:
+            baseline["value"] = mae
+        say(f"[event {progress.events:>6}] {progress.phase:<18} serving version {progress.version}  "
+            f"MAE of the last {WINDOW}: {mae:.3f} (baseline {baseline['value']:.3f})")
 
     try:
-        for process, name in ((worker, "worker"), (retrainer, "retrainer")):
-            if process.poll() is not None:
-                say(f"the {name} exited at start; see {WORK / (name + '.log')}")
-                return 1
-        simulator.run(threading.Event(), on_tick)
-        deadline = time.monotonic() + SETTLE_SECONDS
-        while time.monotonic() < deadline and len(watcher.outcomes) < len(watcher.triggers):
-            time.sleep(0.5)
-        promoted = [o for o in watcher.outcomes if o.outcome == "promoted"]
-        final = simulator.progress
-        say(f"\nserved {final.events} requests; {len(watcher.triggers)} trigger(s), {len(promoted)} promotion(s); "
-            f"now serving version {final.version}, MAE of the last 1000: {final.mae(1000):.3f} "
-            f"(baseline {baseline_mae['value']:.3f})")
-        summary(settings)
-    finally:
-        stop_watching.set()
-        stop(worker)
-        stop(retrainer)
+        timeline = run.run(on_trigger=on_trigger, on_outcome=on_outcome, on_tick=on_tick)
+    except RuntimeError as error:
+        say(str(error))
+        return 1
+    final = progress_of["last"]
+    promoted = [o for _, o in timeline.outcomes if o.outcome == "promoted"]
+    say("\nrecovery timeline (served model's MAE over the last "
+        f"{WINDOW} requests against the baseline {baseline['value']:.3f}):")
+    for line in recovery_lines(DEMO, timeline, baseline["value"]):
+        say(line)
+    say(f"\nserved {final.events} requests; {len(timeline.triggers)} trigger(s), {len(promoted)} promotion(s); "
+        f"now serving version {final.version}, MAE of the last {WINDOW}: {final.mae(WINDOW):.3f} "
+        f"(baseline {baseline['value']:.3f})")
+    summary(run.settings)
     say(f"\ndemo finished in {time.monotonic() - began:.0f} s; stopped the worker and the retrainer.")
     return 0 if promoted else 1
 

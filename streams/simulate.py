@@ -38,18 +38,20 @@ TICKS_PER_SECOND = 10
 
 @dataclass(frozen=True)
 class Schedule:
+    """When the drift comes: each change from its event on (None: never)."""
+
     rate: float = 1000.0  # requests per second
     events: int = 60_000
-    covariate_shift_at: int = 15_000
-    concept_change_at: int = 35_000
+    covariate_shift_at: int | None = 15_000
+    concept_change_at: int | None = 35_000
     actual_delay_seconds: float = 1.0
 
     def phase(self, event: int) -> Phase:
-        if event >= self.concept_change_at:
-            return "concept"
-        if event >= self.covariate_shift_at:
-            return "covariate"
-        return "stationary"
+        shifted = self.covariate_shift_at is not None and event >= self.covariate_shift_at
+        changed = self.concept_change_at is not None and event >= self.concept_change_at
+        if shifted and changed:
+            return "covariate+concept"
+        return "covariate" if shifted else "concept" if changed else "stationary"
 
 
 @dataclass
@@ -162,10 +164,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=["regression", "classification"], default="regression")
     parser.add_argument("--rate", type=float, default=defaults.rate, help="requests per second")
     parser.add_argument("--events", type=int, default=defaults.events)
-    parser.add_argument("--covariate-shift-at", type=int, default=defaults.covariate_shift_at)
-    parser.add_argument("--concept-change-at", type=int, default=defaults.concept_change_at)
+    parser.add_argument("--covariate-shift-at", type=_event_or_never, default=defaults.covariate_shift_at,
+                        help="event of the input shift, or 'never'")
+    parser.add_argument("--concept-change-at", type=_event_or_never, default=defaults.concept_change_at,
+                        help="event of the change of concept, or 'never'")
     parser.add_argument("--actual-delay-seconds", type=float, default=defaults.actual_delay_seconds)
     parser.add_argument("--seed", type=int, default=0)
+
+
+def _event_or_never(text: str) -> int | None:
+    return None if text == "never" else int(text)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

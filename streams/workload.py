@@ -4,9 +4,10 @@ Six numeric features; the target is a smooth non-linear function of them, so a m
 trained on one region of the feature space is wrong in another (covariate shift hurts),
 and a change of the function itself is a change of concept.
 
-    phase "stationary": features as in the reference data, the reference concept
-    phase "covariate":  x0 and x1 shifted by `shift` standard deviations
-    phase "concept":    the covariate shift, and the target's coefficients changed
+    phase "stationary":        features as in the reference data, the reference concept
+    phase "covariate":         x0 and x1 shifted by `shift` standard deviations
+    phase "concept":           the features as in the reference, the target's function changed
+    phase "covariate+concept": both
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-Phase = Literal["stationary", "covariate", "concept"]
+Phase = Literal["stationary", "covariate", "concept", "covariate+concept"]
 Task = Literal["regression", "classification"]
 FEATURES = ("x0", "x1", "x2", "x3", "x4", "x5")
 
@@ -32,12 +33,12 @@ class Workload:
     def features(self, n: int, phase: Phase, rng: np.random.Generator) -> np.ndarray:
         x = rng.normal(0.0, 1.0, size=(n, len(FEATURES)))
         x[:, 5] = rng.exponential(1.0, size=n)
-        if phase != "stationary":
+        if "covariate" in phase:
             x[:, :2] += self.shift
         return x
 
     def target(self, x: np.ndarray, phase: Phase, rng: np.random.Generator) -> np.ndarray:
-        sign = -1.0 if phase == "concept" else 1.0
+        sign = -1.0 if "concept" in phase else 1.0
         signal = (
             2.0 * np.sin(x[:, 0])
             + sign * 1.5 * x[:, 1] * np.abs(x[:, 1]) / 2.0

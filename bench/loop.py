@@ -1,0 +1,182 @@
+"""The loop's purpose, measured: is the served model good again soon after a real change,
+with few retrains, and silent on stationary data?
+
+`python -m bench.loop [--quick] [--scenario NAME ...] [--stationary-minutes M]` drives the
+real worker and retrainer (subprocesses) on the real broker and database with the
+simulated inference service (`streams.demo.LoopRun`), scenario by scenario, and prints
+one table. For each change it reports:
+- detection delay: events from the onset to the event the first trigger fired at;
+- time to recovery: events and seconds from the onset until the served model's error
+  over the last 1,000 requests is within 1.2x of an oracle's (the built-in trainer fitted
+  on 5,000 rows of the post-change data alone, scored on 5,000 fresh ones), and the same
+  against the pre-change baseline (the first version's error before the change);
+- triggers, retrains started, promotions, rejected or failed retrains, skipped triggers
+  (superseded, stale, cooldown), retrains started on stationary data, and the worker's
+  largest input lag while a retrain ran.
+A classifier's error is its error rate; "recovered" is then within 2 points of the oracle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from retrain.builtin_trainer import train
+from streams.demo import ROOT, Scenario, Timeline, LoopRun, RECOVERY_FACTOR, WINDOW
+from streams.workload import Phase, Workload
+
+RATE = 500.0
+ORACLE_ROWS = 5_000
+CLASSIFICATION_POINTS = 0.02  # "within 2 points of the oracle's accuracy"
+TARGET_EVENTS = {"covariate": 5_000, "concept": 6_000, "covariate+concept": 6_000}
+MAX_PROMOTIONS_PER_CHANGE = 2
+
+
+def scenarios(quick: bool, stationary_minutes: float) -> list[Scenario]:
+    pre, post = (3_000, 8_000) if quick else (5_000, 12_000)
+    stationary = int((2 if quick else stationary_minutes) * 60 * RATE)
+    return [
+        Scenario("stationary", events=stationary, rate=RATE),
+        Scenario("covariate", events=pre + post, covariate_shift_at=pre, rate=RATE),
+        Scenario("concept", events=pre + post, concept_change_at=pre, rate=RATE),
+        Scenario("both", events=pre + 2 * post, covariate_shift_at=pre, concept_change_at=pre + post, rate=RATE),
+        Scenario("classification", events=pre + post, concept_change_at=pre, task="classification", rate=RATE),
+    ]
+
+
+def oracle_error(scenario: Scenario, phase: Phase) -> float:
+    """The windowed error an oracle reaches: trained on post-change rows only."""
+    workload = Workload(task=scenario.task, seed=scenario.seed)
+    fitted = train(workload.frame(ORACLE_ROWS, phase, seed=1001), "actual", task=scenario.task, seed=0)
+    fresh = workload.frame(ORACLE_ROWS, phase, seed=1002)
+    predicted = fitted.predict(fresh.drop(columns=["actual"]))
+    if scenario.task == "classification":
+        return float(np.mean(predicted != fresh["actual"].to_numpy()))
+    return float(np.mean(np.abs(predicted - fresh["actual"].to_numpy())))
+
+
+@dataclass
+class Change:
+    scenario: str
+    phase: str
+    onset: int
+    delay: int | None
+    oracle: float
+    baseline: float
+    recovered: tuple[int, float] | None  # (events, seconds) after the onset
+    recovered_vs_baseline: tuple[int, float] | None
+    promotions: int
+    target_met: bool
+
+
+def changes(scenario: Scenario, timeline: Timeline) -> list[Change]:
+    out = []
+    onsets = scenario.onsets
+    before = onsets[0][0] if onsets else scenario.events
+    baseline = timeline.error_at(before)
+    for i, (onset, phase) in enumerate(onsets):
+        end = onsets[i + 1][0] if i + 1 < len(onsets) else None
+        oracle = oracle_error(scenario, phase)
+        yardstick = (oracle + CLASSIFICATION_POINTS) / RECOVERY_FACTOR if scenario.task == "classification" else oracle
+        delay = next((_fired_at(r) - onset for _, r in timeline.triggers
+                      if _fired_at(r) >= onset and (end is None or _fired_at(r) < end)), None)
+
+        def after(tick):
+            return None if tick is None else (tick.events - onset, tick.seconds - timeline.seconds_at(onset))
+
+        recovered = after(timeline.recovery(onset, yardstick, end))
+        promotions = sum(1 for at, o in timeline.outcomes
+                         if o.outcome == "promoted" and at >= onset and (end is None or at < end))
+        target = TARGET_EVENTS.get(phase, 6_000)
+        met = recovered is not None and recovered[0] <= target and promotions <= MAX_PROMOTIONS_PER_CHANGE
+        out.append(Change(scenario.name, phase, onset, delay, oracle, baseline, recovered,
+                          after(timeline.recovery(onset, baseline, end)), promotions, met))
+    return out
+
+
+def _fired_at(request) -> int:
+    """The simulator's event index the trigger fired at: its window's last offset (one
+    partition, one record per event)."""
+    window = request.window.features or request.window.labelled
+    return window.ranges[-1].end if window and window.ranges else -1
+
+
+def counts(scenario: Scenario, timeline: Timeline) -> dict[str, object]:
+    outcomes = [o for _, o in timeline.outcomes]
+    started = [o for o in outcomes if o.outcome in ("promoted", "rejected", "failed")]
+    first_onset = scenario.onsets[0][0] if scenario.onsets else math.inf
+    by_id = {r.trigger_id: _fired_at(r) for _, r in timeline.triggers}
+    trigger_at = {r.trigger_id: at for at, r in timeline.triggers}
+    lags = []
+    for at, outcome in timeline.outcomes:
+        if outcome.outcome in ("promoted", "rejected", "failed") and outcome.trigger_id in trigger_at:
+            lags += [t.worker_lag for t in timeline.ticks if trigger_at[outcome.trigger_id] <= t.events <= at
+                     and t.worker_lag is not None]
+    return {
+        "triggers": len(timeline.triggers),
+        "retrains": len(started),
+        "promotions": sum(o.outcome == "promoted" for o in outcomes),
+        "rejected/failed": sum(o.outcome in ("rejected", "failed") for o in outcomes),
+        "skipped": sum(o.outcome == "skipped" for o in outcomes),
+        "stationary retrains": sum(1 for o in started if by_id.get(o.trigger_id, math.inf) < first_onset),
+        "max lag in retrains": int(max(lags)) if lags else 0,
+    }
+
+
+def _events(value: tuple[int, float] | None) -> str:
+    return f"{value[0]:,} ev / {value[1]:.0f} s" if value else "not recovered"
+
+
+def table(results: list[tuple[Scenario, Timeline]]) -> str:
+    lines = ["| scenario | change at | detection delay | recovered (<= 1.2x oracle) | vs pre-change baseline "
+             "| oracle / baseline error | promotions | target |",
+             "|---|---|---|---|---|---|---|---|"]
+    for scenario, timeline in results:
+        found = changes(scenario, timeline)
+        if not found:
+            c = counts(scenario, timeline)
+            met = c["triggers"] == 0 and c["retrains"] == 0
+            lines.append(f"| {scenario.name} ({scenario.events:,} events) | - | - | - | - | - | "
+                         f"{c['promotions']} | {'met' if met else 'NOT met'} (0 triggers, 0 retrains) |")
+        for change in found:
+            lines.append(
+                f"| {scenario.name} | {change.phase} @ {change.onset:,} | "
+                f"{'-' if change.delay is None else f'{change.delay:,} ev'} | {_events(change.recovered)} | "
+                f"{_events(change.recovered_vs_baseline)} | {change.oracle:.3f} / {change.baseline:.3f} | "
+                f"{change.promotions} | {'met' if change.target_met else 'NOT met'} |")
+    lines += ["", "| scenario | triggers | retrains started | promotions | rejected/failed | skipped "
+              "| retrains on stationary data | max worker lag during retrains (messages) | wall time |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for scenario, timeline in results:
+        c = counts(scenario, timeline)
+        lines.append(f"| {scenario.name} | {c['triggers']} | {c['retrains']} | {c['promotions']} | "
+                     f"{c['rejected/failed']} | {c['skipped']} | {c['stationary retrains']} | "
+                     f"{c['max lag in retrains']:,} | {timeline.seconds:.0f} s |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.loop", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shorter scenarios (2 minutes stationary)")
+    parser.add_argument("--scenario", action="append", help="run only these (repeatable)")
+    parser.add_argument("--stationary-minutes", type=float, default=30.0)
+    args = parser.parse_args(argv)
+    chosen = [s for s in scenarios(args.quick, args.stationary_minutes)
+              if not args.scenario or s.name in args.scenario]
+    results = []
+    for scenario in chosen:
+        print(f"bench.loop: {scenario.name}, {scenario.events:,} events at {scenario.rate:.0f}/s ...", flush=True)
+        run = LoopRun(scenario, ROOT / ".driftline" / "bench-loop" / scenario.name, schema=f"bench_loop_{scenario.name}")
+        results.append((scenario, run.run()))
+    print(f"\nbench.loop: the served model's error over the last {WINDOW} requests; "
+          f"{'quick' if args.quick else 'full'} run\n")
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
