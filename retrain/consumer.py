@@ -236,7 +236,19 @@ class Retrainer:
             )
             self._to_publish(item, (self.settings.kafka.dead_letter_topic, self._dead_letter(item, error)))
             return
+        if item.model_id not in self.settings.models:
+            self._unknown_model(item)
+            return
         self._coalesce(item)
+
+    def _unknown_model(self, item: InFlight) -> None:
+        """A valid trigger for a model that is not configured: dead-lettered (nothing can
+        train it here), and recorded as skipped with the reason, so that it is not lost."""
+        error = SchemaError("unknown_model", f"model {item.model_id!r} is not configured")
+        metrics.DEAD_LETTERS.labels(error.reason).inc()
+        log.warning("trigger_dead_lettered", reason=error.reason, detail=error.detail, offset=item.offset)
+        item.after_write = [(self.settings.kafka.dead_letter_topic, self._dead_letter(item, error))]
+        self._outcome(item, OutcomeRecord.skipped(item.trigger, f"unknown model: {error.detail}"))
 
     def _coalesce(self, newest: InFlight) -> None:
         """The model's follow-up waiting behind its running retrain is superseded by
@@ -278,8 +290,6 @@ class Retrainer:
 
     def _decode(self, value: bytes | None) -> RetrainRequest:
         request = decode(RetrainRequest, value or b"")
-        if request.model_id not in self.settings.models:
-            raise SchemaError("unknown_model", f"model {request.model_id!r} is not configured")
         labelled = request.window.labelled
         if labelled is not None and labelled.topic != self.settings.kafka.labelled_topic:
             raise SchemaError("invalid", f"window topic {labelled.topic!r} is not the labelled topic")
@@ -529,18 +539,19 @@ class Retrainer:
             existing = self.repository.find(record.trigger.trigger_id)
             self._to_publish(item, *item.after_write, (self.settings.kafka.retrain_events_topic, encode(event_from_row(existing))))
             return
-        metrics.RETRAINS.labels(item.model_id, record.outcome).inc()
         if item.start_counted:
             try:
                 self.repository.forget_starts(record.trigger.trigger_id)
             except psycopg.Error as error:  # only bookkeeping: the row is written
                 log.warning("trigger_starts_not_cleared", trigger_id=record.trigger.trigger_id, error=str(error).strip())
-        for name, value in record.improvements.items():
-            if value is not None:
-                metric = name.removeprefix("improvement_").removesuffix("_percent")
-                metrics.LAST_IMPROVEMENT.labels(item.model_id, metric).set(value / 100)
-        if (current := self.store.current_version(item.model_id)) is not None:
-            metrics.CURRENT_VERSION.labels(item.model_id).set(int(current))
+        if item.model_id in self.settings.models:  # only configured models label metrics
+            metrics.RETRAINS.labels(item.model_id, record.outcome).inc()
+            for name, value in record.improvements.items():
+                if value is not None:
+                    metric = name.removeprefix("improvement_").removesuffix("_percent")
+                    metrics.LAST_IMPROVEMENT.labels(item.model_id, metric).set(value / 100)
+            if (current := self.store.current_version(item.model_id)) is not None:
+                metrics.CURRENT_VERSION.labels(item.model_id).set(int(current))
         self._to_publish(item, *item.after_write, (self.settings.kafka.retrain_events_topic, encode(record.event())))
 
     def _to_publish(self, item: InFlight, *messages: tuple[str, bytes]) -> None:

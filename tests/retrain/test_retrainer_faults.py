@@ -107,3 +107,20 @@ def test_a_trigger_whose_handling_killed_the_retrainer_each_time_is_given_up(har
     assert ModelStore(settings.model_store_path, 5).versions(MODEL) == ["1", "2"]  # never trained t-crashloop
     # a trigger's starts are forgotten once its outcome is written
     assert db.execute("SELECT count(*) FROM retrain_trigger_starts").fetchone() == (0,)
+
+
+def test_a_trigger_for_an_unknown_model_is_recorded_skipped_and_dead_lettered(harness: Harness) -> None:
+    settings = harness.settings()
+    request = harness.trigger("t-nobody", harness.labelled_window(10, seed=26), model_id="../nobody")
+    harness.start(settings)
+
+    wait_for(lambda: harness.committed() == 1, "the trigger to be committed")
+    [row] = harness.rows()
+    assert (row["trigger_id"], row["model_id"], row["execution_attempted"]) == ("t-nobody", "../nobody", False)
+    assert row["execution_metrics"]["reason"] == "unknown model: model '../nobody' is not configured"
+    [letter] = [decode(DeadLetter, v) for v in harness.read(settings.kafka.dead_letter_topic, 1)]
+    assert letter.reason == "unknown_model" and decode(RetrainRequest, letter.original) == request
+    [event] = [decode(RetrainOutcome, v) for v in harness.read(settings.kafka.retrain_events_topic, 1)]
+    assert (event.trigger_id, event.outcome) == ("t-nobody", "skipped")
+    labelled = {s.labels.get("model") for family in metrics.REGISTRY.collect() for s in family.samples}
+    assert "../nobody" not in labelled  # metric labels stay bounded to configured models
