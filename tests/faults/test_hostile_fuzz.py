@@ -81,12 +81,15 @@ def test_fuzzed_hostile_records_are_dead_lettered_and_the_worker_survives(
     shown = " -> ".join(f"{r >> 20}" for r in rss)
     assert rss[-1] - rss[0] < RSS_GROWTH_LIMIT, f"worker RSS {shown} MiB over the backlog ({context})"
 
-    # A restart reads what was not committed again: alive, and counting new events.
+    # Killed, then hostile records waiting for the restarted worker in its first batches.
     procs.kill9(worker)
-    procs.worker(config)
-    more = [(m.encode(), v) for m, v in
+    more = [(False, (m.encode(), v)) for m, v in
             h.feature_stream(models, VALID_PER_MODEL + 50, seed=seed % 1000)[2 * VALID_PER_MODEL:]]
-    s.produce_located(kafka_bootstrap, features, more)
+    more += [(True, r) for r in rng.sample(drawn, 500)]
+    rng.shuffle(more)
+    where = s.produce_located(kafka_bootstrap, features, [(r.key, r.value) if is_bad else r for is_bad, r in more])
+    expected.update({at: record for at, (is_bad, record) in zip(where, more) if is_bad})
+    procs.worker(config)
     in_batches = sum(r.valid_events for r in expected.values())
     want = {"m0": VALID_PER_MODEL + 50 + in_batches, "m1": VALID_PER_MODEL + 50}
     s.wait_until(lambda: s.events_seen(kafka_bootstrap, unique_name) == want, DEADLINE,
