@@ -46,8 +46,9 @@ def _body(mon) -> dict[str, Any]:
         "fingerprint": mon.profile.fingerprint, "config": mon.config.to_dict(),
         "task": mon.task, "calibration": mon.calibration.to_dict(),
         "ks": [_small_int(ring, int(2 * lk.sizes.max(initial=0) + 2)), mon.ks.seen],
-        "cusum": np.stack([mon.mean_up.s, mon.mean_down.s, mon.variance.s]),
-        "cusum_n": np.stack([mon.mean_up.n, mon.mean_down.n, mon.variance.n]),
+        # mean up, down, variance, then the large-shift mean pair
+        "cusum": np.stack([d.s for d in _cusums(mon)]),
+        "cusum_n": np.stack([d.n for d in _cusums(mon)]),
         "gather": [mon._gather_until, [[k, j, lam] for (k, j), lam
                                        in sorted(mon._gather_seq.items())],
                    [[sig, col, st, lam] for (sig, col), (st, lam)
@@ -75,6 +76,11 @@ def _body(mon) -> dict[str, Any]:
     }
 
 
+def _cusums(mon):
+    return (mon.mean_up, mon.mean_down, mon.variance, mon.mean_up_large,
+            mon.mean_down_large)
+
+
 def _restore(cls, profile: ReferenceProfile, b: dict[str, Any], config, task):
     if b["fingerprint"] != profile.fingerprint:
         raise StateError(f"saved state belongs to reference profile {b['fingerprint'][:12]}, "
@@ -92,10 +98,12 @@ def _restore(cls, profile: ReferenceProfile, b: dict[str, Any], config, task):
     if ring.shape != mon.ks.ring.shape:
         raise StateError("saved KS window does not fit the profile and config")
     mon.ks.ring = (ring.astype(np.int64) + lk.start2).astype(mon.ks.ring.dtype)
-    mon.mean_up.s, mon.mean_down.s, mon.variance.s = (np.array(r) for r in b["cusum"])
-    if "cusum_n" in b:  # run lengths (states written before them restart at 0)
-        mon.mean_up.n, mon.mean_down.n, mon.variance.n = (
-            np.array(r, dtype=np.int64) for r in b["cusum_n"])
+    # (older states: three rows, no large-shift pair; run lengths restart at 0 in
+    # states written before them)
+    for det, s, n in zip(_cusums(mon), b["cusum"], b.get("cusum_n", [None] * 5)):
+        det.s = np.array(s)
+        if n is not None:
+            det.n = np.array(n, dtype=np.int64)
     until, seq, other = b.get("gather", [-1, [], []])
     mon._gather_until = int(until)
     mon._gather_seq = {(int(g[0]), int(g[1])): float(g[2]) if len(g) > 2 else 1.0
@@ -105,6 +113,8 @@ def _restore(cls, profile: ReferenceProfile, b: dict[str, Any], config, task):
     s, seg_len, seg_count = b["outliers"]
     mon.outliers.set_state({"s": s, "seg_len": seg_len, "seg_count": seg_count})
     for w, (ring, seen) in zip(mon.cats.values(), b["cats"]):
+        # (a state written with another window length keeps its newest values)
+        ring = np.r_[np.full(max(w.window - len(ring), 0), -1), ring[-w.window:]]
         w.set_state({"ring": ring.astype(np.int64), "seen": seen})
     _restore_labelled(mon.labelled, b["labelled"])
     for k, v in b["hist"].items():

@@ -62,19 +62,50 @@ class CategoricalWindow(StreamDetector):
 
     def update_codes(self, codes: np.ndarray):
         """Return checkpoint indices, chi-square statistics and TV distances."""
+        codes = np.asarray(codes, dtype=np.int64)
         hist = np.concatenate([self.ring, codes])
         first = (-self.seen - 1) % self.stride
         idx = np.arange(first, len(codes), self.stride)
         k = len(self._ref)
-        stat = np.zeros(len(idx))
-        tv = np.zeros(len(idx))
-        for i, t in enumerate(idx):  # one bincount per checkpoint, not per event
-            w = hist[t + 1:t + 1 + self.window]
-            cnt = np.bincount(w[w >= 0], minlength=k).astype(np.float64)
-            stat[i], tv[i] = chi2_homogeneity(self._ref, cnt)
+        if len(idx):
+            # window counts at every checkpoint at once: cumulative level counts (one
+            # row per level) read at the window's two ends
+            cum = np.zeros((k, len(hist) + 1))
+            for level in range(k):
+                np.cumsum(hist == level, out=cum[level, 1:])
+            ends = idx + 1 + self.window
+            cnt = cum[:, ends] - cum[:, ends - self.window]  # (levels, checkpoints)
+            stat, tv = chi2_homogeneity_many(self._ref, cnt)
+        else:
+            stat = tv = np.zeros(0)
         self.ring = hist[-self.window:].copy()
         self.seen += len(codes)
         return idx, stat, tv
+
+
+def chi2_homogeneity_many(ref: np.ndarray, cur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`chi2_homogeneity` of ``ref`` against every column of ``cur`` (levels, k).
+
+    >>> ref = np.array([50.0, 30.0, 0.0])
+    >>> stat, tv = chi2_homogeneity_many(ref, np.array([[10.0, 0.0], [5.0, 0.0], [1.0, 0.0]]))
+    >>> (float(stat[0]), float(tv[0])) == chi2_homogeneity(ref, np.array([10.0, 5.0, 1.0]))
+    True
+    >>> stat[1], tv[1]  # an empty window
+    (np.float64(0.0), np.float64(0.0))
+    """
+    n1 = ref.sum()
+    n2 = cur.sum(axis=0)
+    tot = ref[:, None] + cur
+    keep = tot > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        e1 = tot * n1 / (n1 + n2)
+        e2 = tot * n2 / (n1 + n2)
+        t1 = np.where(keep, (ref[:, None] - e1) ** 2 / np.where(keep, e1, 1.0), 0.0)
+        t2 = np.where(keep, (cur - e2) ** 2 / np.where(keep, e2, 1.0), 0.0)
+        stat = t1.sum(axis=0) + t2.sum(axis=0)
+        tv = 0.5 * np.abs(ref[:, None] / n1 - cur / np.where(n2 > 0, n2, 1.0)).sum(axis=0)
+    empty = n2 == 0
+    return np.where(empty, 0.0, stat), np.where(empty, 0.0, tv)
 
 
 def chi2_homogeneity(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float]:

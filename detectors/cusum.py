@@ -81,6 +81,91 @@ def _last_zero(w: np.ndarray, bmin: np.ndarray, wmin: np.ndarray, s0: np.ndarray
     return pos
 
 
+def block_extremes(cz: np.ndarray, block: int = BLOCK,
+                   fine: int | None = None):
+    """Per row of ``cz`` (rows, n), the maximum and minimum of each block of ``block``
+    values (the last block padded with the last value); with ``fine`` (a power of two
+    below ``block``) also those of blocks of ``fine`` values, found on the way:
+    ``((bmax, bmin), (fine_max, fine_min))``."""
+    pad = (-cz.shape[1]) % block
+    w = np.concatenate([cz, np.repeat(cz[:, -1:], pad, axis=1)], axis=1) if pad else cz
+    if fine is None:
+        return _halve(w, np.maximum, block), _halve(w, np.minimum, block)
+    fmax, fmin = _halve(w, np.maximum, fine), _halve(w, np.minimum, fine)
+    return ((_halve(fmax, np.maximum, block // fine), _halve(fmin, np.minimum, block // fine)),
+            (fmax, fmin))
+
+
+def affine_scan(cz: np.ndarray, bmax: np.ndarray, bmin: np.ndarray, scale: np.ndarray,
+                drift: np.ndarray, s0: np.ndarray, h: np.ndarray, block: int = BLOCK):
+    """:func:`lindley_scan` of the walk ``cz * scale[:, None] - outer(drift, t)``
+    (``t = 1..n``) without forming it: ``cz`` (rows, n) are cumulative sums of a series
+    and ``bmax``/``bmin`` its block extremes (:func:`block_extremes`), which every CUSUM
+    on that series shares (the mean CUSUMs up and down, for small and large shifts).
+
+    In block ``b`` (events ``t0..t1``) the walk lies between ``min(scale * cz) -
+    drift * t1`` and ``max(scale * cz) - drift * t0`` (``drift >= 0``; the other way
+    round otherwise), so the bound of :func:`lindley_scan` follows from the block
+    extremes of ``cz``; rounding is monotone, so these are bounds on the computed walk
+    too. The walk's minimum and its last argmin (for the final statistic and the last
+    zero) are then found exactly among the few blocks whose lower bound is at most the
+    smallest upper bound of a block minimum. Returns what :func:`lindley_scan` returns
+    on the formed walk: the same final statistics, last zeros and exact paths (the
+    candidate rows may be more: the bound is looser by ``|drift| * block`` at most).
+
+    >>> rng = np.random.default_rng(0)
+    >>> cz = np.cumsum(rng.normal(size=(3, 50)), axis=1)
+    >>> sc, dr = np.array([0.5, -0.5, 1.0]), np.array([0.1, 0.1, 0.5])
+    >>> s0, h = np.array([0.0, 1.0, 2.0]), np.full(3, 3.0)
+    >>> walk = cz * sc[:, None] - np.multiply.outer(dr, np.arange(1.0, 51.0))
+    >>> want = lindley_scan(walk, s0, h)
+    >>> got = affine_scan(cz, *block_extremes(cz), sc, dr, s0, h)
+    >>> [np.array_equal(a, b) for a, b in zip(got[:1] + got[3:], want[:1] + want[3:])]
+    [True, True]
+    >>> set(want[1].tolist()) <= set(got[1].tolist())
+    True
+    """
+    r, n = cz.shape
+    s0 = np.asarray(s0, dtype=np.float64)
+    if n == 0:
+        return s0.copy(), np.zeros(0, np.intp), np.zeros((0, 0)), np.full(r, -1, np.intp)
+    nb = bmax.shape[1]
+    col = scale[:, None]
+    up = scale >= 0
+    umax = np.where(up[:, None], bmax * col, bmin * col)
+    umin = np.where(up[:, None], bmin * col, bmax * col)
+    t0 = np.arange(nb, dtype=np.float64) * block + 1.0
+    t1 = np.minimum(t0 + (block - 1), n)
+    d0, d1 = np.multiply.outer(drift, t0), np.multiply.outer(drift, t1)
+    lo_d, hi_d = np.minimum(d0, d1), np.maximum(d0, d1)
+    ub = umax - lo_d  # >= the walk in the block
+    lb = umin - hi_d  # <= the walk in the block
+    ubmin = umin - lo_d  # >= the block's minimum of the walk
+    # candidate rows for a path past h (as lindley_scan, with the looser bounds)
+    low = np.minimum.accumulate(lb, axis=1)
+    np.minimum(low, -s0[:, None], out=low)
+    rows = np.flatnonzero((ub - low).max(axis=1) > h)
+    # the exact minimum of the walk and its last argmin, from the candidate blocks
+    cand = lb <= ubmin.min(axis=1)[:, None]
+    ri, bi = np.nonzero(cand)
+    pos = np.minimum(bi[:, None] * block + np.arange(block), n - 1)
+    vals = cz[ri[:, None], pos] * scale[ri, None] - drift[ri, None] * (pos + 1.0)
+    starts = np.searchsorted(ri, np.arange(r))  # (every row has a candidate block)
+    wmin = np.minimum.reduceat(vals.min(axis=1), starts)
+    eq = vals == wmin[ri][:, None]
+    last = np.where(eq, pos, -1).max(axis=1)
+    argmin = np.maximum.reduceat(last, starts)
+    walk_n = cz[:, -1] * scale - drift * float(n)
+    s_end = walk_n - np.minimum(wmin, -s0)
+    last0 = np.where(wmin <= -s0, argmin, -1)
+    if not rows.size:
+        return s_end, rows, np.zeros((0, n)), last0
+    sub = cz[rows] * scale[rows, None] - np.multiply.outer(drift[rows], np.arange(1.0, n + 1))
+    run = np.minimum.accumulate(sub, axis=1)
+    np.minimum(run, -s0[rows, None], out=run)
+    return s_end, rows, sub - run, last0
+
+
 def lindley(incr: np.ndarray, s0: np.ndarray) -> np.ndarray:
     """All values of ``S_t = max(0, S_{t-1} + incr_t)`` along axis 0, without a loop.
 
@@ -172,4 +257,20 @@ class CUSUM(StreamDetector):
         if walk.shape[1]:
             self.n[cols] = np.where(last0 >= 0, walk.shape[1] - 1 - last0,
                                     self.n[cols] + walk.shape[1])
+        return rows + (cols.start or 0), paths
+
+    def advance_affine(self, cz: np.ndarray, extremes, cols: slice = slice(None),
+                       block: int = BLOCK):
+        """As :meth:`advance` for the walk ``cz * scale - drift * t`` given the cumulative
+        sums ``cz`` of the raw series of columns ``cols`` and their extremes in blocks of
+        ``block`` events (see :func:`affine_scan`); several CUSUMs on one series share
+        both. (The bound is looser by ``2 * drift * block``: a CUSUM with a large drift
+        needs short blocks, else it would often take the exact path.)"""
+        s_end, rows, paths, last0 = affine_scan(
+            cz, *extremes, self.scale[cols], self.drift[cols], self.s[cols],
+            self.threshold[cols], block)
+        self.s[cols] = s_end
+        if cz.shape[1]:
+            self.n[cols] = np.where(last0 >= 0, cz.shape[1] - 1 - last0,
+                                    self.n[cols] + cz.shape[1])
         return rows + (cols.start or 0), paths

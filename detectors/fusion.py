@@ -105,8 +105,11 @@ def reason_of(types: list[str], columns: list[str]) -> str:
     return f"{types[0].replace('_', ' ').capitalize()} detected{where}"
 
 
+SEVERITY_ORDER = ("NONE", "LOW", "MEDIUM", "HIGH", "CRITICAL")
+
+
 def fuse(signals: list[dict[str, Any]], offset: int, config: DetectorConfig,
-         metrics: dict[str, Any] | None = None) -> Decision:
+         metrics: dict[str, Any] | None = None, floor: str | None = None) -> Decision:
     """Fuse signals (dicts with ``signal``, ``column``, ``strength`` >= 1 when past
     threshold, and ``lambda``) into one :class:`Decision`.
 
@@ -120,7 +123,8 @@ def fuse(signals: list[dict[str, Any]], offset: int, config: DetectorConfig,
     stationary streams a confidence of at least ``c`` occurs in at most about
     ``1 - c`` of the horizons (checked by simulation in ``bench.detectors_bench``).
     Each root cause carries its own confidence. A signal without ``lambda`` counts
-    as one at its threshold.
+    as one at its threshold. ``floor`` is a least severity for a triggered decision
+    (the monitor's for outliers above the design's 5 %).
 
     >>> d = fuse([{"signal": "ks", "column": "x", "strength": 2.5, "lambda": 0.05},
     ...           {"signal": "mae", "column": None, "strength": 1.2}], 7, DetectorConfig())
@@ -139,8 +143,11 @@ def fuse(signals: list[dict[str, Any]], offset: int, config: DetectorConfig,
     types.sort(key=[d.value for d in DriftType].index)
     strengths = [float(s["strength"]) for s in ranked]
     conf = [float(np.exp(-float(s.get("lambda", 1.0)))) for s in ranked]
+    severity = severity_of(strengths, config, [s["signal"] for s in ranked])
+    if ranked and floor and SEVERITY_ORDER.index(floor) > SEVERITY_ORDER.index(severity):
+        severity = floor
     return Decision(triggered=bool(ranked), offset=int(offset), trigger_types=types,
-                    severity=severity_of(strengths, config, [s["signal"] for s in ranked]),
+                    severity=severity,
                     confidence=round(max(conf, default=0.0), 4),
                     reason=reason_of(types, columns),
                     root_cause=[{"signal": s["signal"], "column": s.get("column"),

@@ -92,7 +92,9 @@ class SlotLookup:
             off_v += k + 2
             off_g += cells
         self.vals = np.concatenate(vals) if vals else np.zeros(0)
-        self.first = np.concatenate(firsts).astype(np.intp) if firsts else np.zeros(0, np.intp)
+        # int32 where it fits: half the cache footprint of the tables' hot lookups
+        itype = np.int32 if off_v + 2 < 2**31 - 1 else np.intp
+        self.first = np.concatenate(firsts).astype(itype) if firsts else np.zeros(0, itype)
         col = (slice(None), None)
         self.scale = np.array(scale)[col]
         self.shift = np.array(shift)[col]
@@ -125,7 +127,7 @@ class SlotLookup:
         if len(chunks) == 1:
             return self._slots(x, slice(None))
         # a few columns at a time, so that their tables stay in the core's cache
-        out = np.empty(x.shape, dtype=np.intp)
+        out = np.empty(x.shape, dtype=self.first.dtype)
         for cols in chunks:
             out[cols] = self._slots(x[cols], cols)
         return out

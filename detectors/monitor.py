@@ -13,7 +13,7 @@ from .calibration import (DEFAULT_CACHE, Calibration, CalibrationCache, calibrat
                           cusum_lambda, ks_critical, ks_lambda)
 from .categorical import CategoricalWindow
 from .config import DetectorConfig
-from .cusum import CUSUM
+from .cusum import BLOCK, CUSUM, block_extremes
 from .errors import DetectorError
 from .fusion import Decision, fuse
 from .grid import column_chunks
@@ -27,6 +27,7 @@ from scipy.stats import chi2
 
 _LABEL_SIGNALS = ("mae", "r2", "rmse", "accuracy", "trend")
 _SEQ_KINDS = ("mean_shift", "variance", "outlier_rate")
+FINE_BLOCK = 8  # events per block of the large-shift CUSUMs' bound (see cusum.affine_scan)
 SEQ_CHUNK = 5  # columns per pass of the sequential tests (arrays stay in L2 cache)
 
 
@@ -55,7 +56,7 @@ class ModelMonitor:
     >>> mon = ModelMonitor(ReferenceProfile.from_frame(ref))
     >>> x = rng.normal(size=(4000, 3)); x[2000:, 1] += 1.0
     >>> [(d.offset, d.columns, d.severity) for d in mon.update_features(x)]
-    [(2091, ['b'], 'HIGH'), (3117, ['b'], 'HIGH')]
+    [(2051, ['b'], 'HIGH'), (3062, ['b'], 'HIGH')]
     """
 
     def __init__(self, profile: ReferenceProfile, config: DetectorConfig = DetectorConfig(),
@@ -78,7 +79,8 @@ class ModelMonitor:
         self._score = np.zeros(lk.n_slots)
         for j, t in enumerate(self.ks.transforms):
             self._score[2 * lk.starts[j]:2 * lk.starts[j] + len(t.score)] = t.score
-        self.cats = {name: CategoricalWindow(p.categories[name], cfg.ks_window, cfg.ks_stride)
+        self.cats = {name: CategoricalWindow(p.categories[name], cfg.categorical_window,
+                                             cfg.categorical_stride)
                      for name in p.categorical_columns}
         self._apply(cal)
         self.labelled = LabelledSignals(
@@ -132,6 +134,14 @@ class ModelMonitor:
         self.mean_up = CUSUM(d / t_mean, col(cal.mean_drift_up) / t_mean, col(cal.mean_h))
         self.mean_down = CUSUM(-d / t_mean, col(cal.mean_drift_down) / t_mean,
                                col(cal.mean_h))
+        # the large-shift pair (scale 0 and an infinite threshold: none)
+        dl = cal.mean_scale_large
+        self.mean_up_large = CUSUM(np.full(c, dl) / t_mean,
+                                   col(cal.mean_drift_up_large) / t_mean,
+                                   col(cal.mean_h_large))
+        self.mean_down_large = CUSUM(np.full(c, -dl) / t_mean,
+                                     col(cal.mean_drift_down_large) / t_mean,
+                                     col(cal.mean_h_large))
         self.variance = CUSUM(cal.var_scale / t_var, col(cal.var_drift) / t_var,
                               col(cal.var_h))
         self.outliers = OutlierRate(p.means, p.stds, cal.out_p0, cal.out_p1, col(cal.out_h),
@@ -189,8 +199,18 @@ class ModelMonitor:
         return self._crit_cache[key]
 
     def _parts(self):
-        return [self.ks, self.mean_up, self.mean_down, self.variance, self.outliers,
+        return [self.ks, *self._mean_cusums(), self.variance, self.outliers,
                 *self.cats.values()]
+
+    def _mean_cusums(self) -> tuple[CUSUM, ...]:
+        """The mean CUSUMs: up and down for the design shift, then for large shifts."""
+        return (self.mean_up, self.mean_down, self.mean_up_large, self.mean_down_large)
+
+    def _leading_mean(self, j: int) -> CUSUM:
+        """The mean CUSUM of column ``j`` farthest past (or least short of) its
+        threshold, in its log-likelihood units."""
+        dets = self._mean_cusums()
+        return dets[int(np.argmax([d.s[j] - d.threshold[j] for d in dets]))]
 
     def _save_feature_state(self):
         return [part.get_state() for part in self._parts()], \
@@ -259,9 +279,10 @@ class ModelMonitor:
                 for (sig, col), (st, lam) in self._gather_other.items()]
             self._gather_until, self._gather_seq, self._gather_other = -1, {}, {}
             offset = self.events_seen - 1
-            decisions.append(fuse(signals, offset, self.config, self.snapshot()))
+            decisions.append(fuse(signals, offset, self.config, self.snapshot(),
+                                  floor="MEDIUM" if self._outliers_over_floor() else None))
             self._next_feature_fire = offset + self.config.cooldown + 1
-            for part in (self.mean_up, self.mean_down, self.variance, self.outliers):
+            for part in (*self._mean_cusums(), self.variance, self.outliers):
                 part._reset()  # restart the sequential tests after an alarm
             self._hist["seq"][:] = False
             start += i + 1
@@ -398,6 +419,17 @@ class ModelMonitor:
                 "variance": ratio / cfg.variance_ratio,
                 "outlier_rate": rate / (cfg.outlier_pct_threshold / 100)}
 
+    def _outliers_over_floor(self) -> bool:
+        """Whether some column's outlier share since its outlier test's change-point
+        estimate is above the design's 5 % while that test is at least
+        ``config.outlier_medium_fraction`` of its way to its threshold: the design makes
+        such outliers actionable (a decision at least MEDIUM), even when another test on
+        the same events (the variance, often) passes its threshold first."""
+        o, cfg = self.outliers, self.config
+        share = o.seg_count / np.maximum(o.seg_len, 1)
+        return bool(np.any((o.seg_len > 0) & (share > cfg.outlier_pct_threshold / 100)
+                           & (o.s >= cfg.outlier_medium_fraction * o.threshold)))
+
     def _seq_signals(self, keys: dict) -> list[dict[str, Any]]:
         """Signals of the sequential tests past their thresholds, from the state at the
         firing event: strength = effect estimate over the design effect, at least 1
@@ -411,8 +443,7 @@ class ModelMonitor:
         for (k, j), lam_seen in sorted(keys.items()):
             e = self._hinkley(k, j) if k < 2 else None
             e = float(eff[_SEQ_KINDS[k]][j]) if e is None else e
-            det = (self.mean_up if self.mean_up.s[j] >= self.mean_down.s[j]
-                   else self.mean_down, self.variance, self.outliers)[k]
+            det = (self._leading_mean(j), self.variance, self.outliers)[k]
             lam = min(float(cusum_lambda(det.s[j], det.threshold[j])), lam_seen)
             out.append({"signal": _SEQ_KINDS[k], "column": names[j],
                         "strength": max(1.0, e), "lambda": lam})
@@ -430,8 +461,9 @@ class ModelMonitor:
         KS window, so this costs nothing per event, only ``O(ks_window)`` per decision.
         """
         if kind == 0:
-            up = self.mean_up.s[j] >= self.mean_down.s[j]
-            run = (self.mean_up if up else self.mean_down).n[j]
+            lead = self._leading_mean(j)
+            up = bool(lead.scale[j] > 0)
+            run = lead.n[j]
         else:
             run = self.variance.n[j]
         m = min(int(run), self.ks.ring.shape[1])
@@ -451,24 +483,25 @@ class ModelMonitor:
     def _sequential(self, xt: np.ndarray, slots: np.ndarray, cols: slice, seq: dict):
         """Advance the mean, variance and outlier CUSUMs of columns ``cols``; put the
         strength paths of the columns that may alarm into ``seq``; return the outlier
-        counts."""
-        n = xt.shape[1]
-        t = np.arange(1, n + 1, dtype=np.float64)
+        counts.
+
+        The four mean CUSUMs share one cumulative sum of the scores and its block
+        extremes (:func:`~detectors.cusum.affine_scan`): only columns that may pass a
+        threshold in the batch get an exact path."""
         z = np.take(self._score, slots)
         cz = np.cumsum(z, axis=1)
-        for det in (self.mean_up, self.mean_down):
-            rows, paths = det.advance(
-                cz * det.scale[cols, None] - np.multiply.outer(det.drift[cols], t), cols)
+        # blocks of 16 events for the design-shift pair, of 4 for the large-shift one
+        ext = block_extremes(cz, BLOCK, FINE_BLOCK)
+        for k, det in enumerate(self._mean_cusums()):
+            rows, paths = det.advance_affine(cz, ext[k // 2], cols, (BLOCK, FINE_BLOCK)[k // 2])
             for j, pth in zip(rows, paths):
                 st = pth / det.threshold[j]
                 seq[0, j] = np.maximum(seq[0, j], st) if (0, j) in seq else st
         np.square(z, out=z)
         np.cumsum(z, axis=1, out=cz)
-        v = self.variance
-        rows, paths = v.advance(
-            cz * v.scale[cols, None] - np.multiply.outer(v.drift[cols], t), cols)
+        rows, paths = self.variance.advance_affine(cz, block_extremes(cz), cols)
         for j, pth in zip(rows, paths):
-            seq[1, j] = pth / v.threshold[j]
+            seq[1, j] = pth / self.variance.threshold[j]
         floor = self.config.outlier_pct_threshold / 100
         o = self.outliers.indicators_t(xt, cols)
         rows, paths, rates, out_count = self.outliers.advance(o, cols)
@@ -492,10 +525,16 @@ class ModelMonitor:
         return idx, strength, info
 
     def _ks_strength(self, d: np.ndarray, wn: np.ndarray) -> np.ndarray:
-        """KS statistic over its critical value for the checkpoint's window size."""
+        """KS statistic over its critical value for the checkpoint's window size.
+
+        A window with fewer values has a larger critical value, so a statistic below
+        0.9 of the full window's cannot pass it: only the others (rare) get their own
+        critical value (each costs an inversion of the KS distribution); the rest keep
+        ``d`` over the full window's, which is below 1 as well."""
         w = self.config.ks_window
         out = d / self._crit_full
-        partial = wn < w
+        partial = (wn < w) & (out >= 0.9)
+        out[(wn < w) & (wn < self.config.min_samples)] = 0.0
         if partial.any():  # the first window, or NaN in the window
             for r, j in zip(*np.nonzero(partial)):
                 nn = int(wn[r, j])

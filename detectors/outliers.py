@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import StreamDetector
-from .cusum import lindley, lindley_scan
+from .cusum import BLOCK, affine_scan, lindley
 
 
 def bernoulli_llr(p0: np.ndarray, p1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -85,12 +85,14 @@ class OutlierRate(StreamDetector):
         """
         c, n = o.shape
         first = cols.start or 0
-        co = np.cumsum(o, axis=1, dtype=np.float64)
-        t = np.arange(1, n + 1, dtype=np.float64)
-        walk = co * self._scale[cols, None]
-        walk -= np.multiply.outer(self._drift[cols], t)
+        # integer counts (exact; a float cumulative sum of booleans is 7x slower)
+        co = np.cumsum(o, axis=1, dtype=np.int32 if n < 2**31 - 1 else np.int64)
         s0 = self.s[cols]
-        s_end, rows, paths, last0 = lindley_scan(walk, s0, self.threshold[cols])
+        # the counts never decrease: a block's extremes are its first and last counts
+        last = np.minimum(np.arange(BLOCK - 1, n + BLOCK - 1, BLOCK), n - 1)
+        ext = (co[:, last], co[:, ::BLOCK])
+        s_end, rows, paths, last0 = affine_scan(co, *ext, self._scale[cols],
+                                                self._drift[cols], s0, self.threshold[cols])
         rates = np.empty(paths.shape)
         for i, j in enumerate(rows):
             rates[i] = self._segment_rate(paths[i], co[j], first + j)

@@ -107,11 +107,11 @@ def test_one_event_and_no_decision_before_min_samples():
     assert mon.events_seen == 99
     d = mon.update_features(np.full((5, 4), 50.0))
     assert d and d[0].offset == 99
-    # by default the decision waits gather_events (25) after the first signal
+    # by default the decision waits gather_events (10) after the first signal
     mon = ModelMonitor(ReferenceProfile.from_frame(_ref()))
-    assert mon.update_features(np.full((120, 4), 50.0)) == []
+    assert mon.update_features(np.full((105, 4), 50.0)) == []
     d = mon.update_features(np.full((10, 4), 50.0))
-    assert d and d[0].offset == 124 and d[0].severity == "CRITICAL"
+    assert d and d[0].offset == 109 and d[0].severity == "CRITICAL"
 
 
 def test_shift_detected_in_right_columns_and_stationary_quiet():

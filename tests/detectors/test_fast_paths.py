@@ -3,7 +3,7 @@
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from detectors.cusum import lindley, lindley_scan
+from detectors.cusum import affine_scan, block_extremes, lindley, lindley_scan
 from detectors.grid import SlotLookup
 from detectors.outliers import OutlierRate
 from detectors.persistence import n_of_m
@@ -63,6 +63,32 @@ def test_lindley_scan_equals_lindley(incr, s0, h, block):
         np.testing.assert_allclose(paths[0], exact, atol=1e-9)
 
 
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), rows=st.integers(1, 4), n=st.integers(1, 70),
+       block=st.sampled_from([1, 2, 16]), ties=st.booleans())
+def test_affine_scan_equals_lindley_scan_on_the_formed_walk(data, rows, n, block, ties):
+    x = np.array(data.draw(st.lists(st.lists(
+        st.integers(-2, 2).map(float) if ties else st.floats(-4, 4), min_size=n,
+        max_size=n), min_size=rows, max_size=rows)))
+    cz = np.cumsum(x, axis=1)
+    scale = np.array(data.draw(st.lists(st.sampled_from([0.3, -0.3, 1.0, -1.0, 0.25, 2.5]),
+                                        min_size=rows, max_size=rows)))
+    drift = np.array(data.draw(st.lists(st.sampled_from([0.0, 0.045, 0.5, 0.1, -0.2]),
+                                        min_size=rows, max_size=rows)))
+    s0 = np.array(data.draw(st.lists(st.floats(0, 5), min_size=rows, max_size=rows)))
+    h = np.array(data.draw(st.lists(st.floats(0.1, 6), min_size=rows, max_size=rows)))
+    walk = cz * scale[:, None] - np.multiply.outer(drift, np.arange(1.0, n + 1))
+    want = lindley_scan(walk, s0, h, block)
+    got = affine_scan(cz, *block_extremes(cz, block), scale, drift, s0, h, block)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[3], want[3])
+    assert set(want[1].tolist()) <= set(got[1].tolist())
+    for i, j in enumerate(got[1]):  # exact paths of every candidate row
+        exact = lindley(walk[j][:, None] - np.r_[0.0, walk[j][:-1]][:, None], s0[j:j + 1])
+        np.testing.assert_allclose(got[2][i], exact[:, 0], atol=1e-9)
+        if j in want[1]:
+            assert np.array_equal(got[2][i], want[2][list(want[1]).index(j)])
+
+
 def test_outlier_fast_path_matches_plain_path():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(3000, 2))
@@ -91,3 +117,23 @@ def test_n_of_m_equals_brute_force(flags, m, data, cut):
     ok1, hist = n_of_m(f[None, :cut], hist, n)
     ok2, hist = n_of_m(f[None, cut:], hist, n)
     assert np.r_[ok1[0], ok2[0]].tolist() == want
+
+
+@settings(max_examples=100, deadline=None)
+@given(codes=st.lists(st.integers(-1, 3), min_size=0, max_size=60), window=st.integers(1, 12),
+       stride=st.integers(1, 7), cut=st.integers(0, 60))
+def test_categorical_window_equals_one_bincount_per_checkpoint(codes, window, stride, cut):
+    from detectors.categorical import CategoricalWindow, chi2_homogeneity
+    det = CategoricalWindow({"a": 5, "b": 3, "c": 2}, window=window, stride=stride)
+    c = np.array(codes, dtype=np.int64)
+    ref = np.array([5.0, 3.0, 2.0, 0.0])
+    got = []
+    cut = min(cut, len(c))
+    for at, part in ((0, c[:cut]), (cut, c[cut:])):  # two batches: same checkpoints
+        idx, stat, tv = det.update_codes(part)
+        got += [(int(i) + at, s, t) for i, s, t in zip(idx, stat, tv)]
+    for i, s, t in got:
+        w = c[max(0, i - window + 1):i + 1]
+        want = chi2_homogeneity(ref, np.bincount(w[w >= 0], minlength=4).astype(float))
+        assert (i + 1) % stride == 0
+        assert np.isclose(s, want[0], rtol=1e-12, atol=1e-12) and np.isclose(t, want[1])

@@ -73,7 +73,7 @@ def test_state_fires_and_is_small():
     a = ModelMonitor(PROFILE, CONFIG)
     fired = _feed(a, x, cats, pred, act, [0, 1000, 4000])
     assert any(f != "[]" for f in fired)
-    assert len(a.state_to_bytes()) < len(a.to_bytes()) / 4
+    assert len(a.state_to_bytes()) < len(a.to_bytes()) / 3.5
 
 
 def test_state_sizes_for_10_and_50_columns():
@@ -103,13 +103,13 @@ def test_from_state_rejects_other_profile_config_task_and_garbage():
     # monitor continues exactly like the original on the same further data
     x, cats, pred, act = _stream(3)
     x[1000::15, 2] = 6.0  # outliers too: every test's statistic is under way at the save
-    _feed(a, x, cats, pred, act, [0, 2200])
+    _feed(a, x, cats, pred, act, [0, 2150])
     assert (a.outliers.s > 0).any() and a.labelled.s[0] > 0 and a._hist["seq"].any()
     state = a.state_to_bytes()
     b = ModelMonitor.from_state(PROFILE, state, config=CONFIG, task="regression")
     assert isinstance(b, ModelMonitor) and b.config == CONFIG and b.task == "regression"
     assert json.dumps(b.snapshot()) == json.dumps(a.snapshot())
-    cuts = [2200, 2201, 2250, 2800, 2801, 4000]
+    cuts = [2150, 2151, 2200, 2800, 2801, 4000]
     ra, rb = _feed(a, x, cats, pred, act, cuts, True), _feed(b, x, cats, pred, act, cuts, True)
     assert any(r != "[]" for r in ra[0::4] + ra[1::4])  # decisions to compare
     assert ra == rb  # decisions, snapshots and states after every micro-batch
