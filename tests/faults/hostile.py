@@ -28,6 +28,12 @@ class Hostile(NamedTuple):
     reasons: frozenset[str]  # what its dead letter may say
     index: int | None = None  # the bad event's position in a batch record
     valid_events: int = 0  # valid events it carries (a batch record with one bad event)
+    indices: tuple[int | None, ...] | None = None  # several dead letters: each one's source_index
+
+    @property
+    def letters(self) -> tuple[int | None, ...]:
+        """The source_index of each dead letter it must get."""
+        return self.indices if self.indices is not None else (self.index,)
 
 
 def event(n: int, model: str = MODEL, **changes: object) -> dict:
@@ -159,9 +165,36 @@ def bad_in_batch(draw) -> Hostile:
                    valid_events=size - 1)
 
 
+@st.composite
+def bad_batch(draw) -> Hostile:
+    """A batch record whose every event is set aside (a wrong key, an unconfigured model)
+    or that is set aside whole (NaN: the array does not parse as JSON)."""
+    size = draw(st.integers(1, 20))
+    first = draw(ids)
+    variant = draw(st.sampled_from(["key_mismatch", "unknown_model", "not_finite", "mixed_models"]))
+    key, model = MODEL.encode(), MODEL
+    if variant == "key_mismatch":
+        key = draw(st.one_of(st.none(), st.binary(min_size=1, max_size=40).filter(lambda k: k != MODEL.encode())))
+    elif variant == "unknown_model":
+        model = "x-" + draw(st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=20))
+        key = model.encode()
+    events = [event(first + i, model=model) for i in range(size)]
+    if variant == "not_finite":
+        events[draw(st.integers(0, size - 1))]["features"]["f1"] = float("nan")
+        return Hostile("batch_whole:not_finite", key, dumps(events), frozenset({"not_finite"}))
+    if variant == "mixed_models":  # an event of another model inside m0's batch
+        size = max(size, 2)
+        events = [event(first + i) for i in range(size)]
+        index = draw(st.integers(1, size - 1))
+        events[index]["model_id"] = "m1"
+        return Hostile("batch:mixed_models", key, dumps(events), frozenset({"batch_mixed_models"}), index=index,
+                       valid_events=size - 1)
+    return Hostile(f"batch_all:{variant}", key, dumps(events), frozenset({variant}), indices=tuple(range(size)))
+
+
 # Weights: the cheap kinds often, the big ones (deep nesting) less.
 HOSTILE = st.one_of(malformed(), malformed(), not_finite(), wrong_type(), wrong_type(), missing_field(),
-                    future_schema(), unknown_model(), key_mismatch(), key_mismatch(), too_deep(), bad_in_batch())
+                    future_schema(), unknown_model(), key_mismatch(), key_mismatch(), too_deep(), bad_in_batch(), bad_batch())
 
 
 def collect(count: int, seed_value: int) -> list[Hostile]:
