@@ -537,13 +537,16 @@ class Retrainer:
         if not self.repository.insert(record.row()):
             # Recorded meanwhile by another member (a rebalance race): publish what it wrote.
             existing = self.repository.find(record.trigger.trigger_id)
-            self._to_publish(item, *item.after_write, (self.settings.kafka.retrain_events_topic, encode(event_from_row(existing))))
+            event = (self.settings.kafka.retrain_events_topic, encode(event_from_row(existing)))
+            self._to_publish(item, *item.after_write, event)
             return
         if item.start_counted:
             try:
                 self.repository.forget_starts(record.trigger.trigger_id)
             except psycopg.Error as error:  # only bookkeeping: the row is written
-                log.warning("trigger_starts_not_cleared", trigger_id=record.trigger.trigger_id, error=str(error).strip())
+                log.warning(
+                    "trigger_starts_not_cleared", trigger_id=record.trigger.trigger_id, error=str(error).strip()
+                )
         if item.model_id in self.settings.models:  # only configured models label metrics
             metrics.RETRAINS.labels(item.model_id, record.outcome).inc()
             for name, value in record.improvements.items():
