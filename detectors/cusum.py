@@ -132,15 +132,25 @@ def affine_scan(cz: np.ndarray, bmax: np.ndarray, bmin: np.ndarray, scale: np.nd
     nb = bmax.shape[1]
     col = scale[:, None]
     up = scale >= 0
-    umax = np.where(up[:, None], bmax * col, bmin * col)
-    umin = np.where(up[:, None], bmin * col, bmax * col)
-    t0 = np.arange(nb, dtype=np.float64) * block + 1.0
+    if up.all():  # (a CUSUM's rows share a direction: one product each)
+        umax, umin = bmax * col, bmin * col
+    elif not up.any():
+        umax, umin = bmin * col, bmax * col
+    else:
+        umax = np.where(up[:, None], bmax * col, bmin * col)
+        umin = np.where(up[:, None], bmin * col, bmax * col)
+    # events of each block (1-based); blocks of padding only (the extremes may have
+    # been found with a coarser block's padding) stand at the last event
+    t0 = np.minimum(np.arange(nb, dtype=np.float64) * block + 1.0, n)
     t1 = np.minimum(t0 + (block - 1), n)
     d0, d1 = np.multiply.outer(drift, t0), np.multiply.outer(drift, t1)
-    lo_d, hi_d = np.minimum(d0, d1), np.maximum(d0, d1)
-    ub = umax - lo_d  # >= the walk in the block
+    if (drift >= 0).all():
+        lo_d, hi_d = d0, d1
+    else:
+        lo_d, hi_d = np.minimum(d0, d1), np.maximum(d0, d1)
+    ub = np.subtract(umax, lo_d, out=umax)  # >= the walk in the block
     lb = umin - hi_d  # <= the walk in the block
-    ubmin = umin - lo_d  # >= the block's minimum of the walk
+    ubmin = np.subtract(umin, lo_d, out=umin)  # >= the block's minimum of the walk
     # candidate rows for a path past h (as lindley_scan, with the looser bounds)
     low = np.minimum.accumulate(lb, axis=1)
     np.minimum(low, -s0[:, None], out=low)

@@ -80,6 +80,10 @@ def test_affine_scan_equals_lindley_scan_on_the_formed_walk(data, rows, n, block
     walk = cz * scale[:, None] - np.multiply.outer(drift, np.arange(1.0, n + 1))
     want = lindley_scan(walk, s0, h, block)
     got = affine_scan(cz, *block_extremes(cz, block), scale, drift, s0, h, block)
+    if block == 2:  # extremes found on the way to a coarser block (its padding kept)
+        fine = block_extremes(cz, 16, 2)[1]
+        again = affine_scan(cz, *fine, scale, drift, s0, h, block)
+        assert np.array_equal(again[0], got[0]) and np.array_equal(again[3], got[3])
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[3], want[3])
     assert set(want[1].tolist()) <= set(got[1].tolist())
     for i, j in enumerate(got[1]):  # exact paths of every candidate row
