@@ -529,6 +529,7 @@ class Retrainer:
             outcome=record.outcome,
             reason=record.reason,
             new_version=record.new_version,
+            **_window_summary(record.execution),
         )
         self._retrying(item, self._write)
 
@@ -607,6 +608,20 @@ class Retrainer:
         if len(queue) < self.retrain.max_buffered_triggers:
             self.consumer.resume([TopicPartition(topic, partition)])
         log.info("trigger_committed", partition=partition, offset=last.offset, triggers=done)
+
+
+def _window_summary(execution: dict) -> dict:
+    """The training window and holdout in a few log fields (none when nothing trained)."""
+    training, holdout = execution.get("training_window"), execution.get("holdout_window")
+    if not training or not holdout:
+        return {}
+    return {
+        "training_rows": training["rows"],
+        "old_concept_rows": training.get("old_concept_rows"),
+        "change_point": training.get("change_point"),
+        "change_point_source": training.get("change_point_source"),
+        "holdout_rows": holdout["rows"],
+    }
 
 
 def _from_change_point(request: RetrainRequest) -> Window:
