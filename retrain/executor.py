@@ -47,9 +47,9 @@ from typing import TYPE_CHECKING, Any
 
 from retrain.errors import RetrainError, UnknownModel
 from schemas.errors import TableError, UsageError
-from schemas.settings import ModelSettings, Settings
 
 if TYPE_CHECKING:  # the heavy modules load when the pipeline runs, not for --help
+    from schemas.settings import Settings
     import pandas as pd
 
     from detectors import RetrainingTrigger
@@ -110,6 +110,7 @@ class RetrainingExecutor:
     ) -> None:
         from retrain import datasets
         from retrain.model_store import ModelStore
+        from schemas.settings import ModelSettings, Settings
 
         self.settings = settings or Settings.load()
         self.project_root = Path(project_root)

@@ -15,10 +15,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
+from typing import TYPE_CHECKING
 
-from schemas.settings import Settings
+if TYPE_CHECKING:  # loaded when the command runs (`--help` stays light)
+    import psycopg
+
+    from schemas.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "sql"
 # Any constant works; it only has to be the same for every migrator.
@@ -49,6 +51,8 @@ def available_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 
 def apply_migrations(conn: psycopg.Connection, schema: str = "public") -> list[str]:
     """Brings `schema` up to date; returns the versions applied by this call."""
+    from psycopg import sql
+
     applied_now: list[str] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
@@ -87,6 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     schema = args.schema or settings.postgres.db_schema
+    import psycopg
+
     with psycopg.connect(settings.postgres.dsn.get_secret_value()) as conn:
         applied = apply_migrations(conn, schema)
     print(f"migrate: schema {schema}: " + (", ".join(applied) or "up to date"), file=sys.stderr)
@@ -96,4 +102,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
+    from schemas.settings import Settings
+
     sys.exit(run(parser.parse_args(), Settings.load()))

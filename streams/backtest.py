@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from schemas.errors import TableError, UsageError
-from schemas.settings import Settings
 
 if TYPE_CHECKING:  # loaded when the command runs (`--help` stays light)
+    from schemas.settings import Settings
     import numpy as np
     import pandas as pd
 

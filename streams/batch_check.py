@@ -34,9 +34,9 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from schemas.errors import TableError, UsageError
-from schemas.settings import Settings
 
 if TYPE_CHECKING:  # the heavy imports happen when the command runs, not for --help
+    from schemas.settings import Settings
     import pandas as pd
 
     from detectors import RetrainingTrigger

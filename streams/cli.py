@@ -14,11 +14,7 @@ import argparse
 import importlib
 import sys
 
-from pydantic import ValidationError
-
-from detectors.errors import DetectorError
 from schemas.errors import UsageError
-from schemas.settings import Settings
 
 # (command, module, help); nested commands use a space: "db migrate".
 COMMANDS: list[tuple[str, str, str]] = [
@@ -68,7 +64,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv).parse_args(argv)
+    args = build_parser(argv).parse_args(argv)  # --help ends here, before pydantic loads
+    from pydantic import ValidationError
+
+    from detectors.errors import DetectorError
+    from schemas.settings import Settings
+
     try:
         settings = Settings.load(getattr(args, "config", None))
         return args.handler(args, settings)

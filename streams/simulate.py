@@ -20,16 +20,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-import pandas as pd
-from confluent_kafka import Producer
+from typing import TYPE_CHECKING
 
-from retrain.model_store import ModelStore
-from schemas.messages import ActualEvent, FeatureEvent, PredictionEvent, encode
+import numpy as np
+
 from schemas.errors import UsageError
-from schemas.logs import configure_logging, get_logger
-from schemas.settings import Settings
+from schemas.logs import get_logger
+from schemas.messages import ActualEvent, FeatureEvent, PredictionEvent, encode
 from streams.workload import FEATURES, Phase, Workload
+
+if TYPE_CHECKING:  # the service's libraries load when it runs, not for --help
+    from schemas.settings import Settings
 
 log = get_logger(__name__)
 
@@ -76,6 +77,10 @@ class InferenceSimulator:
         self.model_id = model_id
         self.workload = workload
         self.schedule = schedule
+        from confluent_kafka import Producer
+
+        from retrain.model_store import ModelStore
+
         self.store = ModelStore(settings.model_store_path, settings.retrain.keep_versions)
         self.producer = Producer(settings.kafka.producer_config(**{"linger.ms": 20}))
         self.rng = np.random.default_rng(workload.seed + 1)
@@ -110,6 +115,8 @@ class InferenceSimulator:
             self.progress.phase = phase
         x = self.workload.features(count, phase, self.rng)
         actual = self.workload.target(x, phase, self.rng)
+        import pandas as pd
+
         frame = pd.DataFrame(x, columns=list(FEATURES))
         prediction = self._current_model().predict(frame)
         now = dt.datetime.now(dt.timezone.utc)
@@ -177,6 +184,8 @@ def _event_or_never(text: str) -> int | None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas.logs import configure_logging
+
     configure_logging(settings.log_level)
     schedule = Schedule(args.rate, args.events, args.covariate_shift_at, args.concept_change_at, args.actual_delay_seconds)
     simulator = InferenceSimulator(settings, args.model, Workload(task=args.task, seed=args.seed), schedule)

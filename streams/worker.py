@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import gc
 
-import faust
+from typing import TYPE_CHECKING
 
-from streams.app import MonitorApp
-from streams.kafka_clients import ensure_topics
-from schemas.logs import configure_logging
-from schemas.settings import MonitorSettings, Settings
+if TYPE_CHECKING:  # faust and the monitor load when the worker runs, not for --help
+    from schemas.settings import MonitorSettings, Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    import faust
+
+    from schemas.logs import configure_logging
+    from streams.app import MonitorApp
+    from streams.kafka_clients import ensure_topics
+
     configure_logging(settings.log_level)
     kafka, monitor = settings.kafka, settings.monitor
     if not args.no_create_topics:

@@ -15,8 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Phase = Literal["stationary", "covariate", "concept", "covariate+concept"]
 Task = Literal["regression", "classification"]
@@ -55,6 +59,8 @@ class Workload:
         """`n` rows of features and the target (`actual`), e.g. a model's training data."""
         rng = np.random.default_rng(self.seed if seed is None else seed)
         x = self.features(n, phase, rng)
+        import pandas as pd
+
         frame = pd.DataFrame(x, columns=list(FEATURES))
         frame["actual"] = self.target(x, phase, rng)
         return frame

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-HEAVY = ("faust", "aiokafka", "matplotlib", "plotly", "sklearn", "scipy.stats", "pandas")
+HEAVY = ("faust", "aiokafka", "matplotlib", "plotly", "sklearn", "scipy", "pandas", "pydantic", "psycopg",
+         "confluent_kafka")
 PROBE = """
 import json, sys
 from streams.cli import main
@@ -31,6 +32,7 @@ def test_driftline_help_imports_no_subcommand_library():
     assert loaded("--help") == []
 
 
-@pytest.mark.parametrize("command", ["check", "backtest"])
-def test_batch_commands_help_loads_no_streaming_plotting_or_training_library(command):
-    assert not {"faust", "aiokafka", "matplotlib", "plotly", "sklearn"} & set(loaded(command, "--help"))
+@pytest.mark.parametrize("command", ["check", "backtest", "worker", "retrain", "simulate", "db migrate"])
+def test_a_commands_help_loads_none_of_its_libraries(command):
+    """`--help` starts as fast as Python and numpy: the libraries load when the command runs."""
+    assert loaded(*command.split(), "--help") == []
