@@ -13,7 +13,7 @@ from .calibration import (DEFAULT_CACHE, Calibration, CalibrationCache, calibrat
                           cusum_lambda, ks_critical, ks_lambda)
 from .categorical import CategoricalWindow
 from .config import DetectorConfig
-from .cusum import BLOCK, CUSUM, block_extremes
+from .cusum import BLOCK, CUSUM, block_extremes, monotone_extremes
 from .errors import DetectorError
 from .fusion import Decision, fuse
 from .grid import column_chunks
@@ -499,7 +499,10 @@ class ModelMonitor:
                 seq[0, j] = np.maximum(seq[0, j], st) if (0, j) in seq else st
         np.square(z, out=z)
         np.cumsum(z, axis=1, out=cz)
-        rows, paths = self.variance.advance_affine(cz, block_extremes(cz), cols)
+        # the squares' sums never decrease: their block extremes cost nothing, and
+        # short blocks keep the bound tight (the variance CUSUM's drift is large)
+        rows, paths = self.variance.advance_affine(cz, monotone_extremes(cz, FINE_BLOCK), cols,
+                                                   FINE_BLOCK)
         for j, pth in zip(rows, paths):
             seq[1, j] = pth / self.variance.threshold[j]
         floor = self.config.outlier_pct_threshold / 100

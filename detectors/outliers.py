@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import StreamDetector
-from .cusum import BLOCK, affine_scan, lindley
+from .cusum import affine_scan, lindley, monotone_extremes
 
 
 def bernoulli_llr(p0: np.ndarray, p1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,10 +88,7 @@ class OutlierRate(StreamDetector):
         # integer counts (exact; a float cumulative sum of booleans is 7x slower)
         co = np.cumsum(o, axis=1, dtype=np.int32 if n < 2**31 - 1 else np.int64)
         s0 = self.s[cols]
-        # the counts never decrease: a block's extremes are its first and last counts
-        last = np.minimum(np.arange(BLOCK - 1, n + BLOCK - 1, BLOCK), n - 1)
-        ext = (co[:, last], co[:, ::BLOCK])
-        s_end, rows, paths, last0 = affine_scan(co, *ext, self._scale[cols],
+        s_end, rows, paths, last0 = affine_scan(co, *monotone_extremes(co), self._scale[cols],
                                                 self._drift[cols], s0, self.threshold[cols])
         rates = np.empty(paths.shape)
         for i, j in enumerate(rows):
