@@ -41,5 +41,5 @@ test: up airflow tools ## set up, start the services and run the whole test suit
 demo: up ## the whole loop on a synthetic model (see README)
 	$(PY) -m streams.demo
 
-bench: up ## benchmarks and long soaks (ratios against in-process baselines)
-	$(PY) -m bench
+bench: up ## the README's performance table, machine included (BENCH_ARGS=--quick: a few minutes)
+	$(PY) -m bench $(BENCH_ARGS)

@@ -1,11 +1,14 @@
 """Where the worker's time goes, without a broker: the monitor loop's batch path
 (`MonitorLoop._batch`: records -> decode -> per model -> detectors -> state bytes) on
-in-memory records, against decoding the same records with msgspec alone.
+in-memory confluent-kafka `Message`s, against decoding the same records with msgspec
+alone (what the bare consumer of `bench.worker_bench` does per record).
 
-`python -m bench.monitor_loop_bench [--events N] [--batch-size N] [--profile]`: prints
-events/s of both in the same process and their ratio (the best the loop can reach
-against a bare consumer that only decodes); `--profile` adds cProfile's top entries.
-The broker's share is in `bench.worker_bench`.
+`python -m bench.monitor_loop_bench [--quick] [--events N] [--batch-size N]
+[--mode single|batched|both] [--profile]`: prints events/s of both in the same process,
+their ratio, and the share of the loop's time spent in the detectors (`ModelMonitor`'s
+updates and its state serialisation); `--profile` adds cProfile's top entries. The
+configuration is `bench.worker_bench`'s: 8 models x 10 columns, batches of 20,000
+records, the harness's detector settings. The broker's share is in `bench.worker_bench`.
 """
 
 from __future__ import annotations
@@ -13,49 +16,26 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
-from types import SimpleNamespace
 
 from aiokafka.partitioner import murmur2
+from confluent_kafka import Message
 
-from schemas.messages import FeatureEvent, decode
+from schemas.messages import FeatureEvent, decode, decode_batch
+from schemas.settings import Settings
 from streams.metrics import MonitorMetrics
 from streams.monitor_loop import MonitorLoop
-from schemas.settings import Settings
 from streams.worker import tune_gc
 from bench import harness as h
 
 MODELS = [f"bench-{i}" for i in range(8)]
-PARTITIONS = 4
-
-
-class _Record:
-    """What the loop reads of a confluent-kafka `Message`."""
-
-    __slots__ = ("_topic", "_partition", "_offset", "_value", "_key")
-
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes, key: bytes) -> None:
-        self._topic, self._partition, self._offset, self._value, self._key = topic, partition, offset, value, key
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def value(self) -> bytes:
-        return self._value
-
-    def key(self) -> bytes:
-        return self._key
+PARTITIONS = h.PARTITIONS
+DETECTOR = {"cooldown": 1_000_000, "ks_window": 500, "ks_stride": 250}  # bench.harness.write_config's
+COMMAND = "python -m bench.monitor_loop_bench"
 
 
 class _Discard:
@@ -70,8 +50,10 @@ class _Discard:
     def commit(self, *args: object, **kwargs: object) -> None:
         pass
 
-    def list_topics(self, topic: str, timeout: float) -> SimpleNamespace:
-        return SimpleNamespace(topics={topic: SimpleNamespace(partitions=dict.fromkeys(range(PARTITIONS)))})
+    def list_topics(self, topic: str, timeout: float) -> object:
+        class _Metadata:
+            topics = {topic: type("T", (), {"partitions": dict.fromkeys(range(PARTITIONS))})()}
+        return _Metadata()
 
 
 class _NoPromotions:
@@ -79,45 +61,111 @@ class _NoPromotions:
         return None
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=400_000)
-    parser.add_argument("--batch-size", type=int, default=10_000)
-    parser.add_argument("--profile", action="store_true")
-    args = parser.parse_args(argv)
+class _Clock:
+    """Seconds spent in wrapped callables (the detectors' part of the loop)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def wrap(self, owner: object, name: str) -> None:
+        inner = getattr(owner, name)
+        seconds = self.seconds
+
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                seconds[name] += time.perf_counter() - started
+
+        setattr(owner, name, timed)
+
+
+def messages(topic: str, events: int, batch_size: int, records_per_batch: int) -> list[Message]:
+    """Feature events of 8 models, keyed and partitioned as producers must (murmur2);
+    `records_per_batch` > 0: as batch records of that many events."""
+    stream = h.feature_stream(MODELS, (events + batch_size) // len(MODELS), seed=1)
+    if records_per_batch:
+        stream = h.batch_records(stream, records_per_batch)
+    partition = {m: (murmur2(m.encode()) & 0x7FFFFFFF) % PARTITIONS for m in MODELS}
+    offsets: dict[int, int] = defaultdict(int)
+    out = []
+    for model, value in stream:
+        p = partition[model]
+        out.append(Message(topic=topic, partition=p, offset=offsets[p], value=value, key=model.encode()))
+        offsets[p] += 1
+    return out
+
+
+def run(events: int, batch_size: int, records_per_batch: int, *, profile: bool = False) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as directory:
         reference = h.write_reference(Path(directory) / "reference.csv")
-        settings = Settings(models={m: {"reference_path": str(reference)} for m in MODELS})
+        settings = Settings(models={m: {"reference_path": str(reference)} for m in MODELS},
+                            detectors=DETECTOR)
         loop = MonitorLoop(settings, MonitorMetrics(), _NoPromotions(), on_fatal=print)  # type: ignore[arg-type]
         loop.producer = loop.consumer = _Discard()  # type: ignore[assignment]
-        topic = settings.kafka.features_topic
-        stream = h.feature_stream(MODELS, args.events // len(MODELS) + args.batch_size, seed=1)
-        partition = {m: (murmur2(m.encode()) & 0x7FFFFFFF) % PARTITIONS for m in MODELS}
-        records = [_Record(topic, partition[m], i, value, m.encode()) for i, (m, value) in enumerate(stream)]
-        warm, timed = records[: args.batch_size], records[args.batch_size:]
+        records = messages(settings.kafka.features_topic, events, batch_size, records_per_batch)
+        per_batch = max(1, batch_size // records_per_batch) if records_per_batch else batch_size
+        warm, timed = records[:per_batch], records[per_batch:]
         loop._batch(warm)  # builds each model's monitor from its reference
+        clock = _Clock()
+        for runtime in loop.runtimes.values():
+            for name in ("update_features", "state_to_bytes"):
+                clock.wrap(runtime.monitor, name)
         tune_gc(settings.monitor)  # as `driftline worker` does
 
-        started = time.perf_counter()
-        for record in timed:
-            decode(FeatureEvent, record.value())
-        decode_rate = len(timed) / (time.perf_counter() - started)
+        count, started, cpu = 0, time.perf_counter(), time.process_time()
+        for message in timed:
+            if records_per_batch:
+                count += len(decode_batch(FeatureEvent, message.value()))
+            else:
+                decode(FeatureEvent, message.value())
+                count += 1
+        decode_seconds, decode_cpu = time.perf_counter() - started, time.process_time() - cpu
 
         profiler = cProfile.Profile()
-        started = time.perf_counter()
-        if args.profile:
+        started, cpu = time.perf_counter(), time.process_time()
+        if profile:
             profiler.enable()
-        for i in range(0, len(timed), args.batch_size):
-            loop._batch(timed[i: i + args.batch_size])
+        for i in range(0, len(timed), per_batch):
+            loop._batch(timed[i: i + per_batch])
         profiler.disable()
-        loop_rate = len(timed) / (time.perf_counter() - started)
-    print(f"msgspec decode only: {decode_rate:,.0f} events/s")
-    print(f"monitor loop batch path ({args.batch_size:,} per batch, 8 models x 10 columns): "
-          f"{loop_rate:,.0f} events/s; ratio {loop_rate / decode_rate:.2f}"
-          + (" (profiled)" if args.profile else ""))
-    if args.profile:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+        loop_seconds, loop_cpu = time.perf_counter() - started, time.process_time() - cpu
+    if profile:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    return {"events": count, "decode_rate": count / decode_seconds, "loop_rate": count / loop_seconds,
+            "decode_cpu_rate": count / decode_cpu, "loop_cpu_rate": count / loop_cpu,
+            "detectors_share": clock.seconds["update_features"] / loop_seconds,
+            "state_share": clock.seconds["state_to_bytes"] / loop_seconds}
+
+
+def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
+    """Prints the figures; returns the rows (what, measured, command) of `make bench`'s table."""
+    parser = argparse.ArgumentParser(prog="bench.monitor_loop_bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100,000 events")
+    parser.add_argument("--events", type=int, default=None, help="default 400,000")
+    parser.add_argument("--batch-size", type=int, default=20_000)
+    parser.add_argument("--mode", choices=("single", "batched", "both"), default="both")
+    parser.add_argument("--records-per-batch", type=int, default=1000)
+    parser.add_argument("--profile", action="store_true")
+    args, _ = parser.parse_known_args(argv)
+    events = args.events or (100_000 if args.quick else 400_000)
+    rows = []
+    for mode in (("single", "batched") if args.mode == "both" else (args.mode,)):
+        per_record = args.records_per_batch if mode == "batched" else 0
+        r = run(events, args.batch_size, per_record, profile=args.profile)
+        what = ("single-event records" if not per_record else f"batch records of {per_record:,}")
+        line = (f"{r['loop_rate']:,.0f} events/s against {r['decode_rate']:,.0f} for msgspec decoding alone "
+                f"(ratio {r['loop_rate'] / r['decode_rate']:.2f}); per CPU second {r['loop_cpu_rate']:,.0f} "
+                f"against {r['decode_cpu_rate']:,.0f} (ratio {r['loop_cpu_rate'] / r['decode_cpu_rate']:.2f}); "
+                f"detectors' updates {r['detectors_share']:.0%} of the loop's time, their state "
+                f"serialisation {r['state_share']:.0%}" + (" (profiled)" if args.profile else ""))
+        print(f"monitor loop, no broker, {what} ({args.batch_size:,} records per batch, 8 models x 10 "
+              f"columns, {r['events']:,} events): {line}", flush=True)
+        command = f"{COMMAND} --events {events} --mode {mode}"
+        rows.append((f"monitor loop without a broker, {what} (8 models x 10 columns)", line, command))
+    return rows
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

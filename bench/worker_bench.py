@@ -1,24 +1,35 @@
 """Worker throughput against a bare confluent-kafka consumer, and trigger latency.
 
-`python -m bench.worker_bench [--quick] [--events N] [--bootstrap HOST:PORT]`: produces N
-feature events (10 columns, JSON, 8 models) to fresh topics; times a bare confluent-kafka
-consumer that only decodes the same JSON (msgspec, the same model); times `driftline
-worker` from its start to the group's committed offsets covering every event; prints
-events per second, the ratio, the saved state per model, and the recovery time of a
-restart after `kill -9`. Then produces at --rate events/s a stream that drifts on and off
-and prints p50/p99 of the time from producing the event at which a trigger fired to the
-trigger arriving on retrain-requests. `--quick`: 100,000 events, 10 s of latency.
+`python -m bench.worker_bench [--quick] [--events N] [--mode single|batched|both]
+[--bootstrap HOST:PORT]`: produces N feature events (10 columns, JSON, 8 models) to
+fresh topics; times a bare confluent-kafka consumer that only decodes the same JSON
+(msgspec, the same model); times `driftline worker` on them; prints events per second,
+the ratio, the saved state per model, and the recovery time of a restart after
+`kill -9`. Then produces at --rate events/s a stream that drifts on and off and prints
+p50/p99 of the time from producing the event at which a trigger fired to the trigger
+arriving on retrain-requests. `--quick`: 100,000 events, 10 s of latency.
+
+The worker's rate is taken from its first commit to its last, over the events
+committed in between (the process start, ~3 s of imports, group join and reference
+loading, and the first batch are outside the interval; "from the process start" is
+printed too). Both programs' CPU seconds are measured as well (the bench process for
+the bare consumer, /proc for the worker, every thread): on a shared machine the
+wall-clock ratio depends on what else runs, the CPU ratio much less.
 
 `--mode batched` (or `both`, the default) runs the throughput part again with the same
 events in batch records (`--records-per-batch`, 1,000 events of one model per record, a
 JSON array; see schemas/README.md), against a bare consumer decoding the same records
-(one msgspec call per record); rates are events/s in both modes.
+(one msgspec call per record); rates are events/s in both modes, and the worker's
+micro-batches hold the same number of events in both (its batch_size counts records).
+The latency producer sends on a 2 ms tick and sleeps in between (a busy-waiting
+producer took a core from the worker on a 2-core machine).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -38,39 +49,56 @@ MODELS = [f"bench-{i}" for i in range(8)]
 DEADLINE_SECONDS = 1800
 
 
-def bare_consumer_rate(bootstrap: str, topic: str, total: int, *, batched: bool = False) -> float:
+def bare_consumer_rate(bootstrap: str, topic: str, total: int, *, batched: bool = False) -> tuple[float, float]:
     """Events/s of a plain consumer decoding every message, from its first message
-    (`batched`: every record is a JSON array of events, decoded in one call)."""
+    (`batched`: every record is a JSON array of events, decoded in one call), and its
+    events per CPU second (this process: the decoding thread and librdkafka's)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bare-{uuid.uuid4().hex}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([topic])
-    seen, started = 0, None
+    seen, started, cpu = 0, None, 0.0
     deadline = time.monotonic() + DEADLINE_SECONDS
     while seen < total and time.monotonic() < deadline:
         for message in consumer.consume(10_000, timeout=1.0):
             if message.error() is None:
-                started = started or time.perf_counter()
+                if started is None:
+                    started, cpu = time.perf_counter(), time.process_time()
                 if batched:
                     seen += len(decode_batch(FeatureEvent, message.value()))
                 else:
                     decode(FeatureEvent, message.value())
                     seen += 1
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     consumer.close()
-    return total / elapsed
+    return total / elapsed, total / max(cpu, 1e-9)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far, all its threads (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_committed(bootstrap: str, group: str, topic: str, total: int, proc: subprocess.Popen,
-                    log: Path) -> float:
-    """Seconds until the group's committed offsets on `topic` sum to `total`."""
+                    log: Path) -> dict[str, float]:
+    """Waits until the group's committed offsets on `topic` sum to `total`; returns the
+    seconds to the first commit and to the last, the records committed at the first
+    sighting, and the worker's CPU seconds at both (steady state: between the two)."""
     started = time.perf_counter()
-    while h.committed_total(bootstrap, group, topic) < total:
+    first: dict[str, float] = {}
+    while True:
+        committed = h.committed_total(bootstrap, group, topic)
+        if committed and not first:
+            first = {"first_seconds": time.perf_counter() - started, "first_records": committed,
+                     "first_cpu": _cpu_seconds(proc.pid)}
+        if committed >= total:
+            break
         if proc.poll() is not None:
             raise RuntimeError(f"worker exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         if time.perf_counter() - started > DEADLINE_SECONDS:
             raise RuntimeError("worker did not process every event in time")
-        time.sleep(0.1)
-    return time.perf_counter() - started
+        time.sleep(0.05)
+    return {**first, "seconds": time.perf_counter() - started, "cpu": _cpu_seconds(proc.pid)}
 
 
 def worker_run(bootstrap: str, directory: Path, name: str, topic: str, total: int,
@@ -86,11 +114,17 @@ def worker_run(bootstrap: str, directory: Path, name: str, topic: str, total: in
     proc = h.start_worker(config, log)
     result: dict[str, float] = {}
     try:
-        _wait_committed(bootstrap, name, topic, records, proc, log)
+        waited = _wait_committed(bootstrap, name, topic, records, proc, log)
         elapsed = time.perf_counter() - started
         result["rate"] = total / elapsed
         result["first_batch_seconds"] = _first_batch_seconds(log)
-        result["steady_rate"] = total / max(elapsed - result["first_batch_seconds"], 1e-9)
+        # Steady state: from the first commit seen to the last, the events committed in
+        # between (not the first batch's, whose processing time is not in the interval).
+        per_record = total / records
+        steady_events = (records - waited["first_records"]) * per_record
+        result["steady_events"] = steady_events
+        result["steady_rate"] = steady_events / max(waited["seconds"] - waited["first_seconds"], 1e-9)
+        result["steady_cpu_rate"] = steady_events / max(waited["cpu"] - waited["first_cpu"], 1e-9)
         states = h.TopicReader(bootstrap, MonitorSettings(app_id=name).state_topic)
         states.poll(2.0)
         sizes = [len(m.value()) for m in states.messages if m.value()]
@@ -147,17 +181,22 @@ def trigger_latency(bootstrap: str, directory: Path, name: str, reference: Path,
         h.wait_until(lambda: h.committed_total(bootstrap, name, topics["features_topic"]) >= 1, 120,
                      "latency worker ready")
         n = int(rate * seconds)
-        start = time.perf_counter()
+        # Built beforehand, sent on a 2 ms tick with sleeps in between: the producer must
+        # not take a core from the worker on a 2-core machine (a busy-waiting loop did).
+        values = rng.normal(size=(n, len(h.COLUMNS)))  # row i - 1: event i
         for i in range(1, n + 1):
-            values = rng.normal(size=len(h.COLUMNS))
             if (i // 3000) % 2 == 1:  # drift on and off in blocks of 3,000 events
-                values[2] += 2.0
-            target = start + i / rate
-            while time.perf_counter() < target:
-                producer.poll(0)
-            producer.produce(topics["features_topic"], key=b"lat", value=h.feature_event("lat", i, values))
-            sent_at[i] = time.time()  # one key, one partition, a fresh topic: offset i
+                values[i - 1, 2] += 2.0
+        payloads = [b""] + [h.feature_event("lat", i, values[i - 1]) for i in range(1, n + 1)]
+        start, i = time.perf_counter(), 1
+        while i <= n:
+            due = min(n, int((time.perf_counter() - start) * rate))
+            while i <= due:
+                producer.produce(topics["features_topic"], key=b"lat", value=payloads[i])
+                sent_at[i] = time.time()  # one key, one partition, a fresh topic: offset i
+                i += 1
             producer.poll(0)
+            time.sleep(0.002)
         producer.flush(30)
         requests.poll(3.0)
     finally:
@@ -173,14 +212,19 @@ def trigger_latency(bootstrap: str, directory: Path, name: str, reference: Path,
     return latencies
 
 
-def main(argv: list[str] | None = None) -> int:
+COMMAND = "python -m bench.worker_bench"
+
+
+def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
+    """Prints the figures; returns the rows (what, measured, command) of `make bench`'s table."""
     parser = argparse.ArgumentParser(prog="bench.worker_bench")
     parser.add_argument("--quick", action="store_true", help="100,000 events, 10 s of latency")
     parser.add_argument("--events", type=int, default=None)
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--rate", type=int, default=10_000)
     parser.add_argument("--latency-seconds", type=float, default=None)
-    parser.add_argument("--batch-size", type=int, default=20_000)
+    parser.add_argument("--batch-size", type=int, default=20_000,
+                        help="events per micro-batch (batched mode: divided by --records-per-batch)")
     parser.add_argument("--mode", choices=("single", "batched", "both"), default="both",
                         help="one event per record, batch records, or both (default)")
     parser.add_argument("--records-per-batch", type=int, default=1000,
@@ -188,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     args, _ = parser.parse_known_args(argv)
     events = args.events or (100_000 if args.quick else 1_000_000)
     latency_seconds = args.latency_seconds or (10.0 if args.quick else 30.0)
+    command = f"{COMMAND} --events {events} --latency-seconds {latency_seconds:g}"
+    rows: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         reference = h.write_reference(directory / "reference.csv")
@@ -201,36 +247,57 @@ def main(argv: list[str] | None = None) -> int:
             run_name = f"{name}_b" if batched else name
             topics = h.create_topics(args.bootstrap, run_name)
             records = h.batch_records(stream, args.records_per_batch) if batched else stream
+            # The monitor's batch_size counts records: the same events per micro-batch in both modes.
+            batch_size = max(1, args.batch_size // args.records_per_batch) if batched else args.batch_size
             label = (f"batched ({args.records_per_batch:,} events per record, {len(records):,} records)"
                      if batched else "single (one event per record)")
             print(f"-- mode: {label}", flush=True)
             t = time.perf_counter()
             h.produce(args.bootstrap, topics["features_topic"], records)
             print(f"produced {total:,} events in {time.perf_counter() - t:.1f}s", flush=True)
-            bare = bare_consumer_rate(args.bootstrap, topics["features_topic"], total, batched=batched)
-            print(f"bare confluent-kafka consumer + msgspec decode: {bare:,.0f} events/s", flush=True)
+            bare, bare_cpu = bare_consumer_rate(args.bootstrap, topics["features_topic"], total, batched=batched)
+            print(f"bare confluent-kafka consumer + msgspec decode: {bare:,.0f} events/s, "
+                  f"{bare_cpu:,.0f} per CPU second", flush=True)
             run = worker_run(args.bootstrap, directory, run_name, topics["features_topic"], total, reference,
                              records=len(records), records_per_batch=args.records_per_batch if batched else 0,
-                             batch_size=args.batch_size)
-            print(f"driftline worker, start to all committed: {run['rate']:,.0f} events/s "
-                  f"({run['steady_rate']:,.0f} events/s after its first batch at "
-                  f"{run['first_batch_seconds']:.1f}s); ratio {run['rate'] / bare:.2f} "
-                  f"(after the first batch {run['steady_rate'] / bare:.2f})", flush=True)
+                             batch_size=batch_size)
+            steady, cpu = run["steady_rate"] / bare, run["steady_cpu_rate"] / bare_cpu
+            print(f"driftline worker, start to all committed: {run['rate']:,.0f} events/s (first batch "
+                  f"processed at {run['first_batch_seconds']:.1f}s); from its first commit to its last "
+                  f"({run['steady_events']:,.0f} events): {run['steady_rate']:,.0f} events/s, "
+                  f"{run['steady_cpu_rate']:,.0f} per CPU second; ratio to the bare consumer "
+                  f"{steady:.2f} (per CPU second {cpu:.2f}; {run['rate'] / bare:.2f} from the process start)",
+                  flush=True)
             print(f"saved state per model: {run['state_bytes'] / 1024:,.1f} KiB on average over "
                   f"{run['state_messages']:.0f} state messages", flush=True)
             print(f"restart after kill -9: first batch after {run['recovery_seconds']:.2f}s, 10,000 new "
                   f"events committed after {run['restart_to_caught_up_seconds']:.2f}s", flush=True)
+            what = ("worker through the broker, single-event records" if not batched else
+                    f"worker through the broker, batch records of {args.records_per_batch:,} events")
+            rows.append((f"{what} (8 models x 10 columns, JSON)",
+                         f"{run['steady_rate']:,.0f} events/s against {bare:,.0f} for a bare confluent-kafka "
+                         f"consumer decoding the same records: ratio {steady:.2f} (per CPU second "
+                         f"{run['steady_cpu_rate']:,.0f} against {bare_cpu:,.0f}: {cpu:.2f}); "
+                         f"{run['rate']:,.0f} events/s from the process start",
+                         f"{command} --mode {mode}"))
+            if not batched:
+                rows.append(("worker restart after kill -9",
+                             f"first batch {run['recovery_seconds']:.2f} s after the start; saved state "
+                             f"{run['state_bytes'] / 1024:,.1f} KiB per model", f"{command} --mode single"))
         latencies = trigger_latency(args.bootstrap, directory, f"{name}_lat", reference, args.rate,
                                     latency_seconds)
         if latencies:
             p50, p99 = np.percentile(latencies, [50, 99])
-            print(f"trigger latency at {args.rate:,} events/s over {len(latencies)} triggers: "
-                  f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms",
-                  flush=True)
+            line = (f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms "
+                    f"over {len(latencies)} triggers")
         else:
-            print("trigger latency: no trigger arrived", flush=True)
-    return 0
+            line = "no trigger arrived"
+        print(f"trigger latency at {args.rate:,} events/s: {line}", flush=True)
+        rows.append((f"trigger latency at {args.rate:,} events/s (producing the event it fired at "
+                     "to the trigger on retrain-requests)", line, command))
+    return rows
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(sys.argv[1:])
+    sys.exit(0)
