@@ -102,6 +102,7 @@ class InFlight:
     after_write: list[tuple[str, bytes]] = field(default_factory=list)  # published before the outcome
     given_up: bool = False
     start_counted: bool = False  # in retrain_trigger_starts, by this process
+    labelled_from: dict[int, int] | None = None  # a features-only trigger: labelled offsets it starts at
     attempts: int = 0  # failed attempts at a stage, other than PostgreSQL or Kafka outages
     received: float = field(default_factory=time.monotonic)
     started: float = field(default_factory=time.monotonic)
@@ -432,28 +433,57 @@ class Retrainer:
         elif decision.verdict is Verdict.RUN:
             self._start(item)
 
+    def _high_watermark(self, topic: str, partition: int) -> int:
+        _, high = self.consumer.get_watermark_offsets(
+            TopicPartition(topic, partition), timeout=self.retrain.labelled_read_timeout_seconds
+        )
+        return high
+
     def _settled_window(self, item: InFlight) -> Window | None:
         """The trigger's window extended to the labelled records produced since, once
-        `post_trigger_rows` of them exist or the wait is over; None while waiting."""
+        `post_trigger_rows` of them exist or the wait is over; None while waiting.
+
+        A trigger of the features alone (no labelled range: data drift seen before any
+        actual) gets the labelled records produced after it, in its partitions (the
+        topics are co-partitioned), so that it trains on evidence instead of being
+        skipped for want of labelled rows."""
         window = _from_change_point(item.request)
         wanted = self.retrain.post_trigger_rows
-        if window.labelled is None or wanted == 0:
+        labelled_topic = self.settings.kafka.labelled_topic
+        if wanted == 0:
             return window
-        ends = {}
-        for offset_range in window.labelled.ranges:
-            _, high = self.consumer.get_watermark_offsets(
-                TopicPartition(window.labelled.topic, offset_range.partition),
-                timeout=self.retrain.labelled_read_timeout_seconds,
-            )
-            ends[offset_range.partition] = max(offset_range.end, high - 1)
-        arrived = sum(ends[r.partition] - r.end for r in window.labelled.ranges)
+        if window.labelled is not None:
+            spans = {r.partition: (r.start, r.end) for r in window.labelled.ranges}
+        elif window.features is not None and window.features.ranges:
+            if item.labelled_from is None:  # where the labelled topic stood when the trigger was first handled
+                item.labelled_from = {
+                    r.partition: self._high_watermark(labelled_topic, r.partition) for r in window.features.ranges
+                }
+            spans = {partition: (start, start - 1) for partition, start in item.labelled_from.items()}
+        else:
+            return window
+        ends = {
+            partition: max(end, self._high_watermark(labelled_topic, partition) - 1)
+            for partition, (_, end) in spans.items()
+        }
+        arrived = sum(ends[partition] - end for partition, (_, end) in spans.items())
         waited = time.monotonic() - item.received
         if arrived < wanted and waited < self.retrain.post_trigger_wait_seconds:
+            item.waiting = True  # for the evidence after the change
             item.retry.due_at = time.monotonic() + self.retrain.poll_timeout_seconds
             return None
-        log.info("post_trigger_rows_ready", trigger_id=item.trigger.trigger_id, rows=arrived, waited_seconds=round(waited, 1))
-        ranges = [OffsetRange(partition=r.partition, start=r.start, end=ends[r.partition]) for r in window.labelled.ranges]
-        return msgspec.structs.replace(window, labelled=TopicWindow(topic=window.labelled.topic, ranges=ranges))
+        item.waiting = False
+        log.info(
+            "post_trigger_rows_ready", trigger_id=item.trigger.trigger_id, rows=arrived, waited_seconds=round(waited, 1)
+        )
+        ranges = [
+            OffsetRange(partition=partition, start=start, end=ends[partition])
+            for partition, (start, _) in sorted(spans.items())
+            if ends[partition] >= start
+        ]
+        if not ranges:
+            return window
+        return msgspec.structs.replace(window, labelled=TopicWindow(topic=labelled_topic, ranges=ranges))
 
     def _start(self, item: InFlight) -> None:
         trigger, model = item.trigger, self.settings.models[item.trigger.model_id]

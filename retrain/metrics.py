@@ -35,7 +35,8 @@ LAST_IMPROVEMENT = Gauge(
 )
 TRIGGERS_WAITING = Gauge(
     "driftline_retrain_triggers_waiting",
-    "Triggers held back by the concurrent-retrain limit or behind their model's running retrain",
+    "Triggers held back by the concurrent-retrain limit, behind their model's running retrain, "
+    "or waiting for the labelled rows after the change (retrain.post_trigger_rows)",
     registry=REGISTRY,
 )
 DB_WRITE_FAILURES = Counter(

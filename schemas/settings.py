@@ -187,7 +187,9 @@ class RetrainSettings(_Section):
     # Evidence after the change: before training, wait until the labelled topic holds this
     # many records past the trigger's window (at most post_trigger_wait_seconds), and
     # train on the window extended to them. A trigger fires within tens of events of a
-    # change, so its window alone is nearly all pre-change data. 0: the window as is.
+    # change, so its window alone is nearly all pre-change data. A trigger of the features
+    # alone (no labelled window) waits for as many labelled records after it, in its
+    # partitions. 0: the window as is.
     post_trigger_rows: int = Field(default=500, ge=0)
     post_trigger_wait_seconds: float = Field(default=300.0, ge=0)
     # A change of concept makes the history wrong (the same inputs now have other

@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from retrain import metrics
 from retrain.consumer import Retrainer
 from retrain.models_cli import bootstrap
 from schemas.messages import ChangePoint, Decision, OffsetRange, RetrainRequest, TopicWindow, Window, encode
@@ -133,7 +134,7 @@ class Harness:
     def trigger(
         self,
         trigger_id: str,
-        window: TopicWindow,
+        window: TopicWindow | None,
         created_at: dt.datetime | None = None,
         severity: str = "HIGH",
         partition: int = 0,
@@ -141,6 +142,7 @@ class Harness:
         model_id: str = MODEL,
         trigger_types: tuple[str, ...] = ("data_drift", "concept_drift"),
         change_point: ChangePoint | None = None,
+        features: TopicWindow | None = None,
     ) -> RetrainRequest:
         request = RetrainRequest(
             trigger_id=trigger_id,
@@ -155,7 +157,7 @@ class Harness:
                 root_cause=[],
             ),
             metrics={"ks_statistic": 0.4},
-            window=Window(labelled=window),
+            window=Window(labelled=window, features=features),
             change_point=change_point,
         )
         self.produce(self.kafka.retrain_requests_topic, [encode(request)], key=model_id.encode(), partition=partition)
@@ -163,6 +165,7 @@ class Harness:
 
     # -- the retrainer -------------------------------------------------------------------
     def start(self, settings: Settings) -> threading.Event:
+        metrics.TRIGGERS_WAITING.set(0)  # a gauge of the process: no earlier test's value
         stop = threading.Event()
         retrainer = Retrainer(settings, stop)
         thread = threading.Thread(target=retrainer.run, daemon=True)

@@ -7,6 +7,8 @@ import datetime as dt
 
 import pytest
 
+from retrain import metrics
+
 from schemas.messages import ChangePoint, OffsetRange, PartitionOffset, RetrainOutcome, TopicWindow, decode
 from tests.retrain.conftest import Harness, wait_for
 from tests.retrain.synthetic import START, concept_change_frame
@@ -62,3 +64,25 @@ def test_without_an_estimate_in_the_trigger_the_retrainer_finds_the_change_in_th
     assert 0 < training.old_concept_rows <= 0.2 * training.rows  # the configured share, no more
     assert training.historical_rows == 0
     assert event.holdout.labelled[0].start >= BEFORE and event.holdout.labelled[0].end == 699
+
+
+def test_a_trigger_of_the_features_alone_trains_on_the_labelled_rows_after_it(harness: Harness) -> None:
+    settings = harness.settings(post_trigger_rows=120, post_trigger_wait_seconds=120)
+    harness.labelled_window(50, seed=53)  # offsets 0..49: before the trigger, not its evidence
+    features = TopicWindow(topic="features", ranges=[OffsetRange(partition=0, start=0, end=999)])
+    harness.trigger("t-features", None, trigger_types=("data_drift",), features=features)
+    harness.start(settings)
+
+    wait_for(
+        lambda: metrics.REGISTRY.get_sample_value("driftline_retrain_triggers_waiting") == 1,
+        "the trigger to wait for labelled rows",
+    )
+    harness.labelled_window(150, seed=54)  # offsets 50..199, after the trigger
+    wait_for(lambda: harness.committed() == 1, "the trigger to be committed")
+    [event] = [decode(RetrainOutcome, v) for v in harness.read(settings.kafka.retrain_events_topic, 1)]
+    assert event.outcome == "promoted"
+    training, holdout = event.training, event.holdout
+    assert training.historical_rows == 2000  # a covariate shift: the history, and the recent rows
+    assert (training.labelled_rows, holdout.rows) == (120, 30)
+    assert training.labelled == [OffsetRange(partition=0, start=50, end=169)]
+    assert holdout.labelled == [OffsetRange(partition=0, start=170, end=199)]
