@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -169,21 +170,48 @@ def committed_total(bootstrap: str, app_id: str, topic: str, *, group: str | Non
         consumer.close()
 
 
-def read_to_end(bootstrap: str, topic: str, deadline_seconds: float = 30.0) -> list:
+def _reader(bootstrap: str, **extra: object) -> Consumer:
+    return Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.time_ns()}",
+                     "enable.auto.commit": False, **extra})
+
+
+_TRANSIENT = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+              KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
+              KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION,
+              KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION}
+
+
+def _transient(error: KafkaError) -> bool:
+    """A broker just started or a topic just created: ask again."""
+    return error.retriable() or error.code() in _TRANSIENT
+
+
+def _ends(consumer: Consumer, topic: str) -> dict[int, int]:
+    """The high watermark of each of `topic`'s partitions that holds records."""
+    from confluent_kafka import TopicPartition
+
+    ends = {}
+    for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        if high > low:
+            ends[p] = high
+    return ends
+
+
+def read_to_end(bootstrap: str, topic: str, deadline_seconds: float = 60.0) -> list:
     """Every record of `topic` up to the high watermarks it has when called (no group,
     no fixed wait: done when each partition's last offset has been read)."""
     from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{topic}-{time.time_ns()}",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
+    consumer = _reader(bootstrap, **{"enable.partition.eof": True})
     try:
         deadline = time.monotonic() + deadline_seconds
         while True:
             try:
                 ends = _ends(consumer, topic)
                 break
-            except KafkaException as error:  # a topic just created has no leader yet
-                if error.args[0].code() not in _NOT_READY or time.monotonic() > deadline:
+            except KafkaException as error:
+                if not _transient(error.args[0]) or time.monotonic() > deadline:
                     raise
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
         messages = []
@@ -203,30 +231,33 @@ def read_to_end(bootstrap: str, topic: str, deadline_seconds: float = 30.0) -> l
         consumer.close()
 
 
-_NOT_READY = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-              KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION}
-
-
-def _ends(consumer: Consumer, topic: str) -> dict[int, int]:
-    """The high watermark of each of `topic`'s partitions that holds records."""
+def high_watermarks(bootstrap: str, topic: str) -> dict[int, int]:
+    """Each partition's high watermark: how many records it has ever been given."""
     from confluent_kafka import TopicPartition
 
-    ends = {}
-    for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        if high > low:
-            ends[p] = high
-    return ends
-
-
-def high_watermarks(bootstrap: str, topic: str) -> int:
-    """The sum of `topic`'s high watermarks: how many records it has ever been given."""
-    from confluent_kafka import TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"watermarks-{time.time_ns()}"})
+    consumer = _reader(bootstrap)
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    finally:
+        consumer.close()
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """The group's committed offset per partition (-1: none)."""
+    from confluent_kafka import TopicPartition
+
+    consumer = _reader(bootstrap, **{"group.id": group})
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            try:
+                offsets = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+                return {tp.partition: tp.offset if tp.offset >= 0 else -1 for tp in offsets}
+            except KafkaException as error:  # a broker just started: its coordinator is loading
+                if not _transient(error.args[0]) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         consumer.close()
 
@@ -249,16 +280,71 @@ def events_seen(state) -> int:
     return state.events_seen
 
 
-def wait_until(condition: Callable[[], bool], deadline_seconds: float, what: str,
-               alive: Callable[[], None] | None = None) -> None:
+def wait_until(condition: Callable[[], object], deadline_seconds: float, what: str,
+               alive: Callable[[], None] | None = None, *, every: float = 0.2) -> object:
+    """The condition's first true value, polled until the deadline."""
     deadline = time.monotonic() + deadline_seconds
     while time.monotonic() < deadline:
-        if condition():
-            return
+        value = condition()
+        if value:
+            return value
         if alive:
             alive()
-        time.sleep(0.2)
+        time.sleep(every)
     raise AssertionError(f"{what}: not reached in {deadline_seconds}s")
+
+
+def with_inputs(config: Path, app: str, inputs: str) -> Path:
+    """Points a run's config at shared input topics, keeping its own outputs."""
+    text = config.read_text()
+    for role in ("features", "predictions", "actuals", "labelled"):
+        text = text.replace(f'{role}_topic = "{app}.{role}"', f'{role}_topic = "{inputs}.{role}"')
+    config.write_text(text)
+    return config
+
+
+class Processes:
+    """Worker and retrainer subprocesses of one test or bench; killed at the end."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.procs: list[subprocess.Popen] = []
+
+    def worker(self, config: Path, **env: str) -> subprocess.Popen:
+        log = self.directory / f"worker-{len(self.procs)}.log"
+        return self._add(start_worker(config, log, **env), log)
+
+    def retrainer(self, config: Path, **env: str) -> subprocess.Popen:
+        log = self.directory / f"retrainer-{len(self.procs)}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "--config", str(config), "retrainer", "--no-metrics"],
+            cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT, env={**os.environ, **env})
+        return self._add(proc, log)
+
+    def _add(self, proc: subprocess.Popen, log: Path) -> subprocess.Popen:
+        proc.log = log  # type: ignore[attr-defined]
+        proc.killed = False  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        return proc
+
+    def alive(self) -> None:
+        for proc in self.procs:
+            if proc.killed:  # type: ignore[attr-defined]
+                continue
+            if proc.poll() is not None:
+                tail = proc.log.read_text(errors="replace")[-4000:]  # type: ignore[attr-defined]
+                raise AssertionError(f"{proc.log.name} exited with {proc.returncode}:\n{tail}")  # type: ignore[attr-defined]
+
+    def kill9(self, proc: subprocess.Popen) -> None:
+        proc.killed = True  # type: ignore[attr-defined]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
 
 
 def scrape(port: int) -> str:

@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 
 from bench import harness as h
-from tests.faults.services import Procs
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    p = Procs(tmp_path)
+def procs(tmp_path: Path) -> Iterator[h.Processes]:
+    p = h.Processes(tmp_path)
     yield p
     p.stop_all()
 

@@ -71,7 +71,7 @@ def test_a_broker_outage_loses_and_doubles_nothing(
         h.create_topics(bootstrap, app)
         config = h.write_config(directory, bootstrap, app, models, reference, batch_size=100, detector=detector,
                                 broker_session_timeout_seconds=6.0, **extra)
-        return s.with_inputs(config, app, unique_name)
+        return h.with_inputs(config, app, unique_name)
 
     def all_seen(bootstrap: str, app: str) -> bool:
         seen = s.events_seen(bootstrap, app)
@@ -98,9 +98,9 @@ def test_a_broker_outage_loses_and_doubles_nothing(
     point = rng.randint(len(before) // 4, len(before) * 3 // 4)
 
     def done() -> int:
-        return sum(max(o, 0) for o in s.committed(private, group, features, range(h.PARTITIONS)).values())
+        return sum(max(o, 0) for o in h.committed(private, group, features, range(h.PARTITIONS)).values())
 
-    s.wait_until(lambda: done() >= point, DEADLINE, f"worker at {point} events ({context})", procs.alive, every=0.05)
+    h.wait_until(lambda: done() >= point, DEADLINE, f"worker at {point} events ({context})", procs.alive, every=0.05)
     stopped_at = done()
     private_kafka.stop()
     began = time.monotonic()
@@ -112,11 +112,11 @@ def test_a_broker_outage_loses_and_doubles_nothing(
     context += (f"; broker stopped at {stopped_at} committed events (of {len(before)} then in the topic; "
                 f"{resumed} committed before the restart) for {OUTAGE_SECONDS:.0f} s")
     h.produce(private, features, after)
-    s.wait_until(lambda: all_seen(private, app), DEADLINE, f"every event counted after the outage ({context})",
+    h.wait_until(lambda: all_seen(private, app), DEADLINE, f"every event counted after the outage ({context})",
                  procs.alive)
-    s.wait_until(lambda: s.caught_up(private, group, features), DEADLINE, f"worker committed all ({context})",
+    h.wait_until(lambda: s.caught_up(private, group, features), DEADLINE, f"worker committed all ({context})",
                  procs.alive)
-    s.wait_until(lambda: all_seen(kafka_bootstrap, baseline), DEADLINE, "uninterrupted run done", procs.alive)
+    h.wait_until(lambda: all_seen(kafka_bootstrap, baseline), DEADLINE, "uninterrupted run done", procs.alive)
     expected = s.triggers(kafka_bootstrap, f"{baseline}.retrain_requests")
     got = s.triggers(private, requests)
     assert len(expected) >= len(models), context
@@ -124,14 +124,14 @@ def test_a_broker_outage_loses_and_doubles_nothing(
     assert got == expected, f"trigger contents differ ({context})"
 
     # The retrainer: every trigger read, one row each, committed.
-    s.wait_until(lambda: s.caught_up(private, retrainer_group, requests), DEADLINE,
+    h.wait_until(lambda: s.caught_up(private, retrainer_group, requests), DEADLINE,
                  f"retrainer committed every trigger ({context})", procs.alive)
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(db_schema)))
         rows = [r[0] for r in conn.execute("SELECT trigger_id FROM model_retraining_events")]
     assert sorted(rows) == sorted(expected), f"outcome rows are not one per trigger ({context})"
     outcomes: dict[str, set[str]] = {}
-    for message in s.read_to_end(private, f"{app}.retrain_events"):
+    for message in h.read_to_end(private, f"{app}.retrain_events"):
         event = json.loads(message.value())
         outcomes.setdefault(event["trigger_id"], set()).add(event["outcome"])
     assert set(outcomes) == set(expected), f"outcomes published: not one per trigger ({context})"

@@ -42,20 +42,20 @@ def test_workers_on_missing_topics_start_every_time_also_two_at_once(
         return all(name in topics and len(topics[name].partitions) == h.PARTITIONS for name in names)
 
     for app in apps:
-        s.wait_until(lambda: created(app), DEADLINE, f"{app}: the workers created their topics", procs.alive)
+        h.wait_until(lambda: created(app), DEADLINE, f"{app}: the workers created their topics", procs.alive)
         h.produce(kafka_bootstrap, h.topics_for(app)["features_topic"], h.feature_stream(["m0"], EVENTS, seed=4))
     for app in apps:
-        s.wait_until(lambda: s.events_seen(kafka_bootstrap, app) == {"m0": EVENTS}, DEADLINE,
+        h.wait_until(lambda: s.events_seen(kafka_bootstrap, app) == {"m0": EVENTS}, DEADLINE,
                      f"{app}: events counted once", procs.alive)
         group = MonitorSettings(app_id=app).monitor_group_id
-        s.wait_until(lambda: s.caught_up(kafka_bootstrap, group, h.topics_for(app)["features_topic"]), DEADLINE,
+        h.wait_until(lambda: s.caught_up(kafka_bootstrap, group, h.topics_for(app)["features_topic"]), DEADLINE,
                      f"{app}: events committed", procs.alive)
 
         def joined(proc) -> bool:
             return any('"event": "partitions assigned"' in line
                        for line in proc.log.read_text(errors="replace").splitlines())
 
-        s.wait_until(lambda: all(joined(p) for p in pairs[app]), DEADLINE,
+        h.wait_until(lambda: all(joined(p) for p in pairs[app]), DEADLINE,
                      f"{app}: both workers joined the monitor's group", procs.alive)
     procs.alive()
     resources = [ConfigResource(ConfigResource.Type.TOPIC, MonitorSettings(app_id=app).state_topic) for app in apps]

@@ -63,12 +63,12 @@ def test_fuzzed_hostile_records_are_dead_lettered_and_the_worker_survives(
     context = f"seed {seed} (DRIFTLINE_FAULTS_SEED={seed} reproduces it)"
 
     def processed(what: str) -> None:
-        s.wait_until(lambda: s.caught_up(kafka_bootstrap, group, features), DEADLINE,
+        h.wait_until(lambda: s.caught_up(kafka_bootstrap, group, features), DEADLINE,
                      f"{what} processed ({context})", procs.alive)
 
     worker = procs.worker(config)
     s.produce_located(kafka_bootstrap, features, warm_up)
-    s.wait_until(lambda: sum(s.events_seen(kafka_bootstrap, unique_name).values()) == len(warm_up), DEADLINE,
+    h.wait_until(lambda: sum(s.events_seen(kafka_bootstrap, unique_name).values()) == len(warm_up), DEADLINE,
                  f"warm-up counted ({context})", procs.alive)
     expected: dict[tuple[int, int], hostile.Hostile] = {}
     rss = [s.rss_bytes(worker.pid)]
@@ -93,13 +93,13 @@ def test_fuzzed_hostile_records_are_dead_lettered_and_the_worker_survives(
     procs.worker(config)
     in_batches = sum(r.valid_events for r in expected.values())
     want = {"m0": VALID_PER_MODEL + 50 + in_batches, "m1": VALID_PER_MODEL + 50}
-    s.wait_until(lambda: s.events_seen(kafka_bootstrap, unique_name) == want, DEADLINE,
+    h.wait_until(lambda: s.events_seen(kafka_bootstrap, unique_name) == want, DEADLINE,
                  f"every valid event counted once after the restart ({context})", procs.alive)
     processed("the backlog after the restart")
     procs.alive()
 
     letters: dict[tuple[int, int, int | None], set[str]] = {}
-    for message in s.read_to_end(kafka_bootstrap, topics["dead_letter_topic"]):
+    for message in h.read_to_end(kafka_bootstrap, topics["dead_letter_topic"]):
         letter = json.loads(message.value())
         assert letter["source_topic"] == features
         at = (letter["source_partition"], letter["source_offset"], letter["source_index"])

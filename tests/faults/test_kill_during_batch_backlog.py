@@ -39,7 +39,7 @@ def test_five_kills_during_a_batch_record_backlog_give_the_uninterrupted_trigger
         # A killed member leaves the group after the broker's shortest session (6 s).
         config = h.write_config(directory, kafka_bootstrap, app, models, reference, batch_size=8,
                                 detector=detector, broker_session_timeout_seconds=6.0)
-        return s.with_inputs(config, app, unique_name)
+        return h.with_inputs(config, app, unique_name)
 
     def all_seen(app: str) -> bool:
         seen = s.events_seen(kafka_bootstrap, app)
@@ -48,7 +48,7 @@ def test_five_kills_during_a_batch_record_backlog_give_the_uninterrupted_trigger
         return len(seen) == len(models) and all(n == per_model for n in seen.values())
 
     def done(app: str) -> int:
-        return sum(max(o, 0) for o in s.committed(kafka_bootstrap, _group(app), topics["features_topic"],
+        return sum(max(o, 0) for o in h.committed(kafka_bootstrap, _group(app), topics["features_topic"],
                                                   range(h.PARTITIONS)).values())
 
     baseline, crashed = f"{unique_name}_a", f"{unique_name}_b"
@@ -58,17 +58,17 @@ def test_five_kills_during_a_batch_record_backlog_give_the_uninterrupted_trigger
     points = sorted(rng.sample(range(total // 20, total * 3 // 4), KILLS))
     for point in points:
         proc = procs.worker(config)
-        s.wait_until(lambda: done(crashed) >= point, DEADLINE,
+        h.wait_until(lambda: done(crashed) >= point, DEADLINE,
                      f"kill point {point} of {total} records (seed {seed})", procs.alive, every=0.05)
         procs.kill9(proc)
         where.append(done(crashed))
     context = f"seed {seed}: killed at committed records {where} (points {points}) of {total}"
     assert where[-1] < total, f"the backlog was done before the last kill: {context}"
-    s.wait_until(lambda: all_seen(baseline), DEADLINE, "uninterrupted run done", procs.alive)
+    h.wait_until(lambda: all_seen(baseline), DEADLINE, "uninterrupted run done", procs.alive)
     expected = s.triggers(kafka_bootstrap, f"{baseline}.retrain_requests")
     assert len(expected) >= len(models), f"too few triggers to compare ({context})"
     procs.worker(config)
-    s.wait_until(lambda: all_seen(crashed), DEADLINE, f"restarted run done ({context})", procs.alive)
+    h.wait_until(lambda: all_seen(crashed), DEADLINE, f"restarted run done ({context})", procs.alive)
     got = s.triggers(kafka_bootstrap, f"{crashed}.retrain_requests")
     assert set(got) == set(expected), f"trigger ids differ: {context}"
     assert got == expected, f"trigger contents differ: {context}"

@@ -21,6 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bench import harness as h
 from retrain import metrics
 from schemas.messages import RetrainOutcome, decode
 from tests.retrain.conftest import (  # noqa: F401 - the retrain harness and its fixtures
@@ -32,7 +33,6 @@ from tests.retrain.conftest import (  # noqa: F401 - the retrain harness and its
 )
 from tests.retrain.tcp_proxy import TcpProxy
 from tests.retrain.trainers import MARKER_ENV, RELEASE_ENV
-from tests.faults import services as s
 
 pytestmark = pytest.mark.services
 DEADLINE = 90
@@ -89,16 +89,16 @@ def test_postgres_cut_during_outcome_writes_gives_one_row_per_trigger_and_no_ear
                 trigger(f"m2-{i}-{n}", "m2", "LOW", 1)
             if i == 1:  # a redelivered copy of an earlier trigger
                 trigger(at[0][0], waves[0], "LOW", 0)
-            s.wait_until(lambda: len(list(tmp_path.glob("training-started.*"))) == i + 1, DEADLINE,
+            h.wait_until(lambda: len(list(tmp_path.glob("training-started.*"))) == i + 1, DEADLINE,
                          f"training started ({context})", check_no_early_commit, every=0.05)
             proxy.down()  # PostgreSQL goes away while the model trains
             before = failures()
             release.touch()  # the training ends: its outcome is to be written now
-            s.wait_until(lambda: failures() >= before + 3, DEADLINE, f"writes failing during the cut ({context})",
+            h.wait_until(lambda: failures() >= before + 3, DEADLINE, f"writes failing during the cut ({context})",
                          check_no_early_commit, every=0.05)
             check_no_early_commit()
             proxy.up()
-            s.wait_until(all_committed, DEADLINE, f"every trigger committed after the cut ({context})",
+            h.wait_until(all_committed, DEADLINE, f"every trigger committed after the cut ({context})",
                          check_no_early_commit)
             release.unlink()
     finally:

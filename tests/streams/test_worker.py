@@ -6,8 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,43 +19,9 @@ pytestmark = pytest.mark.services
 DEADLINE = 90
 
 
-class Workers:
-    """Worker subprocesses of one test; killed at the end whatever happened."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self, config: Path, **env: str) -> subprocess.Popen:
-        log = self.directory / f"worker-{len(self.procs)}.log"
-        proc = h.start_worker(config, log, **env)
-        proc.log = log  # type: ignore[attr-defined]
-        self.procs.append(proc)
-        return proc
-
-    def alive(self) -> None:
-        for proc in self.procs:
-            if getattr(proc, "killed", False):
-                continue
-            if proc.poll() is not None:
-                tail = proc.log.read_text()[-3000:]  # type: ignore[attr-defined]
-                raise AssertionError(f"worker exited with {proc.returncode}:\n{tail}")
-
-    def kill9(self, proc: subprocess.Popen) -> None:
-        proc.killed = True  # type: ignore[attr-defined]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=10)
-
-
 @pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
-    w = Workers(tmp_path)
+def workers(tmp_path: Path) -> Iterator[h.Processes]:
+    w = h.Processes(tmp_path)
     yield w
     w.stop_all()
 
@@ -81,7 +45,7 @@ def test_drift_gives_one_trigger_with_root_cause_and_no_drift_none(
     stream = h.feature_stream(["drifting"], 4000, drift_after=2000, drift_column=3)
     stream += h.feature_stream(["steady"], 4000, seed=7)
     h.produce(kafka_bootstrap, topics["features_topic"], stream)
-    workers.start(config)
+    workers.worker(config)
     requests = h.TopicReader(kafka_bootstrap, topics["retrain_requests_topic"])
     requests.wait_for(lambda m: len(m) >= 1, DEADLINE, alive=workers.alive)
     h.wait_until(lambda: all(h.events_seen(s) == 4000 for s in h.read_states(kafka_bootstrap, unique_name).values())
@@ -126,7 +90,7 @@ def test_an_exception_in_the_detectors_dead_letters_only_the_failing_events(
             value = json.dumps(event).encode()
         values.append((model, value))
     h.produce(kafka_bootstrap, topics["features_topic"], values)
-    proc = workers.start(config, module="tests.streams.poison_worker")
+    proc = workers.worker(config, module="tests.streams.poison_worker")
     dead = h.TopicReader(kafka_bootstrap, topics["dead_letter_topic"])
     dead.wait_for(lambda m: len(m) >= len(poisoned), DEADLINE, alive=workers.alive)
     expected = {m: 5000 - sum(1 for i in poisoned if stream[i][0] == m) for m in ("m0", "m1")}
@@ -172,7 +136,7 @@ def test_hostile_input_goes_to_dead_letters_valid_events_are_all_counted_and_a_r
     huge = json.dumps({**good, "padding": "x" * 900_000, "event_id": None}).encode()
     mixed += [("m0", huge)] * 3
     h.produce(kafka_bootstrap, topics["features_topic"], mixed)
-    workers.start(config)
+    workers.worker(config)
     dead = h.TopicReader(kafka_bootstrap, topics["dead_letter_topic"])
     dead.wait_for(lambda m: len(m) >= 10_003, DEADLINE, alive=workers.alive)
     h.wait_until(lambda: h.events_seen(h.read_states(kafka_bootstrap, unique_name)["m0"]) == 10_000,
@@ -199,7 +163,7 @@ def test_hostile_input_goes_to_dead_letters_valid_events_are_all_counted_and_a_r
 
     # The same records read again after a restart crash nothing, and new events count.
     workers.kill9(workers.procs[0])
-    workers.start(config)
+    workers.worker(config)
     h.produce(kafka_bootstrap, topics["features_topic"], h.feature_stream(["m0"], 10_010, seed=3)[10_000:])
     h.wait_until(lambda: h.events_seen(h.read_states(kafka_bootstrap, unique_name)["m0"]) == 10_010,
                  DEADLINE, "events after the restart counted", workers.alive)
@@ -221,7 +185,7 @@ def test_late_actuals_are_joined_and_what_never_matches_expires(
 
     h.produce(kafka_bootstrap, topics["predictions_topic"],
               [("m0", event(i, prediction=float(i), features={"f0": 0.5})) for i in range(200)])
-    workers.start(config)
+    workers.worker(config)
     h.wait_until(lambda: 'driftline_events_consumed_total{topic="%s"} 200.0' % topics["predictions_topic"]
                  in _scrape(port), DEADLINE, "predictions consumed", workers.alive)
     # Late actuals for 150 of them (and one for a prediction never seen).
@@ -255,12 +219,12 @@ def test_an_actual_read_before_its_prediction_waits_for_it(kafka_bootstrap, uniq
 
     h.produce(kafka_bootstrap, topics["actuals_topic"], [("m0", event(i, actual=float(i))) for i in range(100)])
     labelled = h.TopicReader(kafka_bootstrap, topics["labelled_topic"])
-    workers.start(config)
+    workers.worker(config)
     h.wait_until(lambda: h.committed_total(kafka_bootstrap, unique_name, topics["actuals_topic"],
                                            group=unique_name) >= 100,
                  DEADLINE, "actuals consumed", workers.alive)
     # Outputs are acknowledged before offsets are committed: none was written.
-    assert h.high_watermarks(kafka_bootstrap, topics["labelled_topic"]) == 0
+    assert sum(h.high_watermarks(kafka_bootstrap, topics["labelled_topic"]).values()) == 0
     h.produce(kafka_bootstrap, topics["predictions_topic"],
               [("m0", event(i, prediction=float(i) - 1, features={"f0": 0.5})) for i in range(100)])
     labelled.wait_for(lambda m: len(m) >= 100, DEADLINE, alive=workers.alive)
@@ -290,7 +254,7 @@ def test_kill_9_recovery_gives_the_triggers_of_an_uninterrupted_run(
         d = tmp_path / app
         d.mkdir()
         cfg = h.write_config(d, kafka_bootstrap, app, models, reference, batch_size=200, detector=detector)
-        return _with_inputs(cfg, app, unique_name)  # shared inputs, own outputs
+        return h.with_inputs(cfg, app, unique_name)  # shared inputs, own outputs
 
     def all_seen(app: str) -> bool:
         states = h.read_states(kafka_bootstrap, app)
@@ -299,35 +263,26 @@ def test_kill_9_recovery_gives_the_triggers_of_an_uninterrupted_run(
     baseline_app, crash_app = f"{unique_name}_a", f"{unique_name}_b"
     h.create_topics(kafka_bootstrap, baseline_app)
     h.create_topics(kafka_bootstrap, crash_app)
-    workers.start(run_config(baseline_app))
+    workers.worker(run_config(baseline_app))
     h.wait_until(lambda: all_seen(baseline_app), DEADLINE, "uninterrupted run done", workers.alive)
     expected_ids = {json.loads(m.value())["trigger_id"]
                     for m in h.read_to_end(kafka_bootstrap, f"{baseline_app}.retrain_requests")}
     assert len(expected_ids) >= 4
 
     crash_config = run_config(crash_app)
-    first = workers.start(crash_config)
+    first = workers.worker(crash_config)
     seed = random.randrange(2**32)
     kill_at = random.Random(seed).randint(per_model // 4, per_model * 3)
     h.wait_until(lambda: h.committed_total(kafka_bootstrap, crash_app, topics["features_topic"]) >= kill_at,
                  DEADLINE, "crash run under way", workers.alive)
     workers.kill9(first)
-    workers.start(crash_config)
+    workers.worker(crash_config)
     h.wait_until(lambda: all_seen(crash_app), DEADLINE, "restarted run done", workers.alive)
     got_ids = {json.loads(m.value())["trigger_id"]
                for m in h.read_to_end(kafka_bootstrap, f"{crash_app}.retrain_requests")}
     assert got_ids == expected_ids, f"killed at committed offset {kill_at} (seed {seed})"
     # Killed after states were saved: the restarted worker went on from them.
     assert '"event": "state restored"' in (tmp_path / "worker-2.log").read_text(), f"seed {seed}"
-
-
-def _with_inputs(config: Path, app: str, inputs: str) -> Path:
-    """Points a run's config at the shared input topics, keeping its own outputs."""
-    text = config.read_text()
-    for role in ("features", "predictions", "actuals", "labelled"):
-        text = text.replace(f'{role}_topic = "{app}.{role}"', f'{role}_topic = "{inputs}.{role}"')
-    config.write_text(text)
-    return config
 
 
 def test_two_workers_share_models_and_one_takes_over_when_the_other_dies(
@@ -338,8 +293,8 @@ def test_two_workers_share_models_and_one_takes_over_when_the_other_dies(
     config = h.write_config(tmp_path, kafka_bootstrap, unique_name, models, reference, batch_size=500)
     first_half = h.feature_stream(models, 2000, seed=11)
     h.produce(kafka_bootstrap, topics["features_topic"], first_half)
-    one = workers.start(config)
-    workers.start(config)
+    one = workers.worker(config)
+    workers.worker(config)
     h.wait_until(lambda: len(h.read_states(kafka_bootstrap, unique_name)) == 8
                  and all(h.events_seen(s) == 2000 for s in h.read_states(kafka_bootstrap, unique_name).values()),
                  DEADLINE, "both workers monitoring", workers.alive)
@@ -377,7 +332,7 @@ def test_promotion_rebaselines_the_monitor(kafka_bootstrap, unique_name, tmp_pat
     (store / "m0" / "2" / "profile.bin").write_bytes(profile.to_bytes())
     drifted = h.feature_stream(["m0"], 12_000, drift_after=0, drift_column=3, seed=5)
     h.produce(kafka_bootstrap, topics["features_topic"], drifted[:3000])
-    workers.start(config)
+    workers.worker(config)
     requests = h.TopicReader(kafka_bootstrap, topics["retrain_requests_topic"])
     [first] = requests.wait_for(lambda m: len(m) >= 1, DEADLINE, alive=workers.alive)[:1]
     trigger = json.loads(first.value())
@@ -403,7 +358,7 @@ def test_promotion_rebaselines_the_monitor(kafka_bootstrap, unique_name, tmp_pat
     # After kill -9, every worker (two now) reads the promotion again; the restored state
     # already has it: it is not applied twice, and the monitor keeps the new reference.
     workers.kill9(workers.procs[0])
-    again = [workers.start(config), workers.start(config)]
+    again = [workers.worker(config), workers.worker(config)]
     more = h.feature_stream(["m0"], 14_000, drift_after=0, drift_column=3, seed=5)[12_000:]
     h.produce(kafka_bootstrap, topics["features_topic"], more)
     h.wait_until(lambda: state().progress[topics["features_topic"]].last_offset == 13_999,
@@ -437,7 +392,7 @@ def test_batch_records_drift_gives_one_trigger_with_root_cause_and_an_event_posi
     records = h.batch_records(stream, size)
     assert len(records) == 2 * 4000 // size
     h.produce(kafka_bootstrap, topics["features_topic"], records)
-    workers.start(config)
+    workers.worker(config)
     requests = h.TopicReader(kafka_bootstrap, topics["retrain_requests_topic"])
     requests.wait_for(lambda m: len(m) >= 1, DEADLINE, alive=workers.alive)
     h.wait_until(lambda: len(h.read_states(kafka_bootstrap, unique_name)) == 2
@@ -482,7 +437,7 @@ def test_a_bad_batch_record_dead_letters_only_its_invalid_events(
     records[5] = ("m0", records[5][1][:-10])  # record 5: the array does not parse
     records.append(("m0", b"[]"))  # record 20: empty
     h.produce(kafka_bootstrap, topics["features_topic"], records)
-    workers.start(config)
+    workers.worker(config)
     dead = h.TopicReader(kafka_bootstrap, topics["dead_letter_topic"])
     dead.wait_for(lambda m: len(m) >= 5, DEADLINE, alive=workers.alive)
     h.wait_until(lambda: h.events_seen(h.read_states(kafka_bootstrap, unique_name)["m0"]) == 2000 - 3 - 100,
@@ -520,7 +475,7 @@ def test_an_unacknowledged_state_stops_the_worker_and_a_restart_counts_every_eve
     config = h.write_config(tmp_path, kafka_bootstrap, unique_name, ["m0"], reference, batch_size=500)
     h.produce(kafka_bootstrap, topics["features_topic"], h.feature_stream(["m0"], 3000, seed=3))
 
-    failing = workers.start(config)
+    failing = workers.worker(config)
     failing.killed = True  # expected to exit  # type: ignore[attr-defined]
     failing.wait(timeout=DEADLINE)
     assert failing.returncode != 0
@@ -531,7 +486,7 @@ def test_an_unacknowledged_state_stops_the_worker_and_a_restart_counts_every_eve
         ConfigEntry("max.message.bytes", str(16 * 1024 * 1024), incremental_operation=AlterConfigOpType.SET)])
     for future in admin.incremental_alter_configs([resource]).values():
         future.result(timeout=30)
-    workers.start(config)
+    workers.worker(config)
     h.wait_until(lambda: {m: h.events_seen(s) for m, s in h.read_states(kafka_bootstrap, unique_name).items()}
                  == {"m0": 3000}, DEADLINE, "restart counted every event", workers.alive)
     h.wait_until(lambda: h.committed_total(kafka_bootstrap, unique_name, topics["features_topic"]) == 3000,
@@ -559,13 +514,13 @@ def test_kill_9_during_a_join_backlog_loses_no_labelled_record(
     h.produce(kafka_bootstrap, topics["actuals_topic"],
               [(m, event(m, i, actual=float(i) + 1)) for i in range(per_model) for m in models])
     labelled = h.TopicReader(kafka_bootstrap, topics["labelled_topic"])
-    first = workers.start(config)
+    first = workers.worker(config)
     labelled.wait_for(lambda m: len(m) > 0, DEADLINE, alive=workers.alive)
     seed = random.randrange(2**32)
     kill_at = random.Random(seed).randint(1, per_model * len(models) // 2)
     labelled.wait_for(lambda m: len(m) >= kill_at, DEADLINE, alive=workers.alive)
     workers.kill9(first)
-    workers.start(config)
+    workers.worker(config)
     expected = {f"{m}-{i}" for m in models for i in range(per_model)}
     try:
         labelled.wait_for(lambda m: {json.loads(r.value())["event_id"] for r in m} >= expected, DEADLINE * 2,
@@ -589,7 +544,7 @@ def test_the_worker_creates_its_topics_and_starts_every_time(
             name: h.PARTITIONS for name in names}
 
     config = h.write_config(tmp_path, kafka_bootstrap, unique_name, ["m0"], reference)
-    workers.start(config)
+    workers.worker(config)
     features = h.topics_for(unique_name)["features_topic"]
     admin = h.AdminClient({"bootstrap.servers": kafka_bootstrap})
     h.wait_until(lambda: features in admin.list_topics(timeout=5).topics, DEADLINE,
