@@ -5,11 +5,14 @@ promoted version's profile in the model store. Blocking file reads: call through
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from detectors import DetectorConfig, DetectorError, ReferenceProfile
+from detectors.errors import DetectorError
 from schemas.errors import UsageError
-from schemas.tables import read_table
-from schemas.settings import ModelSettings
+
+if TYPE_CHECKING:  # the statistics load when a reference is read
+    from detectors import DetectorConfig, ReferenceProfile
+    from schemas.settings import ModelSettings
 
 
 class ReferenceUnavailable(Exception):
@@ -17,6 +20,9 @@ class ReferenceUnavailable(Exception):
 
 
 def profile_from_settings(model: ModelSettings, config: DetectorConfig) -> ReferenceProfile:
+    from detectors import ReferenceProfile
+    from schemas.tables import read_table
+
     try:
         frame = read_table(model.reference_path)
         return ReferenceProfile.from_frame(
@@ -43,6 +49,8 @@ def store_path(store_root: Path, relative_path: str) -> Path:
 
 
 def profile_from_store(store_root: Path, relative_path: str) -> ReferenceProfile:
+    from detectors import ReferenceProfile
+
     path = store_path(store_root, relative_path)
     try:
         return ReferenceProfile.from_bytes(path.read_bytes())

@@ -39,18 +39,20 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from detectors import DetectorConfig, ModelMonitor, ReferenceProfile
 from schemas.messages import FeatureEvent, LabelledRecord
 from streams.backtest import trigger_line, write_triggers
 from streams.decoding import Record, decode_records
 from schemas.errors import UsageError
-from streams.model_state import Firing, ModelRuntime
 from streams.references import ReferenceUnavailable, profile_from_settings
 from streams.report import Timeline, write_report
-from schemas.settings import KafkaSettings, ModelSettings, Settings
 from streams.triggers import SEVERITIES, at_least
+
+if TYPE_CHECKING:  # the statistics load when the replay runs, not for --help
+    from detectors import DetectorConfig, ReferenceProfile
+    from schemas.settings import KafkaSettings, ModelSettings, Settings
+    from streams.model_state import Firing, ModelRuntime
 
 FETCH_MESSAGES = 10_000  # records per consume call
 KAFKA_TIMEOUT_SECONDS = 10.0  # metadata, offsets and watermarks
@@ -406,6 +408,9 @@ class Replayer:
         model = self.models.get(model_id)
         if model is None:
             settings = self.models_settings[model_id]
+            from detectors import ModelMonitor
+            from streams.model_state import ModelRuntime
+
             monitor = ModelMonitor(self._profile_of(model_id, settings), self.config, settings.task)
             runtime = ModelRuntime.fresh(model_id, "configured", monitor, features_topic=self.features_topic,
                                          labelled_topic=self.labelled_topic)

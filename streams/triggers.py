@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.messages import Decision as DecisionMessage
 from schemas.messages import RetrainRequest, RootCause
-from streams.model_state import Firing
+
+if TYPE_CHECKING:
+    from streams.model_state import Firing
 
 SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
 

@@ -32,7 +32,7 @@ def test_driftline_help_imports_no_subcommand_library():
     assert loaded("--help") == []
 
 
-@pytest.mark.parametrize("command", ["check", "backtest", "worker", "retrain", "simulate", "db migrate"])
+@pytest.mark.parametrize("command", ["check", "backtest", "worker", "replay", "retrain", "simulate", "db migrate"])
 def test_a_commands_help_loads_none_of_its_libraries(command):
     """`--help` starts as fast as Python and numpy: the libraries load when the command runs."""
     assert loaded(*command.split(), "--help") == []
