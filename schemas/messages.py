@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
+from detectors.severity import Severity
+
 SCHEMA_VERSION = 1
 
 Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -84,7 +86,7 @@ class RootCause(msgspec.Struct, kw_only=True):
 
 class Decision(msgspec.Struct, kw_only=True):
     trigger_types: list[str]
-    severity: Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
+    severity: Severity
     confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
     reason: str
     root_cause: list[RootCause]

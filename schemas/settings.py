@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from detectors.config import DetectorConfig
+from detectors.severity import Severity
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -124,7 +125,7 @@ class MonitorSettings(_Section):
     # for their actual; then they expire and are counted.
     join_ttl_seconds: float = Field(default=3600.0, gt=0)
     join_sweep_interval_seconds: float = Field(default=5.0, gt=0)
-    min_severity: Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"] = "LOW"
+    min_severity: Severity = "LOW"
     # Detector thresholds are not here: they are `Settings.detectors`, the one place.
     # The join table's local store (rocksdb keeps it across restarts) and the join's commits.
     store: Literal["rocksdb", "memory"] = "rocksdb"
@@ -179,7 +180,7 @@ class RetrainSettings(_Section):
     # waits in Kafka, it is not dropped. Severity: the design's LOW means "monitor" only.
     cooldown_seconds: float = Field(default=3600.0, ge=0)
     max_concurrent_retrains: int = Field(default=1, ge=1)
-    min_severity: Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"] = "MEDIUM"
+    min_severity: Severity = "MEDIUM"
     min_recent_samples: int = Field(default=100, ge=1)  # the design's min_samples
     # Data: the newest `holdout_fraction` of the recent labelled rows validate both models.
     holdout_fraction: float = Field(default=0.2, gt=0, lt=1)

@@ -53,7 +53,8 @@ from streams.model_state import Firing, ModelRuntime, decode_state
 from streams.promotions import PromotionWatcher
 from streams.references import ReferenceUnavailable, profile_from_settings, profile_from_store
 from schemas.settings import Settings
-from streams.triggers import at_least, retrain_request
+from detectors.severity import at_least
+from streams.triggers import retrain_request
 
 log = get_logger(__name__)
 

@@ -47,7 +47,7 @@ from streams.decoding import Record, decode_records
 from schemas.errors import UsageError
 from streams.references import ReferenceUnavailable, profile_from_settings
 from streams.report import Timeline, write_report
-from streams.triggers import SEVERITIES, at_least
+from detectors.severity import SEVERITIES, at_least
 
 if TYPE_CHECKING:  # the statistics load when the replay runs, not for --help
     from detectors import DetectorConfig, ReferenceProfile

@@ -12,13 +12,6 @@ from schemas.messages import RetrainRequest, RootCause
 if TYPE_CHECKING:
     from streams.model_state import Firing
 
-SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
-
-
-def at_least(severity: str, minimum: str) -> bool:
-    return SEVERITIES.index(severity) >= SEVERITIES.index(minimum)
-
-
 def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float | None]:
     """The decision's nested statistics as `a.b.c -> number` (NaN/inf become null: JSON)."""
     out: dict[str, float | None] = {}
