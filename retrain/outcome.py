@@ -30,7 +30,7 @@ METRIC_COLUMNS = (
 WINDOW_COLUMNS = ("training_window", "holdout_window")
 
 # Column widths of the design's table, so that no value can make an insert fail forever.
-TYPE_WIDTH = 50
+TYPE_WIDTH = 200  # schemas/sql/0005_trigger_type_combinations.sql
 SEVERITY_WIDTH = 20
 VERSION_WIDTH = 50
 ID_WIDTH = 100
@@ -123,7 +123,9 @@ class OutcomeRecord:
             "trigger_id": trigger.trigger_id[:ID_WIDTH],
             "model_id": trigger.model_id[:MODEL_ID_WIDTH],
             "model_version": trigger.model_version[:VERSION_WIDTH],
-            "trigger_type": (trigger.trigger_types[0] if trigger.trigger_types else "unknown")[:TYPE_WIDTH],
+            # Every type, so the design's GROUP BY trigger_type counts each trigger once under
+            # the combination that fired, and no type is hidden behind another (README).
+            "trigger_type": ("+".join(trigger.trigger_types) or "unknown")[:TYPE_WIDTH],
             "severity": trigger.severity[:SEVERITY_WIDTH],
             "drift_type": ",".join(trigger.trigger_types)[:TYPE_WIDTH],
             "trigger_reason": trigger.reason,
