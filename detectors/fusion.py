@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .config import DetectorConfig
+from .severity import at_least
 
 
 class DriftType(str, enum.Enum):
@@ -105,9 +106,6 @@ def reason_of(types: list[str], columns: list[str]) -> str:
     return f"{types[0].replace('_', ' ').capitalize()} detected{where}"
 
 
-SEVERITY_ORDER = ("NONE", "LOW", "MEDIUM", "HIGH", "CRITICAL")
-
-
 def fuse(signals: list[dict[str, Any]], offset: int, config: DetectorConfig,
          metrics: dict[str, Any] | None = None, floor: str | None = None) -> Decision:
     """Fuse signals (dicts with ``signal``, ``column``, ``strength`` >= 1 when past
@@ -144,7 +142,7 @@ def fuse(signals: list[dict[str, Any]], offset: int, config: DetectorConfig,
     strengths = [float(s["strength"]) for s in ranked]
     conf = [float(np.exp(-float(s.get("lambda", 1.0)))) for s in ranked]
     severity = severity_of(strengths, config, [s["signal"] for s in ranked])
-    if ranked and floor and SEVERITY_ORDER.index(floor) > SEVERITY_ORDER.index(severity):
+    if ranked and floor and not at_least(severity, floor):
         severity = floor
     return Decision(triggered=bool(ranked), offset=int(offset), trigger_types=types,
                     severity=severity,
