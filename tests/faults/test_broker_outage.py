@@ -82,7 +82,7 @@ def test_a_broker_outage_loses_and_doubles_nothing(
     h.create_topics(kafka_bootstrap, unique_name)
     h.produce(kafka_bootstrap, f"{unique_name}.features", stream)
     baseline = f"{unique_name}_a"
-    procs.worker(run_config(kafka_bootstrap, baseline))
+    procs.worker(run_config(kafka_bootstrap, baseline), DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS=kafka_bootstrap)
 
     h.create_topics(private, unique_name)
     h.produce(private, f"{unique_name}.features", before)
@@ -90,8 +90,10 @@ def test_a_broker_outage_loses_and_doubles_nothing(
     config = run_config(private, app)
     retrainer_group = f"{app}_retrainer"
     _retrainer_sections(config, postgres_dsn, db_schema, tmp_path / "store", tmp_path, retrainer_group)
-    worker = procs.worker(config)
-    retrainer = procs.retrainer(config)
+    # The environment outranks the config file: a bootstrap set there must not win.
+    on_private = {"DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": private}
+    worker = procs.worker(config, **on_private)
+    retrainer = procs.retrainer(config, **on_private)
     group = MonitorSettings(app_id=app).monitor_group_id
     features = f"{unique_name}.features"
     requests = f"{app}.retrain_requests"

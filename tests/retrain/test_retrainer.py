@@ -39,7 +39,7 @@ def test_trigger_is_retrained_promoted_logged_and_committed(harness: Harness) ->
     wait_for(lambda: harness.committed() == 1, "the trigger's offset to be committed")
     [row] = harness.rows()
     assert row["trigger_id"] == "t-ok" and row["model_id"] == MODEL and row["model_version"] == "1"
-    assert row["trigger_type"] == "data_drift" and row["severity"] == "HIGH"
+    assert row["trigger_type"] == "data_drift+concept_drift" and row["severity"] == "HIGH"  # every type
     assert row["execution_attempted"] and row["execution_successful"]
     assert row["retraining_model_version"] == "2"
     assert row["retraining_r2"] is not None and row["retraining_rmse"] is not None
@@ -76,7 +76,7 @@ def test_design_queries_run_unchanged_on_the_retrainer_rows(harness: Harness, db
 
     assert [r[0] for r in db.execute(FIND_ALL)] == [2, 3, 1]  # t-b, t-low, t-a: newest first
     assert [(r[1], r[3]) for r in db.execute(RECENT)] == [("HIGH", True), ("LOW", None), ("HIGH", True)]
-    assert [(r[0], r[1], float(r[2])) for r in db.execute(FREQUENCY)] == [("data_drift", 3, 100.0)]
+    assert [(r[0], r[1], float(r[2])) for r in db.execute(FREQUENCY)] == [("data_drift+concept_drift", 3, 100.0)]
     assert len(db.execute(IMPROVEMENT).fetchall()) == 2
     skipped = db.execute(
         "SELECT execution_attempted, execution_metrics FROM model_retraining_events WHERE trigger_id = 't-low'"
