@@ -46,7 +46,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retrain.errors import RetrainError, UnknownModel
-from schemas.errors import TableError, UsageError
+from schemas.errors import UsageError
+from schemas.options import (add_column_arguments, add_metric_arguments, baseline_from, current_from,
+                             read_option, require_baselines)
 
 if TYPE_CHECKING:  # the heavy modules load when the pipeline runs, not for --help
     from schemas.settings import Settings
@@ -347,12 +349,6 @@ class RetrainingExecutor:
 
 
 # -- the command line -------------------------------------------------------------------------
-# The column and metric options say what `driftline check` says of them (a test compares).
-METRIC_HELP = {"r2": "R2", "rmse": "RMSE", "accuracy": "accuracy"}
-CURRENT_HELP = ("the model's current {0}, compared with its baseline (--baseline-{1}, else the "
-                "reference's own {0} from its prediction and target columns); default: computed from "
-                "--recent-predictions and --recent-actuals")
-BASELINE_HELP = "the model's baseline {0}, which the current {0} (--{1}) is compared with"
 DEFAULT_LOG_FILE = Path("retraining_executor.log")
 
 
@@ -361,22 +357,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training data (CSV or Parquet) with the target column")
     parser.add_argument("--recent-data", type=Path, required=True,
                         help="recent data (CSV or Parquet), with the target column unless --recent-actuals")
-    parser.add_argument(
-        "--target-column", metavar="NAME",
-        help="the target (true value) column, never monitored as a feature (default: the configured "
-        "model's actual_column, else 'actual')",
-    )
-    parser.add_argument(
-        "--prediction-column", metavar="NAME",
-        help="the model's prediction column, never monitored as a feature (default: the configured "
-        "model's prediction_column, else 'prediction')",
-    )
+    add_column_arguments(parser)
     parser.add_argument("--recent-predictions", type=Path, help=".npy array of recent predictions")
     parser.add_argument("--recent-actuals", type=Path, help=".npy array of the matching actuals")
-    for name, label in METRIC_HELP.items():
-        parser.add_argument(f"--{name}", type=float, metavar="X", help=CURRENT_HELP.format(label, name))
-    for name, label in METRIC_HELP.items():
-        parser.add_argument(f"--baseline-{name}", type=float, metavar="X", help=BASELINE_HELP.format(label, name))
+    add_metric_arguments(parser)
     parser.add_argument("--model", help="configured model to retrain (default: the only one)")
     parser.add_argument("--log-file", type=Path, default=DEFAULT_LOG_FILE, metavar="PATH",
                         help=f"plain-text log of the run, appended to (default: {DEFAULT_LOG_FILE})")
@@ -422,13 +406,6 @@ def add_text_log(path: Path) -> logging.Handler:
     return handler
 
 
-def _read(option: str, path: Path, reader: Callable[[Path], Any]) -> Any:
-    try:
-        return reader(path)
-    except TableError as error:
-        raise UsageError(f"{option}: {error}") from None
-
-
 def _check_inputs(args: argparse.Namespace, executor: RetrainingExecutor, reference, recent, predictions, actuals,
                   current: dict[str, float], baseline: dict[str, float]) -> None:
     """Every problem the pipeline would meet later, now, as one line naming the option."""
@@ -468,13 +445,7 @@ def _check_inputs(args: argparse.Namespace, executor: RetrainingExecutor, refere
     except (DetectorError, RetrainError) as error:
         raise UsageError(str(error)) from None
     known, _ = orchestrator.baseline_for(reference)
-    for name in METRIC_HELP:
-        if name in current and name not in known:
-            raise UsageError(
-                f"--{name} is the model's current {METRIC_HELP[name]} and needs a baseline to compare with: "
-                f"give --baseline-{name}, or reference data with its prediction ({prediction!r}, "
-                f"--prediction-column) and target ({target!r}, --target-column) columns"
-            )
+    require_baselines(current, known, prediction, target)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -493,12 +464,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     except UnknownModel as error:
         raise UsageError(f"--model: {error}") from error
-    reference = _read("--reference-data", args.reference_data, read_table)
-    recent = _read("--recent-data", args.recent_data, read_table)
-    predictions = _read("--recent-predictions", args.recent_predictions, read_array) if args.recent_predictions else None
-    actuals = _read("--recent-actuals", args.recent_actuals, read_array) if args.recent_actuals else None
-    current = {k: v for k in METRIC_HELP if (v := getattr(args, k)) is not None}
-    baseline = {k: v for k in METRIC_HELP if (v := getattr(args, f"baseline_{k}")) is not None}
+    reference = read_option("--reference-data", args.reference_data, read_table)
+    recent = read_option("--recent-data", args.recent_data, read_table)
+    predictions = read_option("--recent-predictions", args.recent_predictions, read_array) if args.recent_predictions else None
+    actuals = read_option("--recent-actuals", args.recent_actuals, read_array) if args.recent_actuals else None
+    current, baseline = current_from(args), baseline_from(args)
     _check_inputs(args, executor, reference, recent, predictions, actuals, current, baseline)
 
     handler = add_text_log(args.log_file)

@@ -33,24 +33,15 @@ import dataclasses
 import sys
 from typing import TYPE_CHECKING, Any
 
-from schemas.errors import TableError, UsageError
+from schemas.errors import UsageError
+from schemas.options import (add_column_arguments, add_metric_arguments, baseline_from, current_from, read_option,
+                             require_baselines)
 
 if TYPE_CHECKING:  # the heavy imports happen when the command runs, not for --help
     from schemas.settings import Settings
     import pandas as pd
 
     from detectors import RetrainingTrigger
-
-METRIC_HELP = {
-    "r2": "R2",
-    "rmse": "RMSE",
-    "accuracy": "accuracy",
-}
-CURRENT_HELP = ("the model's current {0}, compared with its baseline (--baseline-{1}, else the "
-                "reference's own {0} from its prediction and target columns); default: computed from "
-                "--recent-predictions and --recent-actuals")
-BASELINE_HELP = "the model's baseline {0}, which the current {0} (--{1}) is compared with"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference-data", required=True, help="training data, CSV or Parquet")
@@ -64,55 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="correction of the per-column p-values (default: detectors.multiple_testing)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def add_column_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--target-column` and `--prediction-column`, shared with `driftline retrain`."""
-    parser.add_argument(
-        "--target-column", metavar="NAME",
-        help="the target (true value) column, never monitored as a feature (default: the configured "
-        "model's actual_column, else 'actual')",
-    )
-    parser.add_argument(
-        "--prediction-column", metavar="NAME",
-        help="the model's prediction column, never monitored as a feature (default: the configured "
-        "model's prediction_column, else 'prediction')",
-    )
-
-
-def add_metric_arguments(parser: argparse.ArgumentParser) -> None:
-    """The current metrics and their baselines, shared with `driftline retrain`."""
-    for name, label in METRIC_HELP.items():
-        parser.add_argument(f"--{name}", type=float, metavar="X", help=CURRENT_HELP.format(label, name))
-    for name, label in METRIC_HELP.items():
-        parser.add_argument(f"--baseline-{name}", type=float, metavar="X", help=BASELINE_HELP.format(label, name))
-
-
-def current_from(args: argparse.Namespace) -> dict[str, float]:
-    return {k: getattr(args, k) for k in METRIC_HELP if getattr(args, k) is not None}
-
-
-def baseline_from(args: argparse.Namespace) -> dict[str, float]:
-    return {k: v for k in METRIC_HELP if (v := getattr(args, f"baseline_{k}")) is not None}
-
-
-def require_baselines(current: dict[str, float], baseline: dict[str, float], prediction: str, target: str) -> None:
-    """A current metric needs a baseline of the same name: one line naming the options."""
-    for name in METRIC_HELP:
-        if name in current and name not in baseline:
-            raise UsageError(
-                f"--{name} is the model's current {METRIC_HELP[name]} and needs a baseline to compare with: "
-                f"give --baseline-{name}, or reference data with its prediction ({prediction!r}, "
-                f"--prediction-column) and target ({target!r}, --target-column) columns"
-            )
-
-
-def read_option(option: str, path: str, reader) -> Any:
-    """A file named by `option`, with the option in the error."""
-    try:
-        return reader(path)
-    except TableError as error:
-        raise UsageError(f"{option}: {error}") from None
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
