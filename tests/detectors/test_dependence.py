@@ -73,6 +73,32 @@ def test_a_shift_on_a_dependent_stream_is_found():
     assert dec and 3000 <= dec[0].offset <= 4500 and "x0" in dec[0].columns
 
 
+def _periodic(seed, n, period=1000, amplitude=1.0, cols=4, wavy=(0, 1)):
+    """Independent columns, those in ``wavy`` with a sinusoidal mean (a time-of-day
+    pattern) whose period a 20,000-row reference covers many times."""
+    x = np.random.default_rng(seed).normal(size=(20_000 + n, cols))
+    x[:, list(wavy)] += amplitude * np.sin(2 * np.pi * np.arange(len(x)) / period)[:, None]
+    ref = pd.DataFrame(x[:20_000], columns=_names(cols))
+    return ReferenceProfile.from_frame(ref), x[20_000:]
+
+
+def test_a_periodic_mean_that_the_reference_covers_is_not_drift():
+    p, x = _periodic(5, 200_000)
+    fired, mon = _count(p, x)
+    assert fired == 0
+    factors = [mon.dependence["columns"][c]["factor"] for c in _names(4)]
+    assert min(factors[:2]) > 20 and max(factors[2:]) < 1.5  # only the wavy columns widen
+
+
+@pytest.mark.parametrize("column, shift, within", [(0, 2.0, 300), (3, 0.5, 600)])
+def test_a_shift_beside_or_on_a_periodic_pattern_is_found(column, shift, within):
+    p, x = _periodic(6, 40_000)
+    x[20_000:, column] += shift
+    fired = ModelMonitor(p).update_features(x)
+    assert fired and 20_000 <= fired[0].offset <= 20_000 + within
+    assert f"x{column}" in fired[0].columns
+
+
 def test_shuffled_reference_learns_the_dependence_in_the_warm_up():
     ref, x = _ar_setup(seed=1)
     cfg = DetectorConfig(reference_order="shuffled", dependence_warmup=2000)
