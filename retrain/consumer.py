@@ -1,4 +1,5 @@
-"""`driftline retrainer`: consumes `retrain-requests` and turns each trigger into an
+"""The retrain consumer that `driftline retrainer` runs (its command line is
+`retrain.retrainer_cli`): consumes `retrain-requests` and turns each trigger into an
 outcome, written to PostgreSQL and published on `retrain-events`, before its offset is
 committed.
 
@@ -32,9 +33,7 @@ process itself is given up the same way after `max_attempts` starts.
 
 from __future__ import annotations
 
-import argparse
 import enum
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -62,7 +61,7 @@ from schemas.messages import (
     decode,
     encode,
 )
-from schemas.logs import configure_logging, get_logger
+from schemas.logs import get_logger
 from schemas.settings import Settings
 
 log = get_logger(__name__)
@@ -667,17 +666,3 @@ def _from_change_point(request: RetrainRequest) -> Window:
     ]
     return msgspec.structs.replace(window, labelled=TopicWindow(topic=window.labelled.topic, ranges=ranges))
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
-
-
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    configure_logging(settings.log_level)
-    if not args.no_metrics:
-        metrics.serve(settings.retrain.metrics_port)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    Retrainer(settings, stop).run()
-    return 0

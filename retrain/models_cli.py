@@ -18,19 +18,20 @@ import datetime as dt
 import json
 import math
 import uuid
+from typing import TYPE_CHECKING
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
-
-from retrain import datasets
 from retrain.errors import ModelStoreError, RetrainError, UnknownModel
-from retrain.job import RetrainJob
-from retrain.model_store import ModelStore
-from retrain.outcome import Trigger
-from schemas.messages import RetrainOutcome, encode
-from retrain.preparation import PreparedData, clean
 from schemas.errors import UsageError
-from schemas.logs import configure_logging
-from schemas.settings import Settings
+
+if TYPE_CHECKING:
+    from confluent_kafka import KafkaError, Message
+
+    from retrain.model_store import ModelStore
+    from schemas.messages import RetrainOutcome
+    from schemas.settings import Settings
+
+# Light at the top, so `driftline models --help` imports nothing heavy: the model store,
+# Kafka and the training pipeline are imported by the functions that use them.
 
 ACTIONS = ("list", "show", "promote", "rollback", "init")
 PUBLISH_TIMEOUT_SECONDS = 30.0
@@ -39,6 +40,8 @@ PUBLISH_TIMEOUT_SECONDS = 30.0
 def promotion_event(store: ModelStore, model_id: str, previous: str | None, version: str, action: str) -> RetrainOutcome:
     """The `promoted` outcome of a promotion by hand; its unique trigger_id tells the
     monitor that this is a new promotion (even of a version that served before)."""
+    from schemas.messages import RetrainOutcome
+
     return RetrainOutcome(
         trigger_id=f"manual-{action}-{model_id}-{version}-{uuid.uuid4().hex[:12]}"[:200],
         model_id=model_id,
@@ -53,6 +56,10 @@ def promotion_event(store: ModelStore, model_id: str, previous: str | None, vers
 
 def publish_promotion(settings: Settings, event: RetrainOutcome) -> None:
     """Publishes `event` on retrain-events (acks=all), or raises RetrainError."""
+    from confluent_kafka import KafkaException, Producer
+
+    from schemas.messages import encode
+
     failures: list[str] = []
 
     def delivered(error: KafkaError | None, _message: Message) -> None:
@@ -85,6 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def bootstrap(settings: Settings, model_id: str) -> str:
     """Trains and promotes version 1 of `model_id` on its training data; the newest
     `holdout_fraction` of the rows (in file order) validate it and feed its profile."""
+    from retrain import datasets
+    from retrain.job import RetrainJob
+    from retrain.model_store import ModelStore
+    from retrain.outcome import Trigger
+    from retrain.preparation import PreparedData, clean
+
     model = settings.models.get(model_id)
     if model is None:
         raise UnknownModel(f"model {model_id!r} is not configured")
@@ -117,6 +130,8 @@ def bootstrap(settings: Settings, model_id: str) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas.logs import configure_logging
+
     configure_logging(settings.log_level)
     try:
         return _run(args, settings)
@@ -125,6 +140,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from retrain.model_store import ModelStore
+
     store = ModelStore(settings.model_store_path, settings.retrain.keep_versions)
     if args.action != "list" and not args.model:
         raise ModelStoreError(f"models {args.action} needs a MODEL")

@@ -22,15 +22,13 @@ from dataclasses import dataclass, field
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from schemas.errors import UsageError
 from schemas.logs import get_logger
 from schemas.messages import ActualEvent, FeatureEvent, PredictionEvent, encode
-from streams.workload import FEATURES, Phase, Workload
 
-if TYPE_CHECKING:  # the service's libraries load when it runs, not for --help
+if TYPE_CHECKING:  # the service's libraries (numpy too) load when it runs, not for --help
     from schemas.settings import Settings
+    from streams.workload import Phase, Workload
 
 log = get_logger(__name__)
 
@@ -65,6 +63,8 @@ class Progress:
     recent_errors: list[float] = field(default_factory=list)  # absolute errors, newest last
 
     def mae(self, last: int) -> float:
+        import numpy as np
+
         errors = self.recent_errors[-last:]
         return float(np.mean(errors)) if errors else float("nan")
 
@@ -77,6 +77,7 @@ class InferenceSimulator:
         self.model_id = model_id
         self.workload = workload
         self.schedule = schedule
+        import numpy as np
         from confluent_kafka import Producer
 
         from retrain.model_store import ModelStore
@@ -115,7 +116,10 @@ class InferenceSimulator:
             self.progress.phase = phase
         x = self.workload.features(count, phase, self.rng)
         actual = self.workload.target(x, phase, self.rng)
+        import numpy as np
         import pandas as pd
+
+        from streams.workload import FEATURES
 
         frame = pd.DataFrame(x, columns=list(FEATURES))
         prediction = self._current_model().predict(frame)
@@ -162,6 +166,8 @@ class InferenceSimulator:
 
 
 def _label(value: object) -> float | str:
+    import numpy as np
+
     return float(value) if isinstance(value, (int, float, np.number)) else str(value)
 
 
@@ -185,6 +191,8 @@ def _event_or_never(text: str) -> int | None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from schemas.logs import configure_logging
+
+    from streams.workload import Workload
 
     configure_logging(settings.log_level)
     schedule = Schedule(args.rate, args.events, args.covariate_shift_at, args.concept_change_at, args.actual_delay_seconds)
