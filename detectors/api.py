@@ -12,7 +12,7 @@ from scipy import stats
 from .config import DetectorConfig
 from .errors import DetectorError
 from .fusion import DriftType, fuse
-from .profile import regression_metrics
+from .profile import DEPENDENCE_ROWS, ReferenceProfile, regression_metrics
 
 BANNER_RULE = "═" * 44
 
@@ -403,6 +403,9 @@ class AutomaticRetrainingOrchestrator:
             for name in pm.get("degraded", []):
                 signals.append({"signal": name, "column": None,
                                 "strength": pm[name]["strength"]})
+        all_metrics["dependence"] = reference_dependence(
+            reference_data, features, self.config, target_column=self.target_column,
+            prediction_column=self.prediction_column)
         d = fuse(signals, len(recent_data) - 1, self.config)
         severity = d.severity
         if dm["outlier_columns"] and (_SEVERITY_ORDER.index(severity)
@@ -440,6 +443,96 @@ class AutomaticRetrainingOrchestrator:
         out["current_metrics"] = current
         out["baseline_metrics"] = dict(baseline)
         return out
+
+
+# A column this dependent (long-run variance factor) is worth a line in `driftline check`.
+MARKED_DEPENDENCE = 2.0
+
+
+def reference_dependence(reference: pd.DataFrame, features: list[str],
+                         config: DetectorConfig = DetectorConfig(), *,
+                         target_column: str | None = DEFAULT_TARGET_COLUMN,
+                         prediction_column: str | None = DEFAULT_PREDICTION_COLUMN) -> dict[str, Any]:
+    """The serial dependence of the reference's ``features`` (and of its error series,
+    when it holds the target and the prediction), estimated as the streaming monitor
+    estimates it (:class:`ReferenceProfile`, ``config.reference_order``): see
+    :func:`column_dependence`. The batch tests of :meth:`should_retrain` themselves
+    take the rows for independent.
+
+    >>> rng = np.random.default_rng(0)
+    >>> x = np.zeros(4000)
+    >>> for i in range(1, 4000): x[i] = 0.8 * x[i - 1] + rng.normal()
+    >>> d = reference_dependence(pd.DataFrame({"x": x, "y": rng.normal(size=4000)}), ["x", "y"])
+    >>> d["source"], d["columns"]["x"]["factor"] > 4, round(d["columns"]["y"]["factor"])
+    ('reference', True, 1)
+    """
+    labels = {c: c if c and c in reference.columns else None for c in (target_column, prediction_column)}
+    try:
+        profile = ReferenceProfile.from_frame(
+            reference, feature_columns=features, prediction_column=labels[prediction_column],
+            actual_column=labels[target_column] if labels[prediction_column] else None, config=config)
+    except DetectorError as error:  # e.g. a numeric column without a finite value
+        return {"source": "unavailable", "reason": str(error), "columns": {}, "errors": float("nan")}
+    return column_dependence(profile, config)
+
+
+def column_dependence(profile: ReferenceProfile, config: DetectorConfig = DetectorConfig(),
+                      calibrated: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Per column, the long-run variance factor (1 = independent rows; at least 1, as the
+    calibration takes it), the reference rows it was estimated on, the reference's
+    effective sample size (rows / factor) and where the factor comes from:
+
+    * "reference": estimated from the time-ordered reference (``reference_order = "time"``);
+    * "shuffled": the reference's order is not time (``reference_order = "shuffled"``),
+      so it says nothing about the stream's dependence: not estimated;
+    * "short": fewer than ``dependence_min_rows`` reference values: not estimated;
+    * with ``calibrated`` (a :attr:`ModelMonitor.dependence`), what the monitor is
+      calibrated to: its factors, and "warmup" (learnt from the stream's first events),
+      "pending" or "none" for the columns the reference did not give.
+
+    A factor not estimated is NaN, and so is the effective sample size unless the source
+    is "reference". Numeric columns also give ``ks_factor`` and ``lag1`` (lag-1
+    autocorrelation). ``errors``: the error series' factor (NaN when unknown).
+    """
+    d = profile.dependence
+    if d is None:
+        top = "shuffled" if config.reference_order == "shuffled" else "short"
+    else:
+        top = "reference"
+    nan = float("nan")
+
+    def entry(name: str, factor: float, rows: int | None, extra: dict[str, float]) -> dict[str, Any]:
+        from_reference = bool(np.isfinite(factor))  # the profile estimated it
+        if calibrated is None:
+            source = "reference" if from_reference else ("short" if d is not None else top)
+        else:  # the monitor's factors; those the reference gave stay the reference's
+            own = calibrated["columns"].get(name, {})
+            factor, extra = own.get("factor", nan), {k: own.get(k, nan) for k in extra}
+            source = "reference" if from_reference and calibrated["source"] != "none" \
+                else calibrated["source"]
+        factor = max(float(factor), 1.0) if np.isfinite(factor) else nan
+        known = source == "reference" and np.isfinite(factor) and rows is not None
+        return {"factor": factor, **extra, "rows": rows,
+                "effective_sample_size": rows / factor if known else nan, "source": source}
+
+    columns: dict[str, dict[str, Any]] = {}
+    for j, name in enumerate(profile.numeric_columns):
+        if d is None:
+            columns[name] = entry(name, nan, None, {"ks_factor": nan, "lag1": nan})
+            continue
+        ks = float(d["ks"][j])
+        columns[name] = entry(name, float(d["mean"][j]), int(d["rows"][j]),
+                              {"ks_factor": max(ks, 1.0) if np.isfinite(ks) else nan, "lag1": float(d["lag1"][j])})
+    for name in profile.categorical_columns:
+        if d is None:
+            columns[name] = entry(name, nan, None, {})
+            continue
+        # the non-missing values, of at most the last DEPENDENCE_ROWS rows the factor rests on
+        rows = min(sum(profile.categories[name].values()), DEPENDENCE_ROWS)
+        columns[name] = entry(name, float(d["categorical"].get(name, nan)), rows, {})
+    errors = calibrated["errors"] if calibrated is not None else (d or {}).get("errors", nan)
+    return {"source": calibrated["source"] if calibrated is not None else top, "columns": columns,
+            "errors": float(errors)}
 
 
 def missing_baselines(current: Mapping[str, float], baseline: Mapping[str, float]) -> list[str]:

@@ -156,20 +156,25 @@ def backtest(
                 timeline.sample_labelled(int(labelled_rows[last - 1]), monitor.snapshot())
     triggers.sort(key=lambda t: (t["offset"], t["source"]))
     if timeline is not None:
-        _describe(timeline, profile, reference, stream, triggers, config,
+        from detectors.api import column_dependence
+
+        columns = {**{c: numeric[:, j] for j, c in enumerate(profile.numeric_columns)}, **categorical}
+        _describe(timeline, profile, columns, triggers, config,
                   predictions[:config.concept_baseline_size] if len(labelled_rows) else None,
                   actuals[:config.concept_baseline_size] if len(labelled_rows) else None)
+        timeline.dependence = column_dependence(profile, config, monitor.dependence)
     return triggers
 
 
-def _describe(timeline: Timeline, profile, reference: pd.DataFrame, stream: pd.DataFrame,
-              triggers: list[dict[str, Any]], config: DetectorConfig, first_predictions, first_actuals) -> None:
-    """The report's marks, with the named columns' reference and KS window values for the
-    first triggers, and the error baseline (the reference's errors, else the first
-    labelled events', as the monitor learns it)."""
+def _describe(timeline: Timeline, profile, columns: dict[str, np.ndarray], triggers: list[dict[str, Any]],
+              config: DetectorConfig, first_predictions, first_actuals) -> None:
+    """The report's marks, with the named columns' reference and window values for the
+    first triggers (`columns`: each monitored column's values, row by row), and the error
+    baseline (the reference's errors, else the first labelled events', as the monitor
+    learns it)."""
     import numpy as np
 
-    from streams.report import MAX_TRIGGER_DETAILS, Distribution
+    from streams.report import MAX_TRIGGER_DETAILS, column_distributions
 
     if profile.errors is not None and len(profile.errors):
         timeline.baseline["mae"] = float(np.mean(profile.errors))
@@ -181,17 +186,8 @@ def _describe(timeline: Timeline, profile, reference: pd.DataFrame, stream: pd.D
         distributions = {}
         if k < MAX_TRIGGER_DETAILS:
             stop = trigger["offset"] + 1
-            start = max(0, stop - config.ks_window)
-            for column in trigger["columns"]:
-                if column not in stream.columns or column not in reference.columns:
-                    continue
-                kind = "numeric" if column in profile.numeric_columns else "categorical"
-                ref = reference[column].dropna()
-                ref = ref.sample(n=min(len(ref), config.reference_cap), random_state=0)
-                window = stream[column].iloc[start:stop].dropna()
-                if kind == "categorical":
-                    ref, window = ref.astype(str), window.astype(str)
-                distributions[column] = Distribution(kind, ref.to_numpy(), window.to_numpy())
+            recent = {c: columns[c][:stop] for c in trigger["columns"] if c in columns}
+            distributions = column_distributions(profile, config, trigger["columns"], recent)
         timeline.mark(trigger["offset"], trigger, distributions)
 
 

@@ -21,7 +21,10 @@ holds the prediction and target columns. A current metric without a baseline is 
 error.
 
 Prints the design's decision banner, or with `--json` one object holding the decision
-and every metric. Unlike the original, the per-column KS p-values are corrected for the
+and every metric, and `dependence`: each column's serial dependence in the reference
+(`detectors.api.column_dependence`). The banner is followed by one line when a column is
+markedly dependent (a long-run variance factor over 2), since the batch tests take rows
+for independent. Unlike the original, the per-column KS p-values are corrected for the
 number of columns tested (Holm by default); `--multiple-testing none` restores the old
 behaviour.
 """
@@ -69,7 +72,26 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from detectors import format_decision_banner
 
         print(format_decision_banner(trigger))
+        if note := dependence_note(trigger.metrics.get("dependence")):
+            print(note)
     return 0
+
+
+def dependence_note(dependence: dict[str, Any] | None) -> str | None:
+    """One line naming the markedly dependent columns of the reference, if any."""
+    from detectors.api import MARKED_DEPENDENCE
+
+    marked = [(name, c) for name, c in ((dependence or {}).get("columns") or {}).items()
+              if c["factor"] > MARKED_DEPENDENCE]  # NaN (not estimated) is never marked
+    if not marked:
+        return None
+    named = ", ".join(
+        f"{name} {c['factor']:.1f}" + (f" ({c['effective_sample_size']:,.0f} effective of {c['rows']:,} rows)"
+                                       if c["effective_sample_size"] == c["effective_sample_size"] else "")
+        for name, c in marked)
+    return (f"Serial dependence in the reference (long-run variance factor over {MARKED_DEPENDENCE:g}): {named}. "
+            "The KS tests of check take rows as independent, so their p-values for these columns are too "
+            "small; the streaming monitor (worker, backtest, replay) is calibrated to the factors.")
 
 
 def columns_of(args: argparse.Namespace, settings: Settings) -> tuple[str, str]:

@@ -46,7 +46,7 @@ from streams.backtest import trigger_line, write_triggers
 from streams.decoding import Record, decode_records
 from schemas.errors import UsageError
 from streams.references import ReferenceUnavailable, profile_from_settings
-from streams.report import Timeline, write_report
+from streams.report import MAX_TRIGGER_DETAILS, Timeline, column_distributions, write_report
 from detectors.severity import SEVERITIES, at_least
 
 if TYPE_CHECKING:  # the statistics load when the replay runs, not for --help
@@ -335,6 +335,9 @@ class _Model:
     seen: dict[str, int] = field(default_factory=lambda: {"features": 0, "labelled": 0})
     latest: dict[str, dt.datetime | None] = field(default_factory=lambda: {"features": None, "labelled": None})
     partitions: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    # with a timeline: the features of the last feature events the monitor took (at most
+    # a window's worth after each piece), for the report's distributions at a trigger
+    recent: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -389,6 +392,7 @@ class Replayer:
         self.topics = {kafka.features_topic: "features", kafka.labelled_topic: "labelled"}
         self.features_topic, self.labelled_topic = kafka.features_topic, kafka.labelled_topic
         self.min_severity, self.sample_every = min_severity, sample_every
+        self._window = max(config.ks_window, config.categorical_window)  # events kept in `_Model.recent`
         self._profile_of = profile_of or self._configured_profile
         self.models: dict[str, _Model] = {}
         self.triggers: list[tuple[tuple, dict[str, Any]]] = []  # (sort key, line)
@@ -449,8 +453,12 @@ class Replayer:
             self.invalid.update(error.reason for _, error in rejected)
             self.events[kind] += len(piece) - len(rejected)
             before = model.latest[kind]
+            if model.timeline is not None and kind == "features":
+                dropped = {id(record) for record, _ in rejected}
+                model.recent.extend(event.features for record, event in piece if id(record) not in dropped)
             for firing in fired:
                 self._emit(model, kind, firing, before)
+            del model.recent[:-self._window]
             model.seen[kind] += len(piece)
             times = [_utc(event.timestamp) for _, event in piece]
             model.latest[kind] = max(times) if before is None else max(before, *times)
@@ -489,11 +497,23 @@ class Replayer:
             event_time=at.isoformat(),
         )
         if model.timeline is not None:
-            model.timeline.mark(at if before is None else max(before, at), line)
+            distributions = self._distributions(model, firing) \
+                if kind == "features" and len(model.timeline.marks) < MAX_TRIGGER_DETAILS else None
+            model.timeline.mark(at if before is None else max(before, at), line, distributions)
         if at_least(firing.decision.severity, self.min_severity):
             self.triggers.append(((at, firing.model_id, record.topic, record.partition, record.offset), line))
         else:
             self.suppressed += 1
+
+    def _distributions(self, model: _Model, firing: Firing):
+        """The named columns' reference against the window of events up to the firing one."""
+        monitor = model.runtime.monitor
+        # the last of `recent` is the monitor's event events_seen - 1
+        end = len(model.recent) - (monitor.events_seen - firing.decision.offset) + 1
+        rows = model.recent[max(0, end - self._window):end]
+        columns = firing.decision.columns
+        return column_distributions(monitor.profile, self.config, columns,
+                                    {c: [row.get(c) for row in rows] for c in columns})
 
     def finish(self) -> ReplayResult:
         warnings = []
@@ -507,6 +527,10 @@ class Replayer:
                 for kind in ("features", "labelled"):  # the state at the end
                     if model.seen[kind] % self.sample_every:
                         self._sample(model, kind)
+                from detectors.api import column_dependence
+
+                monitor = model.runtime.monitor
+                model.timeline.dependence = column_dependence(monitor.profile, self.config, monitor.dependence)
         triggers = [line for _, line in sorted(self.triggers, key=lambda t: t[0])]
         timelines = [m.timeline for _, m in sorted(self.models.items()) if m.timeline is not None]
         return ReplayResult(triggers, timelines, self.records, self.events, self.invalid,

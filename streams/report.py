@@ -4,10 +4,12 @@ Per model, one figure whose panels share the time axis: a lane of the triggers, 
 marker coloured by its severity (hover: types, columns, reason); the drift statistic of
 every column divided by its threshold (KS for numeric columns, chi-square for
 categorical ones; 1 is the threshold, hover gives the raw values); the error (MAE) and
-the performance (R2 and RMSE, or accuracy) against their baselines. Then, per trigger
-(the first `MAX_TRIGGER_DETAILS`), the named columns' reference distribution against
-the window's (when the caller recorded them) and the error series around a labelled
-trigger with its baseline; then a table of every trigger and its root causes.
+the performance (R2 and RMSE, or accuracy) against their baselines. Then the serial
+dependence per column the monitor is calibrated to (when the caller gave it), and per
+trigger (the first `MAX_TRIGGER_DETAILS`), the named columns' reference distribution
+against the window's (`column_distributions`, when the caller recorded them) and the
+error series around a labelled trigger with its baseline; then a table of every trigger
+and its root causes.
 
 The plots are plotly figures (zoom, pan, hover) with plotly.js inlined once, so the
 file works offline and can be mailed or attached to a ticket as is. plotly is imported
@@ -31,12 +33,16 @@ from __future__ import annotations
 import datetime as dt
 import html
 import math
-from collections.abc import Iterable, Sequence
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.errors import UsageError
+
+if TYPE_CHECKING:
+    from detectors import DetectorConfig, ReferenceProfile
 
 MAX_POINTS = 4000  # per line; longer series are thinned evenly before drawing
 MAX_TRIGGER_DETAILS = 30  # triggers with their own distribution and error panels
@@ -51,11 +57,52 @@ _PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 @dataclass
 class Distribution:
-    """A column's reference values against the window's at a trigger."""
+    """A column's reference values (for a categorical column, or its count per level)
+    against the window's at a trigger."""
 
     kind: str  # "numeric" or "categorical"
-    reference: Sequence[Any]
+    reference: Sequence[Any] | Mapping[str, int]
     window: Sequence[Any]
+
+
+def column_distributions(profile: ReferenceProfile, config: DetectorConfig, columns: Iterable[str],
+                         recent: Mapping[str, Sequence[Any]]) -> dict[str, Distribution]:
+    """The named columns' reference against the window the monitor tested at a trigger:
+    a numeric column's reference sample (the profile's, at most `config.reference_cap`
+    values) against its last `config.ks_window` values, a categorical column's reference
+    counts against its last `config.categorical_window`. `recent[column]`: the column's
+    values of the events up to and including the trigger's, in event order (NaN or None
+    for a missing value, left out). Columns the profile does not monitor are skipped.
+
+    >>> import numpy as np
+    >>> from detectors import DetectorConfig, ReferenceProfile
+    >>> import pandas as pd
+    >>> p = ReferenceProfile.from_frame(pd.DataFrame({"x": [0.0, 1.0, 2.0], "c": ["a", "b", "a"]}))
+    >>> d = column_distributions(p, DetectorConfig(ks_window=2, categorical_window=2), ["x", "c", "other"],
+    ...                          {"x": [5.0, None, 7.0], "c": ["b", None, "b"]})
+    >>> d["x"].reference.tolist(), d["x"].window.tolist(), d["c"].reference, d["c"].window
+    ([0.0, 1.0, 2.0], [7.0], {'a': 2, 'b': 1}, ['b'])
+    """
+    import numpy as np
+
+    out: dict[str, Distribution] = {}
+    for name in columns:
+        if name in profile.numeric_columns:
+            values = np.asarray(_last(recent[name], config.ks_window), dtype=np.float64)
+            out[name] = Distribution("numeric", profile.samples[profile.numeric_columns.index(name)],
+                                     values[np.isfinite(values)])
+        elif name in profile.categorical_columns:
+            values = [str(v) for v in _last(recent[name], config.categorical_window) if not _missing(v)]
+            out[name] = Distribution("categorical", dict(profile.categories[name]), values)
+    return out
+
+
+def _last(values: Sequence[Any], n: int) -> Sequence[Any]:
+    return values[max(0, len(values) - n):]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 @dataclass
@@ -90,6 +137,9 @@ class Timeline:
     # Labelled events the monitor learns its error baseline from (its snapshot shows 0
     # for them, not a measurement): drawn as gaps. `DetectorConfig.concept_baseline_size`.
     labelled_warmup: int = 0
+    # The serial dependence the monitor is calibrated to, per column
+    # (`detectors.api.column_dependence`): the table "Serial dependence per column".
+    dependence: dict[str, Any] | None = None
 
     def sample_features(self, x: Any, snapshot: dict[str, Any]) -> None:
         self.feature_x.append(x)
@@ -163,6 +213,8 @@ def render(
             parts.append('<p class="none">No feature events in this run.</p>')
         if not (timeline.labelled_x and any(_finite(v) for v in timeline.labelled.values())):
             parts.append('<p class="none">No labelled events (predictions with actuals) in this run.</p>')
+        if timeline.dependence is not None:
+            parts.append(_dependence_table(timeline.dependence))
         parts.extend(_trigger_details(timeline))
         parts.append("</section>")
     parts.append(f"<h2>Triggers ({len(triggers)})</h2>")
@@ -313,12 +365,16 @@ def _error_around(t: Timeline, mark: Mark):
     return figure
 
 
-def _shares(values: Iterable[Any]) -> dict[str, float]:
-    counts: dict[str, int] = {}
-    for value in values:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            continue
-        counts[str(value)] = counts.get(str(value), 0) + 1
+def _shares(values: Iterable[Any] | Mapping[str, int]) -> dict[str, float]:
+    """Each level's share: of values, or of counts per level."""
+    if isinstance(values, Mapping):
+        counts = {str(k): int(n) for k, n in values.items()}
+    else:
+        counts = {}
+        for value in values:
+            if _missing(value):
+                continue
+            counts[str(value)] = counts.get(str(value), 0) + 1
     total = sum(counts.values()) or 1
     return {k: n / total for k, n in counts.items()}
 
@@ -371,6 +427,52 @@ _RENDER_PROBE = (
 )
 
 
+# -- serial dependence ---------------------------------------------------------------------
+_SOURCES = {
+    "reference": "estimated from the time-ordered reference",
+    "warmup": "learnt from the stream's first events",
+    "pending": "being learnt from the stream's first events (1 meanwhile)",
+    "none": "independence assumed (a state saved before dependence was estimated)",
+    "shuffled": "not estimated: the reference is not in time order",
+    "short": "not estimated: too few reference values",
+}
+
+
+def _dependence_table(dependence: dict[str, Any]) -> str:
+    """The long-run variance factor of each column (and of the error series), the
+    reference's effective sample size, and where each factor comes from."""
+    esc = html.escape
+    head = ["column", "factor", "KS factor", "lag-1 autocorrelation", "reference rows", "effective sample size",
+            "source"]
+    rows = ['<h3>Serial dependence per column</h3>',
+            '<p class="note">The long-run variance factor: 1 for independent events; n events count as '
+            "n / factor independent ones in every test the monitor runs, so a dependent column needs more "
+            "evidence to trigger.</p>",
+            '<table class="dependence"><thead><tr>', *(f"<th>{esc(h)}</th>" for h in head), "</tr></thead><tbody>"]
+    entries = list(dependence["columns"].items())
+    if _number(dependence.get("errors")) != "":
+        entries.append(("(error series)", {"factor": dependence["errors"], "source": dependence["source"]}))
+    for name, c in entries:
+        source = c.get("source", "")
+        cells = [esc(name), _number(c.get("factor"), ".2f"), _number(c.get("ks_factor"), ".2f"),
+                 _number(c.get("lag1"), ".2f"), _number(c.get("rows"), ",.0f"),
+                 _number(c.get("effective_sample_size"), ",.0f"),
+                 esc(source)]
+        rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+    rows.append("</tbody></table>")
+    used = dict.fromkeys(c.get("source", "") for _, c in entries)
+    rows.append('<p class="note">' + "; ".join(
+        f"{esc(s)}: {esc(_SOURCES[s])}" for s in used if s in _SOURCES) + ".</p>")
+    return "\n".join(rows)
+
+
+def _number(value: Any, spec: str = ".2f") -> str:
+    """A number as text; "" for none or NaN."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        return ""
+    return format(value, spec)
+
+
 # -- trigger table -------------------------------------------------------------------------
 def _trigger_table(triggers: Sequence[dict[str, Any]]) -> str:
     if not triggers:
@@ -407,7 +509,7 @@ table.summary th{background:#f4f4f4}
 table.triggers thead th{background:#f4f4f4;position:sticky;top:0}
 .none{color:#777;font-style:italic}
 .trigger{border-top:1px solid #eee;margin-top:.8em}.trigger h4{font-size:.95em;margin:.6em 0 .2em}
-.legend{font-size:.9em}
+.legend{font-size:.9em}.note{font-size:.85em;color:#555;margin:.2em 0}
 .sev{font-weight:600}.LOW{color:#868e96}.MEDIUM{color:#f08c00}.HIGH{color:#e8590c}.CRITICAL{color:#c92a2a}
 code{font-size:.9em}
 """.strip()

@@ -71,6 +71,45 @@ def test_check_json_holds_the_decision_and_per_column_tests(files: Path) -> None
     for name in ("x0", "x1"):
         assert columns[name]["ks_statistic"] > 0.1 and columns[name]["p_value"] < 1e-6
     assert {c["column"] for c in document["root_cause"] if c["column"]} >= {"x0", "x1"}
+    # the reference's serial dependence per column (independent rows here)
+    dependence = document["dependence"]
+    assert dependence["source"] == "reference" and set(dependence["columns"]) == set(columns)
+    for column in dependence["columns"].values():
+        assert column["source"] == "reference" and column["rows"] == 5000
+        assert 1.0 <= column["factor"] < 1.3
+        assert column["effective_sample_size"] == pytest.approx(5000 / column["factor"])
+
+
+def test_check_reports_a_serially_dependent_reference_column(files: Path) -> None:
+    """x0 of the reference an AR(1) series (lag-1 correlation 0.9): its factor is about
+    (1 + 0.9) / (1 - 0.9) = 19, so 5000 rows hold a few hundred rows' worth of evidence."""
+    reference = pd.read_csv(files / "ref.csv")
+    rng = np.random.default_rng(4)
+    x = np.zeros(len(reference))
+    for i in range(1, len(x)):
+        x[i] = 0.9 * x[i - 1] + np.sqrt(1 - 0.9**2) * rng.normal()
+    reference["x0"] = x
+    reference.to_csv(files / "ref_ar.csv", index=False)
+    result = driftline("check", "--reference-data", "ref_ar.csv", "--recent-data", "same.csv", "--json", cwd=files)
+    assert result.returncode == 0, result.stderr
+    columns = json.loads(result.stdout)["dependence"]["columns"]
+    assert 8 < columns["x0"]["factor"] < 40 and columns["x0"]["lag1"] > 0.8
+    assert columns["x0"]["effective_sample_size"] < 700 and columns["x1"]["factor"] < 1.3
+
+    text = driftline("check", "--reference-data", "ref_ar.csv", "--recent-data", "same.csv", cwd=files).stdout
+    [note] = [line for line in text.splitlines() if line.startswith("Serial dependence")]
+    assert f"x0 {columns['x0']['factor']:.1f}" in note and "x1" not in note
+    plain = driftline("check", "--reference-data", "ref.csv", "--recent-data", "same.csv", cwd=files).stdout
+    assert "Serial dependence" not in plain  # independent columns: the banner alone
+
+    (files / "shuffled.toml").write_text('[detectors]\nreference_order = "shuffled"\n')
+    result = driftline("check", "--config", "shuffled.toml", "--reference-data", "ref_ar.csv", "--recent-data",
+                       "same.csv", "--json", cwd=files)
+    assert result.returncode == 0, result.stderr
+    dependence = json.loads(result.stdout)["dependence"]
+    assert dependence["source"] == "shuffled"  # the row order is not time: nothing estimated
+    assert all(c["factor"] is None and c["effective_sample_size"] is None and c["source"] == "shuffled"
+               for c in dependence["columns"].values())
 
 
 def test_check_without_drift_says_no(files: Path) -> None:

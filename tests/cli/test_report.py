@@ -70,6 +70,21 @@ def test_the_report_is_one_offline_file_with_a_trigger_lane_and_panels_per_trigg
     assert [r["offset"] for r in rows] == [str(t["offset"]) for t in triggers]
 
 
+def test_the_report_has_the_serial_dependence_per_column(report) -> None:
+    """What the monitor is calibrated to: the reference's rows are independent here."""
+    path, _ = report
+    page = Report(path.read_text(encoding="utf-8"))
+    assert ("h3", "Serial dependence per column") in page.headings
+    rows = {r["column"]: r for r in page.table_with("effective sample size")}
+    assert {f"x{i}" for i in range(6)} <= set(rows) <= {f"x{i}" for i in range(6)} | {"(error series)"}
+    for name in (f"x{i}" for i in range(6)):
+        row = rows[name]
+        assert row["source"] == "reference" and row["reference rows"] == "5,000"
+        assert 1.0 <= float(row["factor"]) < 1.3
+        ess = float(row["effective sample size"].replace(",", ""))
+        assert ess == pytest.approx(5000 / float(row["factor"]), rel=0.01)  # the factor is shown rounded
+
+
 def _chromium() -> str:
     binary = shutil.which("chromium")
     assert binary, "Debian's chromium is needed: apt-get install chromium"

@@ -5,11 +5,15 @@ bad arguments give one clear line."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from detectors import DetectorConfig
@@ -115,7 +119,45 @@ def test_the_report_is_one_html_file_with_the_plots_and_the_trigger_table(run: R
     assert any("f3" in r["root cause"] for r in rows)
     summary = dict(row for row in report.tables[0] if len(row) == 2)
     assert summary["records read"] == str(2 * ROWS + len(INVALID))
+    dependence = {r["column"]: r for r in report.table_with("effective sample size")}
+    assert set(h.COLUMNS) <= set(dependence) and dependence["f3"]["source"] == "reference"
     assert summary["triggers written"] == str(len(run.triggers))
+
+
+def figures(text: str) -> dict[str, list[dict]]:
+    """Each plotly figure's traces, by the id of its div."""
+    found = re.findall(r'Plotly\.newPlot\(\s*"([^"]+)",\s*(\[.*?\]),\s*\{', text, re.S)
+    return {div: json.loads(data) for div, data in found}
+
+
+def values(array) -> np.ndarray:
+    """A trace's numbers: a list, or plotly's typed array ({"dtype", "bdata"})."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"])
+    return np.asarray(array, dtype=float)
+
+
+def test_the_report_draws_each_feature_trigger_s_columns_against_the_reference(run: Run) -> None:
+    """Per trigger naming columns, one panel per column: the reference's density and the
+    window's (the events up to the trigger), both drawn from data."""
+    text = run.report.read_text(encoding="utf-8")
+    assert "were not recorded" not in text
+    named = [t for t in run.triggers if t["columns"]]
+    assert named and {t["source"] for t in named} == {"features"}
+    panels = [traces for div, traces in figures(text).items() if div.startswith(f"trigger-{MODEL}-")
+              and any(t.get("name") == "reference" for t in traces)]
+    assert len(panels) == len(named)
+    for traces, trigger in zip(panels, named):  # the report lists a model's feature triggers first, in order
+        for name in ("reference", "window"):
+            drawn = [t for t in traces if t["name"] == name]
+            assert len(drawn) == len(trigger["columns"])
+            assert all(values(t["y"]).sum() > 0 for t in drawn)
+    # f3 moved by 1.5 sd: at its last trigger, the window (all after the move) sits to the right
+    traces, trigger = [(traces, t) for traces, t in zip(panels, named) if "f3" in t["columns"]][-1]
+    j = trigger["columns"].index("f3")
+    centre = {name: float(np.average(values(t["x"]), weights=values(t["y"])))
+              for name in ("reference", "window") for t in [[t for t in traces if t["name"] == name][j]]}
+    assert 1.0 < centre["window"] - centre["reference"] < 2.0, centre
 
 
 def test_backtest_writes_the_same_report(run: Run) -> None:
