@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING, Any
 
 from schemas.messages import FeatureEvent, LabelledRecord
 from streams.backtest import trigger_line, write_triggers
-from streams.decoding import Record, decode_records
 from schemas.errors import UsageError
 from streams.references import ReferenceUnavailable, profile_from_settings
 from streams.report import MAX_TRIGGER_DETAILS, Timeline, column_distributions, write_report
@@ -52,6 +51,7 @@ from detectors.severity import SEVERITIES, at_least
 if TYPE_CHECKING:  # the statistics load when the replay runs, not for --help
     from detectors import DetectorConfig, ReferenceProfile
     from schemas.settings import KafkaSettings, ModelSettings, Settings
+    from streams.decoding import Record
     from streams.model_state import Firing, ModelRuntime
 
 FETCH_MESSAGES = 10_000  # records per consume call
@@ -252,6 +252,8 @@ class KafkaRange:
         how many offsets each fetch covered."""
         from confluent_kafka import TopicPartition
 
+        from streams.decoding import Record
+
         for span in spans:
             if not span.count:
                 continue
@@ -426,6 +428,8 @@ class Replayer:
 
     def feed(self, records: Sequence[Record]) -> None:
         """Records of one topic, in offset order per partition."""
+        from streams.decoding import decode_records
+
         if not records:
             return
         self.records += len(records)
