@@ -235,6 +235,23 @@ class RetrainSettings(_Section):
     session_timeout_ms: int = Field(default=45000, ge=1)
 
 
+class LogRepeatSettings(_Section):
+    """Repeated warnings and errors (`schemas/logs.py`). A broker outage makes the Kafka
+    clients log the same few errors thousands of times a minute: per logger and message
+    template (the message before its arguments, so varying addresses and ids count as one),
+    the first `limit` lines of a window pass and the rest are counted into one line
+    "N similar messages suppressed in the last 60 s" when the window ends. A Kafka client
+    that cannot reach its broker also gets one "Kafka connection lost" line, and one
+    "Kafka connection back" line once the broker accepts connections again and the client
+    has logged no connection error for `recovered_after_seconds`."""
+
+    limit: int = Field(default=3, ge=1)
+    window_seconds: float = Field(default=60.0, gt=0)
+    # Records below this level are never limited (a "trigger" line per trigger stays).
+    min_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
+    recovered_after_seconds: float = Field(default=5.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DRIFTLINE_",
@@ -253,6 +270,7 @@ class Settings(BaseSettings):
     monitor: MonitorSettings = MonitorSettings()
     retrain: RetrainSettings = RetrainSettings()
     log_level: str = "INFO"
+    log_repeats: LogRepeatSettings = LogRepeatSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -14,7 +14,18 @@ from aiokafka import AIOKafkaProducer
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from schemas.logs import librdkafka_callbacks
 from schemas.settings import KafkaSettings
+
+
+def librdkafka_logging(component: str) -> dict[str, Any]:
+    """`logger` and `error_cb` for a confluent-kafka client's configuration
+    (`{**kafka.client_config(), **librdkafka_logging("monitor"), ...}`): librdkafka's log
+    lines and errors become records of the `librdkafka.<component>` logger, so they are JSON,
+    redacted and limited per kind of message (`schemas.logs.RepeatLimiter`) instead of raw
+    lines on stderr, and a lost broker gives one "Kafka connection lost" line naming the
+    component. They are delivered by the client's poll/consume/flush calls."""
+    return librdkafka_callbacks(component)
 
 
 def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
@@ -72,7 +83,7 @@ def ensure_topics(
     waits, up to `timeout_seconds`, until the metadata shows every one with its partitions:
     a topic just created is not in the next metadata answer at once. Returns the
     partition count of each named topic."""
-    admin = AdminClient(kafka.client_config())
+    admin = AdminClient({**kafka.client_config(), **librdkafka_logging("topics")})
     names = list(dict.fromkeys(names))
     deadline = time.monotonic() + timeout_seconds
     existing = admin.list_topics(timeout=timeout_seconds).topics
@@ -111,8 +122,8 @@ class GapProbe:
 
     def first_offset(self, topic: str, partition: int, offset: int) -> int | None:
         if self._consumer is None:
-            self._consumer = Consumer({**self.kafka.client_config(), "group.id": "driftline-gap-probe",
-                                       "enable.auto.commit": False})
+            self._consumer = Consumer({**self.kafka.client_config(), **librdkafka_logging("gap-probe"),
+                                       "group.id": "driftline-gap-probe", "enable.auto.commit": False})
         self._consumer.assign([TopicPartition(topic, partition, offset)])
         message = self._consumer.poll(self.timeout_seconds)
         if message is None or message.error() is not None:
