@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status test demo bench airflow tools
+.PHONY: help setup up down status test demo bench airflow airflow-up airflow-down tools
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -31,6 +31,12 @@ status: ## what runs where: ports, pids, log files
 
 airflow: ## create .venv-airflow (Apache Airflow 3.3.2 + driftline) for infra/airflow
 	infra/airflow/setup.sh
+
+airflow-up: up airflow ## start Airflow: API server and UI on http://127.0.0.1:8080 (admin/admin), scheduler, DAG processor
+	infra/airflow/airflow.sh start
+
+airflow-down: ## stop what make airflow-up started
+	infra/airflow/airflow.sh stop
 
 tools: ## install the command-line tools the tests use (Debian's kcat and chromium), when missing
 	infra/tools.sh install
