@@ -28,6 +28,7 @@ down: ## stop the local Kafka broker and PostgreSQL
 status: ## what runs where: ports, pids, log files
 	@infra/kafka/kafka.sh status
 	@infra/postgres/postgres.sh status
+	@infra/airflow/airflow.sh status
 
 airflow: ## create .venv-airflow (Apache Airflow 3.3.2 + driftline) for infra/airflow
 	infra/airflow/setup.sh
