@@ -113,3 +113,47 @@ def test_from_state_rejects_other_profile_config_task_and_garbage():
     ra, rb = _feed(a, x, cats, pred, act, cuts, True), _feed(b, x, cats, pred, act, cuts, True)
     assert any(r != "[]" for r in ra[0::4] + ra[1::4])  # decisions to compare
     assert ra == rb  # decisions, snapshots and states after every micro-batch
+
+
+def _pack_format_1(kind, obj):
+    """`detectors._state.pack` as it was before format 2: an .npz archive."""
+    import io
+
+    arrays = {}
+
+    def enc(x):
+        if isinstance(x, np.ndarray):
+            arrays[key := f"a{len(arrays)}"] = x
+            return {"__nd__": key}
+        if isinstance(x, dict):
+            return {"__dict__": [[enc(k), enc(v)] for k, v in x.items()]}
+        if isinstance(x, (list, tuple)):
+            return [enc(v) for v in x]
+        return x.item() if isinstance(x, np.generic) else x
+
+    header = json.dumps({"magic": "driftline-state-v1", "kind": kind, "body": enc(obj)})
+    arrays["__header__"] = np.frombuffer(header.encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def test_states_saved_in_format_1_are_still_read():
+    from detectors import _monitor_state
+
+    x, cats, pred, act = _stream(5)
+    a = ModelMonitor(PROFILE, CONFIG)
+    _feed(a, x, cats, pred, act, [0, 2000])
+    old = _pack_format_1(_monitor_state._STATE_KIND, _monitor_state._body(a))
+    assert old[:2] == b"PK" and a.state_to_bytes()[:4] == b"DLS2"
+    b = ModelMonitor.from_state(PROFILE, old, config=CONFIG)
+    assert b.state_to_bytes() == a.state_to_bytes()
+    cuts = [2000, 2500, 4000]
+    assert _feed(a, x, cats, pred, act, cuts) == _feed(b, x, cats, pred, act, cuts)
+
+
+def test_truncated_or_padded_state_is_rejected():
+    state = ModelMonitor(PROFILE, CONFIG).state_to_bytes()
+    for bad in (state[:-1], state + b"\0", state[:6], b"DLS2\xff\xff\xff\xff{}"):
+        with pytest.raises(StateError):
+            ModelMonitor.from_state(PROFILE, bad)
