@@ -452,7 +452,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from schemas.logs import configure_logging
     from schemas.tables import read_array, read_table
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_repeats)
 
     def print_step(step: StepReport) -> None:
         print(step.line(), flush=True)

@@ -132,7 +132,7 @@ def bootstrap(settings: Settings, model_id: str) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from schemas.logs import configure_logging
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_repeats)
     try:
         return _run(args, settings)
     except RetrainError as error:

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from retrain.consumer import Retrainer
     from schemas.logs import configure_logging
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_repeats)
     if not args.no_metrics:
         metrics.serve(settings.retrain.metrics_port)
     stop = threading.Event()

@@ -194,7 +194,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from streams.workload import Workload
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_repeats)
     schedule = Schedule(args.rate, args.events, args.covariate_shift_at, args.concept_change_at, args.actual_delay_seconds)
     simulator = InferenceSimulator(settings, args.model, Workload(task=args.task, seed=args.seed), schedule)
     progress = simulator.run(threading.Event())

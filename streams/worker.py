@@ -26,7 +26,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from streams.app import MonitorApp
     from streams.kafka_clients import ensure_topics
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_repeats)
     kafka, monitor = settings.kafka, settings.monitor
     if not args.no_create_topics:
         counts = ensure_topics(
