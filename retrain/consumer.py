@@ -61,7 +61,7 @@ from schemas.messages import (
     decode,
     encode,
 )
-from schemas.logs import get_logger
+from schemas.logs import get_logger, librdkafka_callbacks
 from schemas.settings import Settings
 
 log = get_logger(__name__)
@@ -132,13 +132,14 @@ class Retrainer:
         self.consumer = Consumer(
             {
                 **kafka,
+                **librdkafka_callbacks("retrainer"),
                 "group.id": self.retrain.group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": self.retrain.session_timeout_ms,
             }
         )
-        self.producer = Producer(settings.kafka.producer_config())
+        self.producer = Producer(settings.kafka.producer_config(**librdkafka_callbacks("retrainer")))
         # Per partition, the consumed triggers not yet committed, in offset order.
         self.in_flight: dict[tuple[str, int], list[InFlight]] = {}
         self._ordered: list[InFlight] | None = None  # every item by arrival; None: rebuild

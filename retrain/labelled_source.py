@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from retrain.errors import DataPreparationError
+from schemas.logs import librdkafka_callbacks
 from schemas.messages import LabelledRecord, SchemaError, TopicWindow, decode
 from schemas.settings import KafkaSettings
 
@@ -30,6 +31,7 @@ def read_window(
     consumer = Consumer(
         {
             **kafka.client_config(),
+            **librdkafka_callbacks("labelled-source"),
             "group.id": group_id,  # required by the client; nothing is ever committed with it
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",  # offsets removed by retention: read what is left
