@@ -304,7 +304,12 @@ class LibrdkafkaLog:
 
 
 def librdkafka_callbacks(component: str) -> dict[str, Any]:
-    """`logger` and `error_cb` of a confluent-kafka client's configuration."""
+    """`logger` and `error_cb` of a confluent-kafka client's configuration
+    (`{**kafka.client_config(), **librdkafka_callbacks("monitor"), ...}`): librdkafka's log
+    lines and errors become records of the `librdkafka.<component>` logger, so they are JSON,
+    redacted and limited per kind of message (`RepeatLimiter`) instead of raw lines on
+    stderr, and a lost broker gives one "Kafka connection lost" line naming the component.
+    They are delivered by the client's poll/consume/flush calls."""
     log = LibrdkafkaLog(component)
     return {"logger": log, "error_cb": log.error}
 

@@ -18,16 +18,6 @@ from schemas.logs import librdkafka_callbacks
 from schemas.settings import KafkaSettings
 
 
-def librdkafka_logging(component: str) -> dict[str, Any]:
-    """`logger` and `error_cb` for a confluent-kafka client's configuration
-    (`{**kafka.client_config(), **librdkafka_logging("monitor"), ...}`): librdkafka's log
-    lines and errors become records of the `librdkafka.<component>` logger, so they are JSON,
-    redacted and limited per kind of message (`schemas.logs.RepeatLimiter`) instead of raw
-    lines on stderr, and a lost broker gives one "Kafka connection lost" line naming the
-    component. They are delivered by the client's poll/consume/flush calls."""
-    return librdkafka_callbacks(component)
-
-
 def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
     if "SSL" not in kafka.security_protocol.upper():
         return None
@@ -83,7 +73,7 @@ def ensure_topics(
     waits, up to `timeout_seconds`, until the metadata shows every one with its partitions:
     a topic just created is not in the next metadata answer at once. Returns the
     partition count of each named topic."""
-    admin = AdminClient({**kafka.client_config(), **librdkafka_logging("topics")})
+    admin = AdminClient({**kafka.client_config(), **librdkafka_callbacks("topics")})
     names = list(dict.fromkeys(names))
     deadline = time.monotonic() + timeout_seconds
     existing = admin.list_topics(timeout=timeout_seconds).topics
@@ -122,7 +112,7 @@ class GapProbe:
 
     def first_offset(self, topic: str, partition: int, offset: int) -> int | None:
         if self._consumer is None:
-            self._consumer = Consumer({**self.kafka.client_config(), **librdkafka_logging("gap-probe"),
+            self._consumer = Consumer({**self.kafka.client_config(), **librdkafka_callbacks("gap-probe"),
                                        "group.id": "driftline-gap-probe", "enable.auto.commit": False})
         self._consumer.assign([TopicPartition(topic, partition, offset)])
         message = self._consumer.poll(self.timeout_seconds)

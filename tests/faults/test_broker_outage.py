@@ -36,7 +36,7 @@ RAW_LIBRDKAFKA = re.compile(r"^%(?P<severity>\d)\|(?P<time>\d+(?:\.\d+)?)\|")  #
 def _outage_lines(log: Path, since: float) -> tuple[list[dict], int]:
     """The worker's JSON lines of level warning or above logged at or after `since` (epoch
     seconds), and how many raw librdkafka lines of severity warning or above (a client
-    without `streams.kafka_clients.librdkafka_logging`) it wrote since."""
+    without `schemas.logs.librdkafka_callbacks`) it wrote since."""
     lines, raw = [], 0
     for text in log.read_text(errors="replace").splitlines():
         try:
