@@ -336,23 +336,27 @@ class MonitorApp:
     async def _report_lag(self) -> None:
         """`driftline_consumer_lag_messages` per assigned input partition: the high
         watermark minus the group's committed offset (the fetch position until the
-        first commit of this worker)."""
+        first commit of this worker). Bounded by the interval: while the broker is away
+        the metric keeps its last value instead of stacking up calls."""
         try:
-            consumer = self.app.consumer
-            tps = sorted(tp for tp in consumer.assignment() if tp.topic in self.input_topics)
-            highwaters = await consumer.highwaters(*tps) if tps else {}
-            committed = self.app.monitor.tp_committed_offsets or {}
-            lags: dict[tuple[str, str], float] = {}
-            for tp in tps:
-                done = committed.get(tp)
-                if done is None:
-                    done = await consumer.position(tp)
-                end = highwaters.get(tp)
-                if done is not None and end is not None:
-                    lags[(tp.topic, str(tp.partition))] = max(0, end - done)
-            self.metrics.set_consumer_lag(lags, source="join")
+            await asyncio.wait_for(self._measure_lag(), timeout=self.conf.lag_interval_seconds)
         except Exception as error:  # a metric must not stop the worker
             log.warning("consumer lag not measured", error=f"{type(error).__name__}: {error}")
+
+    async def _measure_lag(self) -> None:
+        consumer = self.app.consumer
+        tps = sorted(tp for tp in consumer.assignment() if tp.topic in self.input_topics)
+        highwaters = await consumer.highwaters(*tps) if tps else {}
+        committed = self.app.monitor.tp_committed_offsets or {}
+        lags: dict[tuple[str, str], float] = {}
+        for tp in tps:
+            done = committed.get(tp)
+            if done is None:
+                done = await consumer.position(tp)
+            end = highwaters.get(tp)
+            if done is not None and end is not None:
+                lags[(tp.topic, str(tp.partition))] = max(0, end - done)
+        self.metrics.set_consumer_lag(lags, source="join")
 
 
 def _span(events: Sequence[faust.types.EventT]) -> str:
