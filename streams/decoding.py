@@ -17,16 +17,24 @@ alone); an array that does not parse at all, or is empty, is set aside whole.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain, repeat
 from operator import attrgetter, itemgetter
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 import msgspec
 import numpy as np
 
-from schemas.messages import DeadLetter, SchemaError, decode, decode_batch, decoder_for
+from schemas.messages import (
+    DeadLetter,
+    FeatureValue,
+    SchemaError,
+    _InferenceEvent,
+    decode,
+    decode_batch,
+    decoder_for,
+)
 
 M = TypeVar("M", bound=msgspec.Struct)
 
@@ -125,16 +133,116 @@ def decode_records(message_type: type[M], records: Iterable[Record]) -> Decoded[
     return out
 
 
-def decode_by_model(message_type: type[M], records: Iterable[Record]) -> tuple[dict[str, list], Decoded[M]]:
+class FeatureColumns(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """Base of the per-model `features` structs of `ColumnDecoder`: one field per
+    reference column (JSON name: the column's; attribute: `c0`, `c1`, ...), read like
+    the dict a `FeatureEvent` holds (`get`, `[]`)."""
+
+    _attrs: ClassVar[dict[str, str]] = {}
+    numeric_columns: ClassVar[tuple[str, ...]] = ()
+    numeric_getter: ClassVar[Callable[[object], object] | None] = None
+
+    def get(self, name: str, default: object = None) -> object:
+        attr = self._attrs.get(name)
+        return default if attr is None else getattr(self, attr)
+
+    def __getitem__(self, name: str) -> object:
+        return getattr(self, self._attrs[name])
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnDecoder:
+    """A faster, equally strict decoder of one model's feature events.
+
+    The event's `features` become a struct of the model's reference columns instead of
+    a dict (msgspec builds no dict and no key strings), numeric columns typed
+    `float | None`. It accepts a subset of what `FeatureEvent` accepts: an event with a
+    column the reference lacks, or a string in a numeric column, fails here and is
+    decoded again by the general path, which handles (or sets aside) it exactly as
+    before. The numeric columns come out of the structs in one C loop
+    (`numeric_matrix`)."""
+
+    model_id: str
+    one: msgspec.json.Decoder
+    many: msgspec.json.Decoder
+
+
+_column_decoders: dict[tuple, ColumnDecoder] = {}
+
+
+def column_decoder(model_id: str, numeric: Sequence[str], categorical: Sequence[str]) -> ColumnDecoder:
+    """The (cached) `ColumnDecoder` of a model and its reference columns."""
+    cache_key = (model_id, tuple(numeric), tuple(categorical))
+    found = _column_decoders.get(cache_key)
+    if found is not None:
+        return found
+    names = [*numeric, *categorical]
+    fields = [(f"c{i}", float | None if i < len(numeric) else FeatureValue, msgspec.field(default=None, name=name))
+              for i, name in enumerate(names)]
+    columns = msgspec.defstruct("FeatureColumns", fields, bases=(FeatureColumns,),
+                                forbid_unknown_fields=True, gc=False)
+    columns._attrs = {name: f"c{i}" for i, name in enumerate(names)}
+    columns.numeric_columns = tuple(numeric)
+    attrs = [f"c{i}" for i in range(len(numeric))]
+    columns.numeric_getter = attrgetter(*attrs) if len(attrs) > 1 else None
+    event = msgspec.defstruct("ColumnFeatureEvent", [("features", columns)], bases=(_InferenceEvent,),
+                              kw_only=True, gc=False)
+    if len(_column_decoders) > 1024:
+        _column_decoders.clear()
+    found = _column_decoders[cache_key] = ColumnDecoder(
+        model_id, msgspec.json.Decoder(event), msgspec.json.Decoder(list[event]))
+    return found
+
+
+_DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
+
+
+def decode_by_model(
+    message_type: type[M], records: Iterable[Record], fast: Mapping[bytes | None, ColumnDecoder] | None = None
+) -> tuple[dict[str, list], Decoded[M]]:
     """`decode_records` with the valid events grouped per model in the same pass:
     `({model_id: [(Record, event), ...] in record order}, Decoded)` where `Decoded`
-    holds only what was set aside and `Decoded.valid` stays empty."""
+    holds only what was set aside and `Decoded.valid` stays empty.
+
+    `fast` (feature events): a `ColumnDecoder` per record key; a record keyed by a
+    model in it is decoded with it first, its events kept only if they are all of that
+    model; otherwise (or if it fails) the record takes the general path."""
     out: Decoded[M] = Decoded()
     decoder = decoder_for(message_type)
     groups: dict[str, list] = {}
     valid = out.valid
+    fast = fast or {}
     for record in records:
         value = record.value
+        columns = fast.get(record.key)
+        if columns is not None:
+            first = value[:1]
+            if first == b"{":
+                try:
+                    event = columns.one.decode(value)
+                except _DECODE_ERRORS:
+                    pass
+                else:
+                    if event.model_id == columns.model_id:
+                        pairs = groups.get(columns.model_id)
+                        if pairs is None:
+                            pairs = groups[columns.model_id] = []
+                        pairs.append((record, event))
+                        continue
+            elif first == b"[":
+                try:
+                    events = columns.many.decode(value)
+                except _DECODE_ERRORS:
+                    events = None
+                if events and list(map(_model_id, events)).count(columns.model_id) == len(events):
+                    n = len(events)
+                    pairs = groups.get(columns.model_id)
+                    if pairs is None:
+                        pairs = groups[columns.model_id] = []
+                    pairs.extend(zip(map(Record, repeat(record.topic, n), repeat(record.partition, n),
+                                         repeat(record.offset, n), repeat(value, n), range(n),
+                                         repeat(record.key, n)), events))
+                    continue
         if value[:1] == b"{":  # one event, inline as in decode_records
             try:
                 event = decoder.decode(value)
@@ -226,6 +334,18 @@ def numeric_matrix(
     """(n, len(columns)) float64 with NaN for missing values, and a boolean mask of the
     rows holding a string where the column is numeric (those rows are not usable)."""
     bad = np.zeros(len(rows), dtype=bool)
+    if rows and columns:
+        # Rows decoded by one `ColumnDecoder` for these columns: numbers or None only,
+        # read by one attrgetter per row in a C loop.
+        kind = type(rows[0])
+        getter = getattr(kind, "numeric_getter", None)
+        if (getter is not None and kind.numeric_columns == tuple(columns)
+                and list(map(type, rows)).count(kind) == len(rows)):
+            try:  # no missing value: straight into the array
+                return np.fromiter(chain.from_iterable(map(getter, rows)), dtype=np.float64,
+                                   count=len(rows) * len(columns)).reshape(len(rows), len(columns)), bad
+            except TypeError:  # None, a missing value: NaN
+                return np.array(list(map(getter, rows)), dtype=np.float64), bad
     if columns:
         # Fast path, C loops only: every row has every column, and no value is a string.
         row_values = itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
@@ -250,8 +370,14 @@ def numeric_matrix(
 def categorical_columns(
     rows: Sequence[dict[str, object]], columns: Sequence[str]
 ) -> dict[str, np.ndarray]:
+    kind = type(rows[0]) if rows else None
+    if isinstance(kind, type) and issubclass(kind, FeatureColumns) and list(map(type, rows)).count(kind) == len(rows):
+        values = {name: list(map(attrgetter(kind._attrs[name]), rows)) if name in kind._attrs else [None] * len(rows)
+                  for name in columns}
+    else:
+        values = {name: [row.get(name) for row in rows] for name in columns}
     return {
-        name: np.array([None if (v := row.get(name)) is None else str(v) for row in rows], dtype=object)
+        name: np.array([None if v is None else str(v) for v in values[name]], dtype=object)
         for name in columns
     }
 

@@ -46,7 +46,7 @@ from aiokafka.partitioner import murmur2
 
 from detectors import ModelMonitor, ReferenceProfile, StateError
 from schemas.messages import DeadLetter, FeatureEvent, LabelledRecord, SchemaError, encode
-from streams.decoding import Record, dead_letters, decode_by_model, letter_key
+from streams.decoding import ColumnDecoder, Record, column_decoder, dead_letters, decode_by_model, letter_key
 from schemas.logs import get_logger
 from streams.metrics import MonitorMetrics
 from streams.model_state import Firing, ModelRuntime, decode_state
@@ -229,7 +229,7 @@ class MonitorLoop:
                 records = by_topic[topic] = []
             records.append(Record(topic, partition, offset, message.value() or b"", None, message.key()))
             next_offsets[(topic, partition)] = offset + 1
-        features, bad_features = decode_by_model(FeatureEvent, by_topic[kafka.features_topic])
+        features, bad_features = decode_by_model(FeatureEvent, by_topic[kafka.features_topic], self._column_decoders())
         labelled, bad_labelled = decode_by_model(LabelledRecord, by_topic[kafka.labelled_topic])
         dead: list[DeadLetter] = bad_features.dead + bad_labelled.dead
         # Events, not records: a batch record counts its events.
@@ -262,6 +262,16 @@ class MonitorLoop:
             seconds = time.monotonic() - self._started_at
             self.metrics.recovery_seconds.set(seconds)
             log.info("processing", seconds_since_start=round(seconds, 3))
+
+    def _column_decoders(self) -> dict[bytes, ColumnDecoder]:
+        """A `ColumnDecoder` per model with a live runtime, by record key (its model_id):
+        the columns of the reference it compares against."""
+        decoders = {}
+        for model_id, runtime in self.runtimes.items():
+            profile = runtime.monitor.profile
+            decoders[model_id.encode()] = column_decoder(model_id, profile.numeric_columns,
+                                                         profile.categorical_columns)
+        return decoders
 
     def _check_routing(self, model_id: str, items: dict[str, list]) -> list[DeadLetter]:
         """The topics' contract: keyed by model_id, partitioned by murmur2. An event whose

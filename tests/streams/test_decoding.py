@@ -116,3 +116,67 @@ def test_routing_keeps_rightly_keyed_events_and_counts_misplaced_ones() -> None:
     items = {"features": [pairs[0], pairs[4]], "labelled": []}
     assert loop._check_routing("m1", items) == [] and items["features"] == [pairs[0], pairs[4]]
     assert _mismatches(loop, "m1") == 1
+
+
+def _view(groups: dict[str, list], numeric: list[str], categorical: list[str]) -> dict[str, tuple]:
+    """What the detectors and the windows read of each model's events."""
+    import numpy as np
+
+    from streams.decoding import categorical_columns, numeric_matrix
+
+    out = {}
+    for model, pairs in groups.items():
+        rows = [event.features for _, event in pairs]
+        matrix, bad = numeric_matrix(rows, numeric)
+        cats = {k: v.tolist() for k, v in categorical_columns(rows, categorical).items()}
+        meta = [(r, e.model_id, e.model_version, e.event_id, e.timestamp, e.schema_version) for r, e in pairs]
+        out[model] = (np.nan_to_num(matrix, nan=-999.0).tolist(), bad.tolist(), cats, meta)
+    return out
+
+
+def test_column_decoders_change_nothing_but_speed() -> None:
+    """A record decoded by its model's `ColumnDecoder` gives what the general path gives;
+    what it does not accept (another column, a string in a numeric column, another
+    model's events, anything invalid) takes the general path."""
+    from streams.decoding import column_decoder
+
+    numeric, categorical = ["a", "b c"], ["k"]
+    more = [
+        json.dumps(_event("m1", 20, a=1.5, **{"b c": None}, k="x")).encode(),
+        json.dumps(_event("m1", 21, a=2, k=3.0)).encode(),  # b c missing, an int, a number as category
+        json.dumps(_event("m1", 22, a=1.0, zz=4.0)).encode(),  # a column the reference lacks
+        json.dumps(_event("m1", 23, **{"b c": "text"})).encode(),  # a string in a numeric column
+        b"[" + b",".join(json.dumps(_event("m1", i, a=float(i), k="y")).encode() for i in range(24, 27)) + b"]",
+        b"[" + b",".join(json.dumps(_event("m1", i, a=float(i), k=None)).encode() for i in range(27, 29)) + b"]",
+        json.dumps({**_event("m1", 29), "extra": [1, 2]}).encode(),  # unknown top-level field: allowed
+        json.dumps(_event("m1", 30, a=True)).encode(),
+        json.dumps({**_event("m1", 31), "event_id": ""}).encode(),
+        json.dumps(_event("m1", 32, a=[1.0])).encode(),
+    ]
+    records = _records() + [Record(TOPIC, 2, 100 + i, v, None, b"m1") for i, v in enumerate(more)]
+    records.append(Record(TOPIC, 3, 200, json.dumps(_event("m1", 40, a=0.5)).encode(), None, b"m2"))
+    fast = {b"m1": column_decoder("m1", numeric, categorical)}
+    expected_groups, expected_bad = decode_by_model(FeatureEvent, records)
+    groups, bad = decode_by_model(FeatureEvent, records, fast)
+    assert list(groups) == list(expected_groups)
+    assert _view(groups, numeric, categorical) == _view(expected_groups, numeric, categorical)
+    assert _letters(bad) == _letters(expected_bad) and bad.events == expected_bad.events
+    # the fast path did run (records keyed m1 whose events are m1's and fit the columns)
+    kinds = {type(e.features).__name__ for _, e in groups["m1"]}
+    assert kinds == {"FeatureColumns", "dict"}
+    # one decoder per model and columns
+    assert column_decoder("m1", numeric, categorical) is fast[b"m1"]
+    assert column_decoder("m1", ["a"], categorical) is not fast[b"m1"]
+
+
+def test_column_rows_read_like_feature_dicts() -> None:
+    from streams.decoding import column_decoder, numeric_matrix
+
+    decoder = column_decoder("m", ["a", "b"], ["k"])
+    event = decoder.one.decode(json.dumps(_event("m", 1, a=1.0, k="z")).encode())
+    assert event.features.get("a") == event.features["a"] == 1.0
+    assert event.features.get("b") is None and event.features.get("nope", 5) == 5
+    assert event.features["k"] == "z"
+    # columns other than the decoder's (a promotion changed the reference): read by name
+    matrix, bad = numeric_matrix([event.features], ["k", "a", "x"])
+    assert bad.tolist() == [True] and matrix[0, 1] == 1.0
