@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from retrain.errors import DataPreparationError
 from schemas.logs import librdkafka_callbacks
@@ -28,7 +28,19 @@ def read_window(
     kafka: KafkaSettings, window: TopicWindow, model_id: str, group_id: str, timeout_seconds: float
 ) -> LabelledRead:
     """Every record of `window` (inclusive offsets) that still exists on the broker."""
-    consumer = Consumer(
+    consumer = _consumer(kafka, group_id)
+    try:
+        starts, last_offsets = _still_on_broker(consumer, window, timeout_seconds)
+        if not starts:
+            return LabelledRead()
+        consumer.assign(starts)
+        return _read_to_last_offsets(consumer, window.topic, last_offsets, model_id, timeout_seconds)
+    finally:
+        consumer.close()
+
+
+def _consumer(kafka: KafkaSettings, group_id: str) -> Consumer:
+    return Consumer(
         {
             **kafka.client_config(),
             **librdkafka_callbacks("labelled-source"),
@@ -37,46 +49,61 @@ def read_window(
             "auto.offset.reset": "earliest",  # offsets removed by retention: read what is left
         }
     )
+
+
+def _still_on_broker(
+    consumer: Consumer, window: TopicWindow, timeout_seconds: float
+) -> tuple[list[TopicPartition], dict[int, int]]:
+    """The window's ranges cut to the broker's watermarks, since retention may have removed
+    the oldest records and the newest may not exist: where each partition's read starts,
+    and its last offset to read (partitions with nothing left are left out)."""
+    starts: list[TopicPartition] = []
+    last_offsets: dict[int, int] = {}
+    for offset_range in window.ranges:
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(window.topic, offset_range.partition), timeout=timeout_seconds
+        )
+        last = min(offset_range.end, high - 1)
+        start = max(offset_range.start, low)
+        if start <= last:
+            last_offsets[offset_range.partition] = last
+            starts.append(TopicPartition(window.topic, offset_range.partition, start))
+    return starts, last_offsets
+
+
+def _read_to_last_offsets(
+    consumer: Consumer, topic: str, last_offsets: dict[int, int], model_id: str, timeout_seconds: float
+) -> LabelledRead:
+    """Polls until every partition has reached its last offset (`last_offsets`, emptied),
+    skipping what lies past it: the partitions go on beyond the window."""
     result = LabelledRead()
+    deadline = time.monotonic() + timeout_seconds
+    while last_offsets:
+        if time.monotonic() > deadline:
+            raise DataPreparationError(f"reading {topic} timed out after {timeout_seconds:.0f} s")
+        message = consumer.poll(POLL_SECONDS)
+        if message is None:
+            continue
+        if message.error():
+            raise KafkaException(message.error())
+        partition, offset = message.partition(), message.offset()
+        if partition not in last_offsets or offset > last_offsets[partition]:
+            continue
+        if offset == last_offsets[partition]:
+            del last_offsets[partition]
+        _add(result, message, model_id)
+    return result
+
+
+def _add(result: LabelledRead, message: Message, model_id: str) -> None:
+    """Keeps the message's record if it is the model's; counts it otherwise."""
     try:
-        remaining: dict[int, int] = {}  # partition -> last offset still to read
-        starts = []
-        for offset_range in window.ranges:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(window.topic, offset_range.partition), timeout=timeout_seconds
-            )
-            last = min(offset_range.end, high - 1)
-            start = max(offset_range.start, low)
-            if start <= last:
-                remaining[offset_range.partition] = last
-                starts.append(TopicPartition(window.topic, offset_range.partition, start))
-        if not starts:
-            return result
-        consumer.assign(starts)
-        deadline = time.monotonic() + timeout_seconds
-        while remaining:
-            if time.monotonic() > deadline:
-                raise DataPreparationError(f"reading {window.topic} timed out after {timeout_seconds:.0f} s")
-            message = consumer.poll(POLL_SECONDS)
-            if message is None:
-                continue
-            if message.error():
-                raise KafkaException(message.error())
-            partition, offset = message.partition(), message.offset()
-            if partition not in remaining or offset > remaining[partition]:
-                continue
-            if offset == remaining[partition]:
-                del remaining[partition]
-            try:
-                record = decode(LabelledRecord, message.value())
-            except SchemaError:
-                result.undecodable += 1
-                continue
-            if record.model_id == model_id:
-                result.records.append(record)
-                result.positions.append((partition, offset))
-            else:
-                result.other_models += 1
-        return result
-    finally:
-        consumer.close()
+        record = decode(LabelledRecord, message.value())
+    except SchemaError:
+        result.undecodable += 1
+        return
+    if record.model_id == model_id:
+        result.records.append(record)
+        result.positions.append((message.partition(), message.offset()))
+    else:
+        result.other_models += 1
