@@ -215,23 +215,22 @@ class ChangePoint:
 def describe_window(rows: pd.DataFrame, *, historical_rows: int = 0, **extra: Any) -> dict[str, Any]:
     """Row counts, the labelled offsets per partition and the event-time range of `rows`
     (plus `historical_rows` from the history): what a `DataWindow` reports."""
-    labelled = rows
     summary: dict[str, Any] = {
         "rows": len(rows) + historical_rows,
         "historical_rows": historical_rows,
-        "labelled_rows": len(labelled),
+        "labelled_rows": len(rows),
         "labelled": [],
         "event_time_start": None,
         "event_time_end": None,
     }
-    if OFFSET in labelled.columns and labelled[OFFSET].notna().any():
-        placed = labelled[labelled[OFFSET].notna()]
+    if OFFSET in rows.columns and rows[OFFSET].notna().any():
+        placed = rows[rows[OFFSET].notna()]
         for partition, group in placed.groupby(PARTITION, sort=True):
             summary["labelled"].append(
                 {"partition": int(partition), "start": int(group[OFFSET].min()), "end": int(group[OFFSET].max())}
             )
-    if EVENT_TIME in labelled.columns and len(labelled):
-        times = pd.to_datetime(labelled[EVENT_TIME], utc=True)
+    if EVENT_TIME in rows.columns and len(rows):
+        times = pd.to_datetime(rows[EVENT_TIME], utc=True)
         summary["event_time_start"] = times.min().isoformat()
         summary["event_time_end"] = times.max().isoformat()
     return {**summary, **extra}
@@ -257,64 +256,82 @@ def split_at_change(
     those rows train the model, with at most `old_concept_share` of the training rows
     from before the change (the newest of them) and no history (unless `keep_history`);
     after a covariate shift, the history and every recent row train it."""
-    recent = data.recent
-    if EVENT_TIME in recent.columns:
-        recent = recent.assign(**{EVENT_TIME: pd.to_datetime(recent[EVENT_TIME], utc=True)})
-        recent = recent.sort_values(EVENT_TIME, kind="stable")
+    recent = _in_event_time_order(data.recent)
+    post, pre = _split_at(recent, change_point)
+    if len(post) < min_rows:
+        if concept:
+            return _too_few_after(change_point, len(post), min_rows), None
+        post, pre = recent, recent.iloc[:0]  # a covariate shift: hold out the newest rows
+    train_post, holdout = split_holdout(post, holdout_fraction)
+    historical, old = data.historical, pre
+    if concept and not keep_history:
+        historical, old = historical.iloc[:0], _newest_share(pre, old_concept_share, len(train_post))
+    columns = [*feature_columns, target]
+    train = pd.concat([historical[columns], old[columns], train_post[columns]], ignore_index=True)
+    if train.empty:
+        raise DataPreparationError("no valid training rows")
+    return None, PreparedData(
+        train=train,
+        holdout=holdout[columns].reset_index(drop=True),
+        feature_columns=list(feature_columns),
+        target=target,
+        counts={**data.counts, "historical_rows": len(historical), "recent_rows": len(old) + len(post),
+                "old_concept_rows": len(old), "training_rows": len(train), "holdout_rows": len(holdout)},
+        ranges=_event_time_ranges(recent, holdout),
+        profile_rows=train_post[columns].reset_index(drop=True),
+        windows={"training": _training_window(old, train_post, len(historical), change_point),
+                 "holdout": describe_window(holdout)},
+    )
+
+
+def _in_event_time_order(recent: pd.DataFrame) -> pd.DataFrame:
+    """With event times as UTC timestamps, to compare them with the change point."""
+    if EVENT_TIME not in recent.columns:
+        return recent
+    recent = recent.assign(**{EVENT_TIME: pd.to_datetime(recent[EVENT_TIME], utc=True)})
+    return recent.sort_values(EVENT_TIME, kind="stable")
+
+
+def _split_at(recent: pd.DataFrame, change_point: ChangePoint | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the rows from the change point on, the rows before it); without a change point
+    or event times, every row counts as after it."""
     if change_point is not None and EVENT_TIME in recent.columns:
         after = (recent[EVENT_TIME] >= pd.Timestamp(change_point.at)).to_numpy()
     else:
         after = np.ones(len(recent), dtype=bool)
-    post, pre = recent[after], recent[~after]
-    if len(post) < min_rows:
-        if concept:
-            at = f" ({pd.Timestamp(change_point.at).isoformat()}, {change_point.source})" if change_point else ""
-            return f"too few labelled rows after the change point{at}: {len(post)} < {min_rows}", None
-        post, pre = recent, recent.iloc[:0]  # a covariate shift: hold out the newest rows
-    train_post, holdout = split_holdout(post, holdout_fraction)
-    columns = [*feature_columns, target]
-    historical = data.historical
-    old = pre
-    if concept and not keep_history:
-        historical = historical.iloc[:0]
-        allowed = math.floor(old_concept_share / (1 - old_concept_share) * len(train_post))
-        old = pre.iloc[len(pre) - allowed :] if allowed > 0 else pre.iloc[:0]
-    train = pd.concat([historical[columns], old[columns], train_post[columns]], ignore_index=True)
-    if train.empty:
-        raise DataPreparationError("no valid training rows")
-    used_recent = pd.concat([old, train_post])
-    counts = {
-        **data.counts,
-        "historical_rows": len(historical),
-        "recent_rows": len(old) + len(post),
-        "old_concept_rows": len(old),
-        "training_rows": len(train),
-        "holdout_rows": len(holdout),
+    return recent[after], recent[~after]
+
+
+def _too_few_after(change_point: ChangePoint | None, rows: int, min_rows: int) -> str:
+    at = f" ({pd.Timestamp(change_point.at).isoformat()}, {change_point.source})" if change_point else ""
+    return f"too few labelled rows after the change point{at}: {rows} < {min_rows}"
+
+
+def _newest_share(pre: pd.DataFrame, share: float, post_rows: int) -> pd.DataFrame:
+    """The newest rows before the change, as many as make `share` of the training rows
+    beside `post_rows` rows after it."""
+    allowed = math.floor(share / (1 - share) * post_rows)
+    return pre.iloc[len(pre) - allowed :] if allowed > 0 else pre.iloc[:0]
+
+
+def _event_time_ranges(recent: pd.DataFrame, holdout: pd.DataFrame) -> dict[str, Any]:
+    if EVENT_TIME not in recent.columns or not len(recent):
+        return {}
+    return {
+        "recent_start": recent[EVENT_TIME].min().isoformat(),
+        "recent_end": recent[EVENT_TIME].max().isoformat(),
+        "holdout_start": holdout[EVENT_TIME].min().isoformat(),
     }
-    ranges: dict[str, Any] = {}
-    if EVENT_TIME in recent.columns and len(recent):
-        ranges = {
-            "recent_start": recent[EVENT_TIME].min().isoformat(),
-            "recent_end": recent[EVENT_TIME].max().isoformat(),
-            "holdout_start": holdout[EVENT_TIME].min().isoformat(),
-        }
-    windows = {
-        "training": describe_window(
-            used_recent,
-            historical_rows=len(historical),
-            old_concept_rows=len(old),
-            change_point=pd.Timestamp(change_point.at).isoformat() if change_point else None,
-            change_point_source=change_point.source if change_point else None,
-        ),
-        "holdout": describe_window(holdout),
-    }
-    return None, PreparedData(
-        train,
-        holdout[columns].reset_index(drop=True),
-        list(feature_columns),
-        target,
-        counts,
-        ranges,
-        train_post[columns].reset_index(drop=True),
-        windows,
+
+
+def _training_window(
+    old: pd.DataFrame, train_post: pd.DataFrame, historical_rows: int, change_point: ChangePoint | None
+) -> dict[str, Any]:
+    """The recent training rows described, with the change point they were cut at."""
+    return describe_window(
+        pd.concat([old, train_post]),
+        historical_rows=historical_rows,
+        old_concept_rows=len(old),
+        change_point=pd.Timestamp(change_point.at).isoformat() if change_point else None,
+        change_point_source=change_point.source if change_point else None,
     )
