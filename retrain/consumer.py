@@ -49,7 +49,8 @@ from retrain.errors import RetrainError
 from retrain.job import RetrainJob
 from retrain.model_store import ModelStore
 from retrain.outcome import OutcomeRecord, Trigger, event_from_row
-from retrain.policy import Verdict, superseded
+from retrain.policy import PolicyDecision, Verdict, superseded
+from retrain.preparation import PreparedData
 from retrain.repository import RetrainEventRepository
 from schemas.messages import (
     DeadLetter,
@@ -62,7 +63,7 @@ from schemas.messages import (
     encode,
 )
 from schemas.logs import get_logger, librdkafka_callbacks
-from schemas.settings import Settings
+from schemas.settings import ModelSettings, Settings
 
 log = get_logger(__name__)
 
@@ -486,59 +487,79 @@ class Retrainer:
         return msgspec.structs.replace(window, labelled=TopicWindow(topic=labelled_topic, ranges=ranges))
 
     def _start(self, item: InFlight) -> None:
+        """Reads the trigger's data and starts its training, once its window is settled;
+        a skip or a preparation error is the trigger's outcome."""
         trigger, model = item.trigger, self.settings.models[item.trigger.model_id]
         try:
             window = self._settled_window(item)
-            if window is None:
+            if window is None or self._started_too_often(item):
                 return
-            if not item.start_counted:
-                # Counted across restarts: handling that kills the retrainer is not retried forever.
-                starts = self.repository.count_start(trigger.trigger_id, trigger.model_id)
-                item.start_counted = True
-                if starts > self.retrain.max_attempts:
-                    log.error("trigger_given_up", trigger_id=trigger.trigger_id, starts=starts, stage="start")
-                    self._give_up(
-                        item,
-                        f"gave up: handling began {starts - 1} time(s) before without an outcome "
-                        "(the retrainer stopped while handling it)",
-                    )
-                    return
             item.started = time.monotonic()
-            historical = datasets.historical_frame(model)
-            columns = datasets.feature_columns(model, historical)
-            recent, undecodable = datasets.recent_from_window(
-                self.settings.kafka,
-                window,
-                trigger.model_id,
-                columns,
-                model.actual_column,
-                f"{self.retrain.group_id}-readback",
-                self.retrain.labelled_read_timeout_seconds,
-            )
-            decision, prepared = datasets.prepare_for_training(
-                model,
-                self.retrain,
-                self.policy,
-                historical,
-                recent,
-                columns,
-                undecodable,
-                profile_since=window.event_time_end,
-                trigger_types=trigger.trigger_types,
-                change_point=item.request.change_point.event_time if item.request.change_point else None,
-            )
+            decision, prepared = self._prepare(item, model, window)
             if prepared is None:
                 self._outcome(item, OutcomeRecord.skipped(trigger, decision.reason))
                 return
-            for kind in ("training_rows", "holdout_rows", "invalid_dropped", "duplicates_dropped"):
-                metrics.ROWS_PREPARED.labels(trigger.model_id, kind.removesuffix("_rows")).inc(prepared.counts[kind])
-            item.job = RetrainJob(trigger, model, self.retrain, self.store, prepared, self.settings.detectors)
-            item.job.start()
-            item.stage = Stage.TRAINING
+            self._start_training(item, model, prepared)
         except (RetrainError, KafkaException, OSError, ValueError) as error:
             log.warning("retrain_preparation_failed", trigger_id=trigger.trigger_id, error=str(error))
             reason = f"data preparation failed: {type(error).__name__}: {error}"
             self._outcome(item, OutcomeRecord.failed(trigger, reason, self.store.current_version(trigger.model_id)))
+
+    def _started_too_often(self, item: InFlight) -> bool:
+        """Counts this process's first start of the trigger, in PostgreSQL so that the count
+        survives restarts: handling that kills the retrainer is not retried forever. True
+        when the trigger was given up."""
+        if item.start_counted:
+            return False
+        trigger = item.trigger
+        starts = self.repository.count_start(trigger.trigger_id, trigger.model_id)
+        item.start_counted = True
+        if starts <= self.retrain.max_attempts:
+            return False
+        log.error("trigger_given_up", trigger_id=trigger.trigger_id, starts=starts, stage="start")
+        self._give_up(
+            item,
+            f"gave up: handling began {starts - 1} time(s) before without an outcome "
+            "(the retrainer stopped while handling it)",
+        )
+        return True
+
+    def _prepare(
+        self, item: InFlight, model: ModelSettings, window: Window
+    ) -> tuple[PolicyDecision, PreparedData | None]:
+        """The model's history and the window's labelled records, cleaned and split at the
+        change point."""
+        trigger, change_point = item.trigger, item.request.change_point
+        historical = datasets.historical_frame(model)
+        columns = datasets.feature_columns(model, historical)
+        recent, undecodable = datasets.recent_from_window(
+            self.settings.kafka,
+            window,
+            trigger.model_id,
+            columns,
+            model.actual_column,
+            f"{self.retrain.group_id}-readback",
+            self.retrain.labelled_read_timeout_seconds,
+        )
+        return datasets.prepare_for_training(
+            model,
+            self.retrain,
+            self.policy,
+            historical,
+            recent,
+            columns,
+            undecodable,
+            profile_since=window.event_time_end,
+            trigger_types=trigger.trigger_types,
+            change_point=change_point.event_time if change_point else None,
+        )
+
+    def _start_training(self, item: InFlight, model: ModelSettings, prepared: PreparedData) -> None:
+        for kind in ("training_rows", "holdout_rows", "invalid_dropped", "duplicates_dropped"):
+            metrics.ROWS_PREPARED.labels(item.model_id, kind.removesuffix("_rows")).inc(prepared.counts[kind])
+        item.job = RetrainJob(item.trigger, model, self.retrain, self.store, prepared, self.settings.detectors)
+        item.job.start()
+        item.stage = Stage.TRAINING
 
     def _poll_training(self, item: InFlight) -> None:
         try:
