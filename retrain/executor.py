@@ -67,6 +67,7 @@ STEPS = (
     "Logging results",
 )
 BATCH_MODEL_ID = "default"  # the model of a batch run when none is configured or named
+LOGGER = "retrain.executor"
 
 
 @dataclass
@@ -257,36 +258,52 @@ class RetrainingExecutor:
     ) -> PipelineResult:
         """The design's five steps. ``current_metrics`` are the model's metrics now,
         ``baseline_metrics`` what they are compared with (see the module)."""
-        from retrain.outcome import OutcomeRecord, Trigger
-        from retrain.policy import Verdict
         from schemas.logs import get_logger
 
-        log = get_logger("retrain.executor")
+        get_logger(LOGGER).info("retraining_pipeline_started", model=self.model_id,
+                                target_column=self.model.actual_column,
+                                reference_rows=len(reference_data), recent_rows=len(recent_data))
         result = PipelineResult()
-
-        def step(number: int, ok: bool | None, detail: str = "") -> None:
-            report = StepReport(number, ok, detail)
-            result.steps.append(report)
-            status = {True: "ok", False: "failed", None: "not_run"}[ok]
-            (log.warning if ok is False else log.info)(
-                "retraining_step", step=number, status=status, name=STEPS[number - 1], detail=detail, line=report.line()
-            )
-            self.report(report)
-
-        def stop_after(number: int) -> PipelineResult:
-            for later in range(number + 1, len(STEPS) + 1):
-                step(later, None, "not run")
-            return result
-
-        log.info("retraining_pipeline_started", model=self.model_id, target_column=self.model.actual_column,
-                 reference_rows=len(reference_data), recent_rows=len(recent_data))
         detected = result.trigger = self.detect(
             reference_data, recent_data, recent_predictions, recent_actuals, current_metrics, baseline_metrics
         )
-        if not detected.triggered:
-            step(1, True, f"no retraining needed: {detected.reason}")
-            return stop_after(1)
-        trigger = Trigger(
+        if not detected.triggered:  # nothing to record either
+            self._step(result, 1, True, f"no retraining needed: {detected.reason}")
+            self._not_run(result, 2, 3, 4, 5)
+            return result
+        trigger = self._batch_trigger(detected)
+        record = self._admit_step(result, trigger)
+        if record is not None:
+            self._not_run(result, 2, 3, 4)
+            return self._log_step(result, record)
+        record, prepared = self._prepare_step(result, trigger, reference_data, recent_data, recent_actuals)
+        if record is not None:
+            self._not_run(result, 3, 4)
+            return self._log_step(result, record)
+        return self._log_step(result, self._train_and_validate_steps(result, trigger, prepared))
+
+    def _step(self, result: PipelineResult, number: int, ok: bool | None, detail: str = "") -> None:
+        """Reports a step in the result, in the log and to ``report``."""
+        from schemas.logs import get_logger
+
+        report = StepReport(number, ok, detail)
+        result.steps.append(report)
+        status = {True: "ok", False: "failed", None: "not_run"}[ok]
+        log = get_logger(LOGGER)
+        (log.warning if ok is False else log.info)(
+            "retraining_step", step=number, status=status, name=STEPS[number - 1], detail=detail, line=report.line()
+        )
+        self.report(report)
+
+    def _not_run(self, result: PipelineResult, *numbers: int) -> None:
+        for number in numbers:
+            self._step(result, number, None, "not run")
+
+    def _batch_trigger(self, detected: RetrainingTrigger) -> Trigger:
+        """The detection as the retrainer's trigger, with an id of its own."""
+        from retrain.outcome import Trigger
+
+        return Trigger(
             trigger_id=f"batch-{uuid.uuid4().hex}",
             model_id=self.model_id,
             model_version=self.store.current_version(self.model_id) or "none",
@@ -296,16 +313,29 @@ class RetrainingExecutor:
             metrics={"metrics": detected.metrics, "confidence": detected.confidence, "root_cause": detected.root_cause},
             triggered_at=dt.datetime.now(dt.timezone.utc),
         )
+
+    def _admit_step(self, result: PipelineResult, trigger: Trigger) -> OutcomeRecord | None:
+        """Step 1 for a detected drift: the policy's minimum severity may still skip it
+        (the skip is recorded). A batch run has no cooldown nor concurrency limit, hence
+        no last attempt and nothing running."""
+        from retrain.outcome import OutcomeRecord
+        from retrain.policy import Verdict
+
         admitted = self.policy.admit(
             severity=trigger.severity, triggered_at=trigger.triggered_at, last_attempt_at=None, running=0
         )
         if admitted.verdict is not Verdict.RUN:
-            step(1, False, admitted.reason)
-            record = OutcomeRecord.skipped(trigger, admitted.reason)
-            for number in (2, 3, 4):
-                step(number, None, "not run")
-            return self._log(result, record, step)
-        step(1, True, f"{detected.severity}, {detected.reason}")
+            self._step(result, 1, False, admitted.reason)
+            return OutcomeRecord.skipped(trigger, admitted.reason)
+        self._step(result, 1, True, f"{trigger.severity}, {trigger.reason}")
+        return None
+
+    def _prepare_step(
+        self, result: PipelineResult, trigger: Trigger, reference_data: pd.DataFrame, recent_data: pd.DataFrame,
+        recent_actuals: Any,
+    ) -> tuple[OutcomeRecord | None, PreparedData | None]:
+        """Step 2: (None, the training data), or (the outcome that ends the run, None)."""
+        from retrain.outcome import OutcomeRecord
 
         try:
             decision, prepared = self.prepare_training_data(reference_data, recent_data, recent_actuals)
@@ -313,35 +343,38 @@ class RetrainingExecutor:
         except RetrainError as error:
             record = OutcomeRecord.failed(trigger, str(error), self.store.current_version(self.model_id))
         if record is not None:
-            step(2, False, record.reason)
-            for number in (3, 4):
-                step(number, None, "not run")
-            return self._log(result, record, step)
+            self._step(result, 2, False, record.reason)
+            return record, None
         counts = prepared.counts
-        step(
+        self._step(
+            result,
             2,
             True,
             f"{counts['training_rows']} training rows, {counts['holdout_rows']} holdout rows, "
             f"{counts['invalid_dropped']} invalid and {counts['duplicates_dropped']} duplicate rows dropped",
         )
+        return None, prepared
 
+    def _train_and_validate_steps(self, result: PipelineResult, trigger: Trigger, prepared: PreparedData) -> OutcomeRecord:
+        """Steps 3 and 4: a failure without a new version is training's, any other validation's."""
         record = result.outcome = self.execute_retraining(trigger, prepared)
         if record.outcome == "failed" and record.new_version is None:
-            step(3, False, record.reason)
-            step(4, None, "not run")
+            self._step(result, 3, False, record.reason)
+            self._step(result, 4, None, "not run")
         else:
-            step(3, True, f"version {record.new_version}")
-            step(4, record.outcome != "failed", record.reason)
-        return self._log(result, record, step)
+            self._step(result, 3, True, f"version {record.new_version}")
+            self._step(result, 4, record.outcome != "failed", record.reason)
+        return record
 
-    def _log(self, result: PipelineResult, record: OutcomeRecord, step: Callable[..., None]) -> PipelineResult:
+    def _log_step(self, result: PipelineResult, record: OutcomeRecord) -> PipelineResult:
+        """Step 5: the outcome's row in PostgreSQL."""
         from schemas.logs import get_logger
 
         result.outcome = record
         error = self.log_retraining_event(record)
         result.logged = error is None
-        step(5, result.logged, error or f"{record.outcome}, trigger {record.trigger.trigger_id}")
-        get_logger("retrain.executor").info(
+        self._step(result, 5, result.logged, error or f"{record.outcome}, trigger {record.trigger.trigger_id}")
+        get_logger(LOGGER).info(
             "retraining_pipeline_finished", outcome=record.outcome, trigger_id=record.trigger.trigger_id,
             severity=record.trigger.severity, new_version=record.new_version, logged=result.logged,
         )
