@@ -36,7 +36,7 @@ class PreparedData:
     counts: dict[str, int] = field(default_factory=dict)
     ranges: dict[str, Any] = field(default_factory=dict)  # recent event times, row counts
     # Recent training rows that show what the new model will face (features + target),
-    # with the holdout the monitor's next reference; see `combine`.
+    # with the holdout the monitor's next reference; see `split_at_change`.
     profile_rows: pd.DataFrame | None = None
     # The training set and the holdout described (`describe_window`): {"training": ..., "holdout": ...}
     windows: dict[str, Any] = field(default_factory=dict)
@@ -158,49 +158,6 @@ def clean(
         "invalid_dropped": historical_invalid + recent_invalid,
     }
     return CleanData(historical, recent, counts)
-
-
-def combine(
-    data: CleanData,
-    *,
-    feature_columns: Sequence[str],
-    target: str,
-    holdout_fraction: float,
-    profile_since: Any = None,
-) -> PreparedData:
-    """Splits the recent rows in time order and adds the older part to the history.
-
-    The new version's reference profile is built from recent rows only, those after
-    `profile_since` (the trigger's event time) when given: the history holds the data
-    from before the change, and a reference that mixed it in would report the change
-    again to the monitor as drift."""
-    if data.recent.empty:
-        raise DataPreparationError("no valid recent labelled rows")
-    older, holdout = split_holdout(data.recent, holdout_fraction)
-    columns = [*feature_columns, target]
-    train = pd.concat([data.historical[columns], older[columns]], ignore_index=True)
-    if train.empty:
-        raise DataPreparationError("no valid training rows")
-    profile_rows = older
-    if profile_since is not None and EVENT_TIME in older.columns:
-        profile_rows = older[pd.to_datetime(older[EVENT_TIME], utc=True) > pd.Timestamp(profile_since)]
-    counts = {**data.counts, "training_rows": len(train), "holdout_rows": len(holdout)}
-    ranges: dict[str, Any] = {}
-    if EVENT_TIME in data.recent.columns:
-        ranges = {
-            "recent_start": pd.Timestamp(data.recent[EVENT_TIME].min()).isoformat(),
-            "recent_end": pd.Timestamp(data.recent[EVENT_TIME].max()).isoformat(),
-            "holdout_start": pd.Timestamp(holdout[EVENT_TIME].min()).isoformat(),
-        }
-    return PreparedData(
-        train,
-        holdout[columns].reset_index(drop=True),
-        list(feature_columns),
-        target,
-        counts,
-        ranges,
-        profile_rows[columns].reset_index(drop=True),
-    )
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrain.preparation import clean, combine, records_to_frame, resolve_feature_columns
+from retrain.preparation import ChangePoint, clean, records_to_frame, resolve_feature_columns, split_at_change
 from retrain.validation import compare, score
 from tests.retrain.synthetic import START, labelled_records, regression_frame
 
@@ -17,6 +17,14 @@ FEATURES = ["x1", "x2"]
 
 def recent_frame(rows: int) -> pd.DataFrame:
     return records_to_frame(labelled_records("m", regression_frame(rows, seed=3)), FEATURES, "actual")
+
+
+def prepare(data, *, since=None):
+    """The rows a covariate shift trains on (history and recent rows), split at `since`."""
+    at = ChangePoint(since, "trigger") if since is not None else None
+    return split_at_change(data, feature_columns=FEATURES, target="actual", holdout_fraction=0.2,
+                           change_point=at, concept=False, keep_history=True,
+                           old_concept_share=0.0, min_rows=1)[1]
 
 
 def test_feature_columns_default_to_numeric_columns_but_prediction_and_actual() -> None:
@@ -40,7 +48,7 @@ def test_duplicates_and_invalid_rows_are_dropped_and_counted() -> None:
 def test_holdout_is_the_newest_recent_rows_in_time_order() -> None:
     recent = recent_frame(10).sample(frac=1.0, random_state=0)  # arrival order is not time order
     data = clean(regression_frame(20, seed=1), recent, feature_columns=FEATURES, target="actual", task="regression")
-    prepared = combine(data, feature_columns=FEATURES, target="actual", holdout_fraction=0.2)
+    prepared = prepare(data)
     assert prepared.counts["training_rows"] == 28 and prepared.counts["holdout_rows"] == 2
     newest = recent.sort_values("timestamp").tail(2)
     assert prepared.holdout["x1"].tolist() == newest["x1"].tolist()
@@ -51,10 +59,11 @@ def test_profile_rows_are_the_recent_rows_after_the_trigger() -> None:
     recent = recent_frame(20)  # one event a second from START
     data = clean(regression_frame(50, seed=1), recent, feature_columns=FEATURES, target="actual", task="regression")
     since = START + dt.timedelta(seconds=9.5)
-    prepared = combine(data, feature_columns=FEATURES, target="actual", holdout_fraction=0.2, profile_since=since)
-    # rows 10..15 are after the trigger and not in the holdout (16..19); no historical row
-    assert prepared.profile_rows["x1"].tolist() == recent["x1"].iloc[10:16].tolist()
-    everything = combine(data, feature_columns=FEATURES, target="actual", holdout_fraction=0.2)
+    prepared = prepare(data, since=since)
+    # rows 10..17 are after the trigger and not in the holdout (18, 19: the newest 20 % of
+    # the rows after it); no historical row
+    assert prepared.profile_rows["x1"].tolist() == recent["x1"].iloc[10:18].tolist()
+    everything = prepare(data)
     assert everything.profile_rows["x1"].tolist() == recent["x1"].iloc[:16].tolist()
 
 
