@@ -31,6 +31,25 @@ FINE_BLOCK = 8  # events per block of the large-shift CUSUMs' bound (see cusum.a
 SEQ_CHUNK = 5  # columns per pass of the sequential tests (arrays stay in L2 cache)
 
 
+def _rows(cats: dict[str, np.ndarray], start: int, stop: int | None) -> dict[str, np.ndarray]:
+    """Events ``start:stop`` of every categorical column."""
+    return {c: v[start:stop] for c, v in cats.items()}
+
+
+def _merge_signal(signals: dict, key, strength: float, lam: float) -> None:
+    """Keep the largest strength and the smallest ``lambda`` seen of signal ``key``."""
+    st0, lam0 = signals.get(key, (0.0, np.inf))
+    signals[key] = (max(strength, st0), min(lam, lam0))
+
+
+def _flagged(idx: np.ndarray, flags: np.ndarray, first: int, last: int):
+    """(checkpoint, column) of the ``flags`` (column, checkpoint) raised at the
+    checkpoints ``idx`` in events ``first:last``."""
+    for r in np.flatnonzero((idx >= first) & (idx < last)):
+        for j in np.flatnonzero(flags[:, r]):
+            yield r, j
+
+
 class ModelMonitor:
     """Streaming drift monitor of one model.
 
@@ -230,6 +249,41 @@ class ModelMonitor:
         ``numeric`` is (n, len(profile.numeric_columns)) float with NaN for missing;
         ``categorical`` maps each categorical column to an array of n values.
         """
+        x, cats = self._feature_batch(numeric, categorical)
+        n = len(x)
+        xt = np.ascontiguousarray(x.T)  # (columns, events): time runs along rows
+        if self._warmup_until > self.events_seen:
+            k = self._warmup_until - self.events_seen
+            if n > k:  # the calibration changes at the warm-up's end: split there
+                first = self.update_features(x[:k], _rows(cats, 0, k))
+                return first + self.update_features(x[k:], _rows(cats, k, None))
+            self._keep_warmup(xt, cats)
+        decisions, start = [], 0
+        while start < n:
+            saved = self._save_feature_state()
+            fire = self._feature_step(xt[:, start:], _rows(cats, start, None))
+            if fire is None:
+                break
+            i, seq_keys, other = fire
+            self._gather(seq_keys, other)
+            left = n - start
+            if i > left - 1:  # still gathering at the end of the batch
+                self._gather_until = self.events_seen - left + i
+                break
+            if i < left - 1:  # roll back, redo exactly up to the firing event
+                self._load_feature_state(saved)
+                self.events_seen -= left
+                self._feature_step(xt[:, start:start + i + 1], _rows(cats, start, start + i + 1))
+            decisions.append(self._fire_features())
+            start += i + 1
+        if self._warmup_until and self.events_seen >= self._warmup_until \
+                and self.calibration.dependence_source == "pending":
+            self._finish_warmup()
+        return decisions
+
+    def _feature_batch(self, numeric, categorical) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The batch as (events, numeric columns) floats and every categorical column's
+        values (None where the batch lacks the column)."""
         ncol = len(self.profile.numeric_columns)
         x = np.asarray(numeric, dtype=np.float64)
         if x.ndim == 1:
@@ -239,57 +293,42 @@ class ModelMonitor:
             if not (ncol == 0 and x.shape[1] == 1):
                 raise DetectorError(f"expected {ncol} numeric columns, got {x.shape[1]}")
             x = np.zeros((n, 0))
-        xt = np.ascontiguousarray(x.T)  # (columns, events): time runs along rows
-        cats = {c: np.asarray((categorical or {})[c], dtype=object) if c in (categorical or {})
+        given = categorical or {}
+        cats = {c: np.asarray(given[c], dtype=object) if c in given
                 else np.full(n, None, dtype=object) for c in self.cats}
-        if self._warmup_until > self.events_seen:  # keep the warm-up's events
-            k = self._warmup_until - self.events_seen
-            if n > k:  # the calibration changes at the warm-up's end: split there
-                first = self.update_features(x[:k], {c: v[:k] for c, v in cats.items()})
-                return first + self.update_features(x[k:], {c: v[k:] for c, v in
-                                                           cats.items()})
-            self._warm_slots = np.concatenate([self._warm_slots, self.ks.slots(xt)], axis=1)
-            codes = np.array([w.codes(cats[c]) for c, w in self.cats.items()],
-                             dtype=np.int64).reshape(len(self.cats), n)
-            self._warm_cats = np.concatenate([self._warm_cats, codes], axis=1)
-        decisions, start = [], 0
-        while start < n:
-            saved = self._save_feature_state()
-            fire = self._feature_step(xt[:, start:], {c: v[start:] for c, v in cats.items()})
-            if fire is None:
-                break
-            i, seq_keys, other = fire
-            for key, lam in seq_keys.items():
-                self._gather_seq[key] = min(lam, self._gather_seq.get(key, np.inf))
-            for key, (st, lam) in other.items():
-                st0, lam0 = self._gather_other.get(key, (0.0, np.inf))
-                self._gather_other[key] = (max(st, st0), min(lam, lam0))
-            if i > n - start - 1:  # still gathering at the end of the batch
-                self._gather_until = self.events_seen - (n - start) + i
-                break
-            if i < n - start - 1:  # roll back, redo exactly up to the firing event
-                self._load_feature_state(saved)
-                self.events_seen -= n - start
-                self._feature_step(xt[:, start:start + i + 1],
-                                   {c: v[start:start + i + 1] for c, v in cats.items()})
-            # the state now stands at the firing event: effect sizes since each
-            # CUSUM's change-point estimate
-            signals = self._seq_signals(self._gather_seq) + [
-                {"signal": sig, "column": col, "strength": st, "lambda": lam}
-                for (sig, col), (st, lam) in self._gather_other.items()]
-            self._gather_until, self._gather_seq, self._gather_other = -1, {}, {}
-            offset = self.events_seen - 1
-            decisions.append(fuse(signals, offset, self.config, self.snapshot(),
-                                  floor="MEDIUM" if self._outliers_over_floor() else None))
-            self._next_feature_fire = offset + self.config.cooldown + 1
-            for part in (*self._mean_cusums(), self.variance, self.outliers):
-                part._reset()  # restart the sequential tests after an alarm
-            self._hist["seq"][:] = False
-            start += i + 1
-        if self._warmup_until and self.events_seen >= self._warmup_until \
-                and self.calibration.dependence_source == "pending":
-            self._finish_warmup()
-        return decisions
+        return x, cats
+
+    def _keep_warmup(self, xt: np.ndarray, cats: dict[str, np.ndarray]) -> None:
+        """Keep the warm-up's events (slots and codes): the dependence is estimated from
+        them at its end."""
+        self._warm_slots = np.concatenate([self._warm_slots, self.ks.slots(xt)], axis=1)
+        codes = np.array([w.codes(cats[c]) for c, w in self.cats.items()],
+                         dtype=np.int64).reshape(len(self.cats), xt.shape[1])
+        self._warm_cats = np.concatenate([self._warm_cats, codes], axis=1)
+
+    def _gather(self, seq_keys: dict, other: dict) -> None:
+        """Add the signals of a step to the decision being gathered."""
+        for key, lam in seq_keys.items():
+            self._gather_seq[key] = min(lam, self._gather_seq.get(key, np.inf))
+        for key, (st, lam) in other.items():
+            _merge_signal(self._gather_other, key, st, lam)
+
+    def _fire_features(self) -> Decision:
+        """The decision gathered, with the state at its firing event; the sequential
+        tests restart."""
+        # effect sizes since each CUSUM's change-point estimate, read off the state now
+        signals = self._seq_signals(self._gather_seq) + [
+            {"signal": sig, "column": col, "strength": st, "lambda": lam}
+            for (sig, col), (st, lam) in self._gather_other.items()]
+        self._gather_until, self._gather_seq, self._gather_other = -1, {}, {}
+        offset = self.events_seen - 1
+        decision = fuse(signals, offset, self.config, self.snapshot(),
+                        floor="MEDIUM" if self._outliers_over_floor() else None)
+        self._next_feature_fire = offset + self.config.cooldown + 1
+        for part in (*self._mean_cusums(), self.variance, self.outliers):
+            part._reset()
+        self._hist["seq"][:] = False
+        return decision
 
     def _finish_warmup(self) -> None:
         """Estimate the dependence from the warm-up's events, fill in what the
@@ -329,7 +368,6 @@ class ModelMonitor:
         ``(kind, column)`` get their strengths from the state at the firing event
         (:meth:`_seq_signals`); the others map ``(signal, column)`` to strength."""
         c, n = xt.shape
-        cfg = self.config
         slots = self.ks.slots(xt)
         seq: dict = {}  # (kind, column) -> strength per event, only where it may reach 1
         out_count = np.zeros(c)
@@ -341,60 +379,79 @@ class ModelMonitor:
         start = self.events_seen
         self.events_seen += n
         self._record(n, out_count, k_idx, dks, wn, missing, cat_info)
+        seq_flags, ks_flags, cat_flags = self._persistent_flags(seq, ks_st, cat_st, c, n)
+        span = self._decision_span(start, n, seq, seq_flags, k_idx, ks_flags,
+                                   cat_idx, cat_flags)
+        if span is None:
+            return None
+        first, i = span
+        last = min(i, n - 1) + 1  # signals past their thresholds in [first, i]
+        other: dict[tuple[str, str], tuple[float, float]] = {}
+        for r, j in _flagged(k_idx, ks_flags, first, last):
+            _merge_signal(other, ("ks", self.profile.numeric_columns[j]),
+                          float(ks_st[r, j]), self._ks_lambda(j, dks[r, j], wn[r, j]))
+        names = list(self.cats)
+        for r, j in _flagged(cat_idx, cat_flags, first, last):
+            _merge_signal(other, ("categorical", names[j]), float(cat_st[r, j]),
+                          self._cat_lambda(names[j], float(cat_st[r, j])))
+        return i, self._seq_keys(seq, seq_flags, first, last), other
 
-        # flags per signal and check, the n-of-m rule, then the first eligible event
+    def _persistent_flags(self, seq: dict, ks_st: np.ndarray, cat_st: np.ndarray,
+                          c: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Alarm flags after the n-of-m rule: of the sequential tests (kind, column,
+        event), the KS and the chi-square windows (column, checkpoint)."""
         seq_flags = np.zeros((3, c, n), bool)
         for (k, j), st in seq.items():
             seq_flags[k, j] = st >= 1
-        ks_flags = (ks_st >= 1).T  # (columns, checkpoints)
+        ks_flags = (ks_st >= 1).T
         cat_flags = (cat_st >= 1).T
-        need = cfg.persistence_n
-        if cfg.persistence_m > 1:
+        if self.config.persistence_m > 1:
+            need = self.config.persistence_n
             ok, self._hist["seq"] = n_of_m(seq_flags.reshape(3 * c, n), self._hist["seq"],
                                            need)
             seq_flags = ok.reshape(3, c, n)
             ks_flags, self._hist["ks"] = n_of_m(ks_flags, self._hist["ks"], need)
             cat_flags, self._hist["cat"] = n_of_m(cat_flags, self._hist["cat"], need)
+        return seq_flags, ks_flags, cat_flags
+
+    def _decision_span(self, start: int, n: int, seq: dict, seq_flags: np.ndarray,
+                       k_idx: np.ndarray, ks_flags: np.ndarray, cat_idx: np.ndarray,
+                       cat_flags: np.ndarray) -> tuple[int, int] | None:
+        """``(first, fire)``: the batch's events from which signals join the decision and
+        the one it fires at; None when no decision is under way."""
         if self._gather_until >= 0:  # a decision gathered since an earlier batch
-            first, i = 0, self._gather_until - start
-        else:
-            alarm = seq_flags.any(axis=(0, 1)) if seq else np.zeros(n, bool)
-            if len(k_idx):
-                alarm[k_idx] |= ks_flags.any(axis=0)
-            if len(cat_idx):
-                alarm[cat_idx] |= cat_flags.any(axis=0)
-            alarm[:max(self._next_feature_fire - start, 0)] = False
-            if not alarm.any():
-                return None
-            first = int(np.argmax(alarm))
-            i = first + cfg.gather_events
-        last = min(i, n - 1) + 1  # signals past their thresholds in [first, i]
+            return 0, self._gather_until - start
+        alarm = seq_flags.any(axis=(0, 1)) if seq else np.zeros(n, bool)
+        if len(k_idx):
+            alarm[k_idx] |= ks_flags.any(axis=0)
+        if len(cat_idx):
+            alarm[cat_idx] |= cat_flags.any(axis=0)
+        alarm[:max(self._next_feature_fire - start, 0)] = False  # cooldown, min_samples
+        if not alarm.any():
+            return None
+        first = int(np.argmax(alarm))
+        return first, first + self.config.gather_events
+
+    def _seq_keys(self, seq: dict, seq_flags: np.ndarray, first: int,
+                  last: int) -> dict[tuple[int, int], float]:
+        """The sequential tests alarmed in events ``first:last``, with the smallest
+        ``lambda`` their statistics reached there."""
         thresholds = (self.mean_up.threshold, self.variance.threshold,
                       self.outliers.threshold)
-        keys = {(k, j): float(cusum_lambda(float(seq[k, j][first:last].max())
+        return {(k, j): float(cusum_lambda(float(seq[k, j][first:last].max())
                                            * thresholds[k][j], thresholds[k][j]))
                 for (k, j) in sorted(seq) if seq_flags[k, j, first:last].any()}
-        other: dict[tuple[str, str], tuple[float, float]] = {}
-        names = self.profile.numeric_columns
-        cal = self.calibration
-        for kind, idx, flags, st, cols in (("ks", k_idx, ks_flags, ks_st, names),
-                                           ("categorical", cat_idx, cat_flags, cat_st,
-                                            list(self.cats))):
-            for r in np.flatnonzero((idx >= first) & (idx < last)):
-                for j in np.flatnonzero(flags[:, r]):
-                    key = (kind, cols[j])
-                    if kind == "ks":
-                        lam = ks_lambda(float(dks[r, j]), int(self.ks.reference_sizes[j]),
-                                        int(wn[r, j]), float(self._ks_tau[j]),
-                                        cal.ks_alpha)
-                    else:
-                        win = self.cats[cols[j]]
-                        stat = float(st[r, j]) * self._cat_crit[cols[j]]
-                        lam = float(chi2.sf(stat / self._cat_tau[cols[j]], win._df)) \
-                            / cal.cat_alpha
-                    st0, lam0 = other.get(key, (0.0, np.inf))
-                    other[key] = (max(float(st[r, j]), st0), min(lam, lam0))
-        return i, keys, other
+
+    def _ks_lambda(self, j: int, d: float, size: int) -> float:
+        """``lambda`` of column ``j``'s KS statistic ``d`` on a window of ``size``."""
+        return ks_lambda(float(d), int(self.ks.reference_sizes[j]), int(size),
+                         float(self._ks_tau[j]), self.calibration.ks_alpha)
+
+    def _cat_lambda(self, name: str, strength: float) -> float:
+        """``lambda`` of a chi-square window's statistic, given as its ``strength``."""
+        stat = strength * self._cat_crit[name]
+        return float(chi2.sf(stat / self._cat_tau[name], self.cats[name]._df)) \
+            / self.calibration.cat_alpha
 
     def effect_sizes(self) -> dict[str, np.ndarray]:
         """Per numeric column, the sequential tests' effect estimates since their
