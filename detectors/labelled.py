@@ -199,82 +199,108 @@ class LabelledSignals(StreamDetector):
         return {} if skip_only else (e, hist)
 
     def _signals(self, pred, act):
+        """The arrays of :meth:`update_pairs` for events past the baseline and ``tau``
+        learning, plus ``trend_checks`` (the block ends, see :meth:`_trend`)."""
         n = len(pred)
         e, hist = self._roll(pred, act)
-        z = self._rt.score[self._rt.slots(e)]
-        tau = self._root_tau ** 2
-        path = lindley(((self.delta * z - self._psi) / tau)[:, None], self.s)[:, 0]
-        self.s = path[-1:].copy()
-        # MAE since the CUSUM last stood at zero, per event
-        idx = np.arange(n)
-        last0 = np.maximum.accumulate(np.where(path == 0, idx, -1))
-        ce = np.cumsum(e)
-        run_len = np.where(last0 >= 0, idx - last0, self.run_len + idx + 1)
-        run_sum = np.where(last0 >= 0, ce - ce[np.maximum(last0, 0)], self.run_sum + ce)
-        mae_run = run_sum / np.maximum(run_len, 1)
-        self.run_len, self.run_sum = int(run_len[-1]), float(run_sum[-1])
-        c = np.vstack([np.zeros((1, 5)), np.cumsum(hist, axis=0)])
-        w, cw, W = self.window, self.concept_window, self.window
-        end = np.arange(W + 1, W + n + 1)
-        win = c[end] - c[end - w]
-        cwin = c[end] - c[end - min(cw, w)]
+        path = self._cusum_path(e)
+        mae_run = self._run_mae(path, e)
+        win, cwin = self._window_sums(hist, n)
         cnt = np.maximum(win[:, 0], 1)
         mae_recent = cwin[:, 1] / np.maximum(cwin[:, 0], 1)
-        mse = win[:, 2] / cnt
-        var_a = np.maximum(win[:, 4] / cnt - (win[:, 3] / cnt) ** 2, 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r2 = np.where(var_a > 0, 1 - mse / var_a, 0.0)
         # R2/RMSE/accuracy are judged on full windows only: on a short one, the
         # heavy right tail of a mean of squared errors defeats the normal z-test (the
         # error CUSUM covers the first events after a (re)start).
-        enough = win[:, 0] >= max(self.floors["min_samples"], w)
+        enough = win[:, 0] >= max(self.floors["min_samples"], self.window)
         st = np.zeros((n, 5))  # mae, r2, rmse, accuracy, trend
         lam = np.full((n, 5), np.inf)  # expected exceedances per horizon (confidence)
         lam[:, 0] = cusum_lambda(path, self._h)
-        mae0 = max(self._mae0, 1e-12)
-        # strengths: the effect over its floor (the design's drop or rise), at least 1
-        # when the signal is past its threshold; for the CUSUM, the MAE rise since its
-        # change-point estimate over the 15 % floor
-        fl = self.floors["error"]
-        st[:, 0] = np.where((path > self._h) & (mae_recent > mae0 * (1 + fl)),
-                            np.maximum((mae_run / mae0 - 1) / fl, 1.0), 0.0)
-        b = self.baseline
+        st[:, 0] = self._concept_strength(path, mae_recent, mae_run)
         if self.task == "classification":
-            acc = 1 - win[:, 1] / cnt
-            acc0 = b.get("accuracy", 1 - self._mae0)
-            se = np.sqrt(max(acc0 * (1 - acc0), 1e-12) * (1 / cnt + 1 / self._base_n)) \
-                * self._root_tau
-            zacc = (acc0 - acc) / se
-            drop = (acc0 - acc) / max(acc0, 1e-12)
-            st[:, 3] = np.where(enough & (zacc > self.z) & (drop > self.floors["accuracy"]),
-                                drop / self.floors["accuracy"], 0)
-            lam[:, 3] = self._z_lambda(zacc)
-            out = {"accuracy": acc}
+            out = self._accuracy_signals(win, cnt, enough, st, lam)
         else:
-            rmse = np.sqrt(mse)
-            rmse0 = b.get("rmse", float(np.sqrt(mae0)))
-            # The evidence is a rise of the mean absolute error: squared errors are too
-            # heavy-tailed for a z-test (their variance, estimated from the baseline, is
-            # far below the truth for t-like errors); the RMSE and R2 floors then say
-            # whether the rise matters.
-            se = np.maximum(self._abs_sd, 1e-12) * np.sqrt(1 / cnt + 1 / self._base_n) \
-                * self._root_tau
-            zmae = (win[:, 1] / cnt - self._mae0) / se
-            lam[:, 1] = lam[:, 2] = self._z_lambda(zmae)
-            sig = enough & (zmae > self.z)
-            rise = rmse / max(rmse0, 1e-12) - 1
-            st[:, 2] = np.where(sig & (rise > self.floors["rmse"]),
-                                rise / self.floors["rmse"], 0)
-            if "r2" in b:
-                drop = (b["r2"] - r2) / max(abs(b["r2"]), 1e-12)
-                st[:, 1] = np.where(sig & (drop > self.floors["r2"]),
-                                    drop / self.floors["r2"], 0)
-            out = {"rmse": rmse, "r2": r2}
+            out = self._regression_signals(win, cnt, enough, st, lam)
         slope, tz, checks, st[:, 4] = self._trend(e)
         lam[checks, 4] = self._z_lambda(tz[checks], self.concept_window)
         out.update({"mae": mae_recent, "cusum": path, "strength": st, "lambda": lam,
                     "trend_slope": slope, "trend_z": tz, "trend_checks": checks})
         return out
+
+    def _cusum_path(self, e: np.ndarray) -> np.ndarray:
+        """The error CUSUM after each event (its statistic carries over batches)."""
+        z = self._rt.score[self._rt.slots(e)]
+        tau = self._root_tau ** 2
+        path = lindley(((self.delta * z - self._psi) / tau)[:, None], self.s)[:, 0]
+        self.s = path[-1:].copy()
+        return path
+
+    def _run_mae(self, path: np.ndarray, e: np.ndarray) -> np.ndarray:
+        """MAE since the CUSUM last stood at zero, per event (the run carries over
+        batches)."""
+        idx = np.arange(len(e))
+        last0 = np.maximum.accumulate(np.where(path == 0, idx, -1))
+        ce = np.cumsum(e)
+        run_len = np.where(last0 >= 0, idx - last0, self.run_len + idx + 1)
+        run_sum = np.where(last0 >= 0, ce - ce[np.maximum(last0, 0)], self.run_sum + ce)
+        self.run_len, self.run_sum = int(run_len[-1]), float(run_sum[-1])
+        return run_sum / np.maximum(run_len, 1)
+
+    def _window_sums(self, hist: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sums of the ring's columns over the last ``window`` and the last
+        ``concept_window`` (at most ``window``) events, at each of the batch's ``n``
+        events (the last rows of ``hist``)."""
+        w, cw = self.window, self.concept_window
+        c = np.vstack([np.zeros((1, 5)), np.cumsum(hist, axis=0)])
+        end = np.arange(w + 1, w + n + 1)
+        return c[end] - c[end - w], c[end] - c[end - min(cw, w)]
+
+    def _concept_strength(self, path: np.ndarray, mae_recent: np.ndarray,
+                          mae_run: np.ndarray) -> np.ndarray:
+        """Where the CUSUM is past its threshold and the recent MAE past the 15 % floor:
+        the MAE rise since the CUSUM's change-point estimate over that floor, at least 1
+        (like every strength: the effect over the design's); else 0."""
+        mae0 = max(self._mae0, 1e-12)
+        fl = self.floors["error"]
+        return np.where((path > self._h) & (mae_recent > mae0 * (1 + fl)),
+                        np.maximum((mae_run / mae0 - 1) / fl, 1.0), 0.0)
+
+    def _accuracy_signals(self, win, cnt, enough, st, lam) -> dict[str, np.ndarray]:
+        """The accuracy signal into ``st`` and ``lam``; return the accuracy path."""
+        acc = 1 - win[:, 1] / cnt
+        acc0 = self.baseline.get("accuracy", 1 - self._mae0)
+        se = np.sqrt(max(acc0 * (1 - acc0), 1e-12) * (1 / cnt + 1 / self._base_n)) \
+            * self._root_tau
+        zacc = (acc0 - acc) / se
+        drop = (acc0 - acc) / max(acc0, 1e-12)
+        st[:, 3] = np.where(enough & (zacc > self.z) & (drop > self.floors["accuracy"]),
+                            drop / self.floors["accuracy"], 0)
+        lam[:, 3] = self._z_lambda(zacc)
+        return {"accuracy": acc}
+
+    def _regression_signals(self, win, cnt, enough, st, lam) -> dict[str, np.ndarray]:
+        """The R2 and RMSE signals into ``st`` and ``lam``; return their paths."""
+        b = self.baseline
+        mse = win[:, 2] / cnt
+        var_a = np.maximum(win[:, 4] / cnt - (win[:, 3] / cnt) ** 2, 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = np.where(var_a > 0, 1 - mse / var_a, 0.0)
+        rmse = np.sqrt(mse)
+        rmse0 = b.get("rmse", float(np.sqrt(max(self._mae0, 1e-12))))
+        # The evidence is a rise of the mean absolute error: squared errors are too
+        # heavy-tailed for a z-test (their variance, estimated from the baseline, is
+        # far below the truth for t-like errors); the RMSE and R2 floors then say
+        # whether the rise matters.
+        se = np.maximum(self._abs_sd, 1e-12) * np.sqrt(1 / cnt + 1 / self._base_n) \
+            * self._root_tau
+        zmae = (win[:, 1] / cnt - self._mae0) / se
+        lam[:, 1] = lam[:, 2] = self._z_lambda(zmae)
+        sig = enough & (zmae > self.z)
+        rise = rmse / max(rmse0, 1e-12) - 1
+        st[:, 2] = np.where(sig & (rise > self.floors["rmse"]), rise / self.floors["rmse"], 0)
+        if "r2" in b:
+            drop = (b["r2"] - r2) / max(abs(b["r2"]), 1e-12)
+            st[:, 1] = np.where(sig & (drop > self.floors["r2"]), drop / self.floors["r2"], 0)
+        return {"rmse": rmse, "r2": r2}
 
     def _z_lambda(self, z: np.ndarray, every: int = 1) -> np.ndarray:
         """``lambda`` of a z-test checked every ``every`` events at level
