@@ -24,6 +24,49 @@ def regression_metrics(pred: np.ndarray, actual: np.ndarray) -> dict[str, float]
             "rmse": float(np.sqrt(sse / len(err)))}
 
 
+def _feature_split(frame: pd.DataFrame, feature_columns, prediction_column,
+                   actual_column) -> tuple[list[str], list[str]]:
+    """The numeric and the categorical feature columns (booleans are categorical);
+    raises when the frame is empty or lacks a named column."""
+    if frame is None or len(frame) == 0 or frame.shape[1] == 0:
+        raise EmptyReferenceError("reference data is empty: no rows or no columns")
+    special = {c for c in (prediction_column, actual_column) if c}
+    missing = [c for c in special | set(feature_columns or ()) if c not in frame]
+    if missing:
+        raise DetectorError(f"reference data has no column(s): {', '.join(missing)}")
+    cols = list(feature_columns) if feature_columns is not None else [
+        c for c in frame.columns if c not in special]
+    numeric = [c for c in cols if pd.api.types.is_numeric_dtype(frame[c])
+               and not pd.api.types.is_bool_dtype(frame[c])]
+    return numeric, [c for c in cols if c not in numeric]
+
+
+def _numeric_sample(frame: pd.DataFrame, column: str, rng: np.random.Generator,
+                    cap: int) -> np.ndarray:
+    """The column's finite values, a random subsample of ``cap`` when more (unsorted)."""
+    v = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        raise EmptyReferenceError(f"reference column {column!r} has no finite values")
+    if v.size > cap:
+        v = rng.choice(v, size=cap, replace=False)
+    return v
+
+
+def _reference_errors(pred: np.ndarray, act: np.ndarray
+                      ) -> tuple[np.ndarray, str, dict[str, float]]:
+    """The errors of the reference's predictions (absolute, or 0/1 when the actuals
+    look like classes: not floats with more than 20 distinct values), the task and
+    its metrics; pairs with a missing value are left out."""
+    ok = pd.notna(pred) & pd.notna(act)
+    pred, act = pred[ok], act[ok]
+    if not (pd.api.types.is_float_dtype(act) and len(np.unique(act)) > 20):
+        errors = (pred != act).astype(np.float64)
+        return errors, "classification", {"accuracy": float(1.0 - errors.mean())}
+    pred, act = pred.astype(np.float64), act.astype(np.float64)
+    return np.abs(act - pred), "regression", regression_metrics(pred, act)
+
+
 @dataclass(frozen=True)
 class ReferenceProfile:
     """Per-column reference samples and statistics, plus baseline metrics.
@@ -71,32 +114,13 @@ class ReferenceProfile:
         >>> p.numeric_columns, p.categorical_columns, p.categories["c"]
         (('x',), ('c',), {'a': 2, 'b': 1})
         """
-        if frame is None or len(frame) == 0 or frame.shape[1] == 0:
-            raise EmptyReferenceError("reference data is empty: no rows or no columns")
-        special = {c for c in (prediction_column, actual_column) if c}
-        missing = [c for c in special | set(feature_columns or ()) if c not in frame]
-        if missing:
-            raise DetectorError(f"reference data has no column(s): {', '.join(missing)}")
-        cols = list(feature_columns) if feature_columns is not None else [
-            c for c in frame.columns if c not in special]
-        numeric = [c for c in cols if pd.api.types.is_numeric_dtype(frame[c])
-                   and not pd.api.types.is_bool_dtype(frame[c])]
-        categorical = [c for c in cols if c not in numeric]
+        numeric, categorical = _feature_split(frame, feature_columns, prediction_column,
+                                              actual_column)
         rng = np.random.default_rng(config.seed)
-        samples, means, stds = [], [], []
         ordered = config.reference_order == "time" and len(frame) >= config.dependence_min_rows
         tail = frame.iloc[-DEPENDENCE_ROWS:]
         dependence = _dependence(tail, numeric, categorical, config) if ordered else None
-        for c in numeric:
-            v = frame[c].to_numpy(dtype=np.float64, na_value=np.nan)
-            v = v[np.isfinite(v)]
-            if v.size == 0:
-                raise EmptyReferenceError(f"reference column {c!r} has no finite values")
-            if v.size > config.reference_cap:
-                v = rng.choice(v, size=config.reference_cap, replace=False)
-            samples.append(np.sort(v))
-            means.append(float(v.mean()))
-            stds.append(float(v.std()))
+        samples = [_numeric_sample(frame, c, rng, config.reference_cap) for c in numeric]
         cats = {c: {str(k): int(n) for k, n in
                     frame[c].dropna().astype(str).value_counts(sort=False).items()}
                 for c in categorical}
@@ -105,30 +129,19 @@ class ReferenceProfile:
         base = dict(baseline or {})
         errors, task = None, "regression"
         if prediction_column and actual_column:
-            pred = frame[prediction_column].to_numpy()
-            act = frame[actual_column].to_numpy()
-            ok = pd.notna(pred) & pd.notna(act)
-            pred, act = pred[ok], act[ok]
-            if not (pd.api.types.is_float_dtype(act) and len(np.unique(act)) > 20):
-                task = "classification"
-            if task == "classification":
-                errors = (pred != act).astype(np.float64)
-                base.setdefault("accuracy", float(1.0 - errors.mean()))
-            else:
-                pred, act = pred.astype(np.float64), act.astype(np.float64)
-                errors = np.abs(act - pred)
-                for k, v in regression_metrics(pred, act).items():
-                    base.setdefault(k, v)
+            errors, task, metrics = _reference_errors(frame[prediction_column].to_numpy(),
+                                                      frame[actual_column].to_numpy())
+            for k, v in metrics.items():
+                base.setdefault(k, v)
             if dependence is not None:
-                e = errors[-DEPENDENCE_ROWS:]
-                enough = len(e) >= config.dependence_min_rows
-                dependence["errors"] = float(max(dep.long_run_factor(e)[0], 1.0)) \
-                    if enough else float("nan")
-                dependence["error_rows"] = int(len(errors))
+                dependence.update(_error_dependence(errors, config))
             if errors.size > config.reference_cap:
                 errors = rng.choice(errors, size=config.reference_cap, replace=False)
-        obj = cls(tuple(numeric), tuple(categorical), tuple(samples),
-                  np.array(means), np.array(stds), cats,
+        # mean and sd of each sample as drawn: those of the sorted one may differ in the
+        # last bits, and the fingerprints with them
+        obj = cls(tuple(numeric), tuple(categorical), tuple(np.sort(v) for v in samples),
+                  np.array([float(v.mean()) for v in samples]),
+                  np.array([float(v.std()) for v in samples]), cats,
                   {k: float(v) for k, v in base.items()}, errors, task, dependence)
         return obj._with_fingerprint()
 
@@ -193,3 +206,11 @@ def _dependence(frame: pd.DataFrame, numeric, categorical, config) -> dict[str, 
     out["errors"] = float("nan")
     out["error_rows"] = 0
     return out
+
+
+def _error_dependence(errors: np.ndarray, config) -> dict[str, Any]:
+    """The error series' long-run variance factor (NaN when too short) and its rows."""
+    e = errors[-DEPENDENCE_ROWS:]
+    enough = len(e) >= config.dependence_min_rows
+    return {"errors": float(max(dep.long_run_factor(e)[0], 1.0)) if enough else float("nan"),
+            "error_rows": int(len(errors))}
