@@ -374,10 +374,31 @@ class AutomaticRetrainingOrchestrator:
                                      f"{self.min_samples_for_retraining}", "NONE", 0.0)
         features = self.features(reference_data)
         check_batch_inputs(reference_data, recent_data, features)
-        signals, all_metrics = [], {}
-        drift, dm = self.data.detect_distribution_shift(reference_data[features],
-                                                        recent_data[features])
-        all_metrics["data_drift"] = dm
+        _, dm = self.data.detect_distribution_shift(reference_data[features],
+                                                    recent_data[features])
+        all_metrics, signals = {"data_drift": dm}, self._data_signals(dm)
+        if (predictions is None) != (actuals is None):
+            raise DetectorError("predictions and actuals go together")
+        if predictions is not None:
+            _, cm = self.concept.detect_prediction_error_drift(predictions, actuals)
+            all_metrics["concept_drift"] = cm
+            signals += self._concept_signals(cm)
+        pm = self._performance(reference_data, predictions, actuals, metrics)
+        if pm is not None:
+            all_metrics["performance"] = pm
+            signals += [{"signal": name, "column": None, "strength": pm[name]["strength"]}
+                        for name in pm.get("degraded", [])]
+        all_metrics["dependence"] = reference_dependence(
+            reference_data, features, self.config, target_column=self.target_column,
+            prediction_column=self.prediction_column)
+        d = fuse(signals, len(recent_data) - 1, self.config)
+        return RetrainingTrigger(d.triggered, d.reason, _outlier_severity(d.severity, dm),
+                                 d.confidence, [DriftType(t) for t in d.trigger_types],
+                                 all_metrics, d.root_cause)
+
+    def _data_signals(self, dm: dict[str, Any]) -> list[dict[str, Any]]:
+        """The drifted columns' KS signals, then the outlier columns' signals."""
+        signals = []
         for c in dm["drifted_columns"]:
             m = dm["columns"][c]
             strength = np.log(max(m["p_value_adjusted"], 1e-300)) / np.log(self.data_drift_threshold)
@@ -385,35 +406,17 @@ class AutomaticRetrainingOrchestrator:
         for c in dm["outlier_columns"]:
             signals.append({"signal": "outlier_rate", "column": c,
                             "strength": dm["outlier_pct"][c] / self.config.outlier_pct_threshold})
-        labelled = predictions is not None and actuals is not None
-        if (predictions is None) != (actuals is None):
-            raise DetectorError("predictions and actuals go together")
-        if labelled:
-            cd, cm = self.concept.detect_prediction_error_drift(predictions, actuals)
-            all_metrics["concept_drift"] = cm
-            if cm.get("jump_detected"):
-                signals.append({"signal": "mae", "column": None,
-                                "strength": cm["error_increase"] / self.config.error_threshold})
-            elif cm.get("trend_detected"):
-                signals.append({"signal": "trend", "column": None,
-                                "strength": cm["trend_rise"] / self.config.error_threshold})
-        pm = self._performance(reference_data, predictions, actuals, metrics)
-        if pm is not None:
-            all_metrics["performance"] = pm
-            for name in pm.get("degraded", []):
-                signals.append({"signal": name, "column": None,
-                                "strength": pm[name]["strength"]})
-        all_metrics["dependence"] = reference_dependence(
-            reference_data, features, self.config, target_column=self.target_column,
-            prediction_column=self.prediction_column)
-        d = fuse(signals, len(recent_data) - 1, self.config)
-        severity = d.severity
-        if dm["outlier_columns"] and (_SEVERITY_ORDER.index(severity)
-                                      < _SEVERITY_ORDER.index(OUTLIER_MIN_SEVERITY)):
-            severity = OUTLIER_MIN_SEVERITY
-        return RetrainingTrigger(d.triggered, d.reason, severity, d.confidence,
-                                 [DriftType(t) for t in d.trigger_types], all_metrics,
-                                 d.root_cause)
+        return signals
+
+    def _concept_signals(self, cm: dict[str, Any]) -> list[dict[str, Any]]:
+        """The windowed error's signal: a jump, else a trend (else none)."""
+        if cm.get("jump_detected"):
+            return [{"signal": "mae", "column": None,
+                     "strength": cm["error_increase"] / self.config.error_threshold}]
+        if cm.get("trend_detected"):
+            return [{"signal": "trend", "column": None,
+                     "strength": cm["trend_rise"] / self.config.error_threshold}]
+        return []
 
     def _performance(self, reference_data, predictions, actuals, metrics):
         """The current metrics against the baseline, as :meth:`should_retrain` says."""
@@ -443,6 +446,15 @@ class AutomaticRetrainingOrchestrator:
         out["current_metrics"] = current
         out["baseline_metrics"] = dict(baseline)
         return out
+
+
+def _outlier_severity(severity: str, data_metrics: dict[str, Any]) -> str:
+    """``severity``, raised to :data:`OUTLIER_MIN_SEVERITY` when a column has too many
+    outliers: the design retrains on them."""
+    if data_metrics["outlier_columns"] and (_SEVERITY_ORDER.index(severity)
+                                            < _SEVERITY_ORDER.index(OUTLIER_MIN_SEVERITY)):
+        return OUTLIER_MIN_SEVERITY
+    return severity
 
 
 # A column this dependent (long-run variance factor) is worth a line in `driftline check`.
