@@ -133,14 +133,14 @@ class Retrainer:
         self.consumer = Consumer(
             {
                 **kafka,
-                **librdkafka_callbacks("retrainer"),
+                **librdkafka_callbacks("retrainer", settings.kafka.bootstrap_servers),
                 "group.id": self.retrain.group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": self.retrain.session_timeout_ms,
             }
         )
-        self.producer = Producer(settings.kafka.producer_config(**librdkafka_callbacks("retrainer")))
+        self.producer = Producer(settings.kafka.producer_config(**librdkafka_callbacks("retrainer", settings.kafka.bootstrap_servers)))
         # Per partition, the consumed triggers not yet committed, in offset order.
         self.in_flight: dict[tuple[str, int], list[InFlight]] = {}
         self._ordered: list[InFlight] | None = None  # every item by arrival; None: rebuild

@@ -43,7 +43,7 @@ def _consumer(kafka: KafkaSettings, group_id: str) -> Consumer:
     return Consumer(
         {
             **kafka.client_config(),
-            **librdkafka_callbacks("labelled-source"),
+            **librdkafka_callbacks("labelled-source", kafka.bootstrap_servers),
             "group.id": group_id,  # required by the client; nothing is ever committed with it
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",  # offsets removed by retention: read what is left

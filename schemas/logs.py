@@ -283,10 +283,13 @@ class LibrdkafkaLog:
     """A confluent-kafka client's `logger` (librdkafka calls `log(level, "%s [%s] %s",
     facility, client, message)`) and `error_cb`: both become records of the
     `librdkafka.<component>` logger with the facility or error code in the template, so
-    that they are limited per kind of message like every other logger's."""
+    that they are limited per kind of message like every other logger's. An error that
+    names no broker ("1/1 brokers are down") gets the client's `bootstrap` servers, so that
+    the "connection lost" line says which cluster is away."""
 
-    def __init__(self, component: str) -> None:
+    def __init__(self, component: str, bootstrap: str | None = None) -> None:
         self.logger = logging.getLogger(f"librdkafka.{component}")
+        self.bootstrap = bootstrap
 
     def log(self, level: int, msg: str, *args: Any, **kwargs: Any) -> None:
         if len(args) == 3 and msg == "%s [%s] %s":
@@ -300,17 +303,21 @@ class LibrdkafkaLog:
         """`error_cb`: librdkafka retries every error but a fatal one on its own."""
         name = error.name() if hasattr(error, "name") else type(error).__name__
         level = logging.CRITICAL if getattr(error, "fatal", lambda: False)() else logging.ERROR
-        self.logger.log(level, f"{name}: %s", error.str() if hasattr(error, "str") else str(error))
+        text = error.str() if hasattr(error, "str") else str(error)
+        if self.bootstrap and _ADDRESS.search(text) is None:
+            self.logger.log(level, f"{name}: %s (bootstrap %s)", text, self.bootstrap)
+        else:
+            self.logger.log(level, f"{name}: %s", text)
 
 
-def librdkafka_callbacks(component: str) -> dict[str, Any]:
+def librdkafka_callbacks(component: str, bootstrap: str | None = None) -> dict[str, Any]:
     """`logger` and `error_cb` of a confluent-kafka client's configuration
     (`{**kafka.client_config(), **librdkafka_callbacks("monitor"), ...}`): librdkafka's log
     lines and errors become records of the `librdkafka.<component>` logger, so they are JSON,
     redacted and limited per kind of message (`RepeatLimiter`) instead of raw lines on
     stderr, and a lost broker gives one "Kafka connection lost" line naming the component.
     They are delivered by the client's poll/consume/flush calls."""
-    log = LibrdkafkaLog(component)
+    log = LibrdkafkaLog(component, bootstrap)
     return {"logger": log, "error_cb": log.error}
 
 

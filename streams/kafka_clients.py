@@ -73,7 +73,7 @@ def ensure_topics(
     waits, up to `timeout_seconds`, until the metadata shows every one with its partitions:
     a topic just created is not in the next metadata answer at once. Returns the
     partition count of each named topic."""
-    admin = AdminClient({**kafka.client_config(), **librdkafka_callbacks("topics")})
+    admin = AdminClient({**kafka.client_config(), **librdkafka_callbacks("topics", kafka.bootstrap_servers)})
     names = list(dict.fromkeys(names))
     deadline = time.monotonic() + timeout_seconds
     existing = admin.list_topics(timeout=timeout_seconds).topics
@@ -112,7 +112,7 @@ class GapProbe:
 
     def first_offset(self, topic: str, partition: int, offset: int) -> int | None:
         if self._consumer is None:
-            self._consumer = Consumer({**self.kafka.client_config(), **librdkafka_callbacks("gap-probe"),
+            self._consumer = Consumer({**self.kafka.client_config(), **librdkafka_callbacks("gap-probe", self.kafka.bootstrap_servers),
                                        "group.id": "driftline-gap-probe", "enable.auto.commit": False})
         self._consumer.assign([TopicPartition(topic, partition, offset)])
         message = self._consumer.poll(self.timeout_seconds)

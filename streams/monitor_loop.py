@@ -47,7 +47,7 @@ from aiokafka.partitioner import murmur2
 from detectors import ModelMonitor, ReferenceProfile, StateError
 from schemas.messages import DeadLetter, FeatureEvent, LabelledRecord, SchemaError, encode
 from streams.decoding import ColumnDecoder, Record, column_decoder, dead_letters, decode_by_model, letter_key
-from schemas.logs import get_logger
+from schemas.logs import get_logger, librdkafka_callbacks
 from streams.metrics import MonitorMetrics
 from streams.model_state import Firing, ModelRuntime, decode_state
 from streams.promotions import PromotionWatcher
@@ -106,9 +106,11 @@ class MonitorLoop:
         self.consumer: Consumer | None = None
         try:
             self.producer = Producer(self.kafka.producer_config(
-                **{"linger.ms": 5, "message.max.bytes": self.conf.state_max_bytes}))
+                **{"linger.ms": 5, "message.max.bytes": self.conf.state_max_bytes},
+                **librdkafka_callbacks("monitor", self.kafka.bootstrap_servers)))
             self.consumer = Consumer({
                 **self.kafka.client_config(),
+                **librdkafka_callbacks("monitor", self.kafka.bootstrap_servers),
                 "group.id": self.conf.monitor_group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -182,7 +184,8 @@ class MonitorLoop:
     def _read_states(self, partitions: set[int]) -> dict[str, bytes]:
         """The latest state per model in `partitions` of the (compacted) state topic."""
         topic, timeout = self.conf.state_topic, self.conf.state_read_timeout_seconds
-        reader = Consumer({**self.kafka.client_config(), "group.id": self.conf.monitor_group_id + "-states",
+        reader = Consumer({**self.kafka.client_config(), **librdkafka_callbacks("monitor-states", self.kafka.bootstrap_servers),
+                           "group.id": self.conf.monitor_group_id + "-states",
                            "enable.auto.commit": False, "enable.partition.eof": True})
         try:
             ends = {}

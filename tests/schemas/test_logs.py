@@ -237,3 +237,32 @@ def test_the_limits_are_settings_with_defaults_and_environment_overrides(monkeyp
     monkeypatch.setenv("DRIFTLINE_LOG_REPEATS__LIMIT", "7")
     monkeypatch.setenv("DRIFTLINE_LOG_REPEATS__WINDOW_SECONDS", "30")
     assert Settings().log_repeats.limit == 7 and Settings().log_repeats.window_seconds == 30
+
+
+def test_a_librdkafka_error_without_a_broker_names_the_clients_bootstrap_servers():
+    lim, out, _, _ = limiter(limit=2)
+    logger = logging.getLogger("librdkafka.retrainer")
+
+    class Drop(logging.Handler):  # (NullHandler skips the filters)
+        def emit(self, r: logging.LogRecord) -> None:
+            pass
+
+    handler = Drop()
+    handler.addFilter(lim)
+    logger.addHandler(handler)
+    logger.propagate = False
+
+    class Error:
+        def name(self) -> str:
+            return "_ALL_BROKERS_DOWN"
+
+        def str(self) -> str:
+            return "1/1 brokers are down"
+
+    try:
+        LibrdkafkaLog("retrainer", "kafka-1.example:9093,kafka-2.example:9093").error(Error())
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    lost = [r for r in out if r.name == "kafka.connection"]
+    assert [(r.component, r.broker) for r in lost] == [("librdkafka.retrainer", "kafka-1.example:9093")]
