@@ -15,7 +15,6 @@ import os
 import secrets
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -28,6 +27,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from bench import harness as h
 from streams.workload import Workload
 from tests.airflow.conftest import DAG_ID, ROOT
 
@@ -123,14 +123,11 @@ def standalone(airflow_venv: Path, postgres_dsn: str, tmp_path_factory: pytest.T
 
 def _wait_for_run(api: Api, run_id: str) -> dict[str, Any]:
     """Polls the run until it has finished, with a deadline."""
-    deadline = time.monotonic() + RUN_DEADLINE
-    while True:
+    def finished() -> dict[str, Any] | None:
         run = api.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
-        if run["state"] in ("success", "failed"):
-            return run
-        if time.monotonic() > deadline:
-            raise AssertionError(f"run {run_id} still {run['state']} after {RUN_DEADLINE}s")
-        time.sleep(0.5)
+        return run if run["state"] in ("success", "failed") else None
+
+    return h.wait_until(finished, RUN_DEADLINE, f"run {run_id} finished", every=0.5)
 
 
 @pytest.mark.services
