@@ -198,55 +198,81 @@ _DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
 
 
 def decode_by_model(
-    message_type: type[M], records: Iterable[Record], fast: Mapping[bytes | None, ColumnDecoder] | None = None
+    message_type: type[M], records: Sequence[Record], fast: Mapping[bytes | None, ColumnDecoder] | None = None
 ) -> tuple[dict[str, list], Decoded[M]]:
     """`decode_records` with the valid events grouped per model in the same pass:
     `({model_id: [(Record, event), ...] in record order}, Decoded)` where `Decoded`
     holds only what was set aside and `Decoded.valid` stays empty.
 
-    `fast` (feature events): a `ColumnDecoder` per record key; a record keyed by a
-    model in it is decoded with it first, its events kept only if they are all of that
-    model; otherwise (or if it fails) the record takes the general path."""
+    `fast` (feature events): a `ColumnDecoder` per record key. The records of each key
+    are decoded with their model's together, by C loops (this runs for every event),
+    when they are all single events (or all batch records) that fit it, of that model.
+    If one does not, the batch is decoded one record at a time, each trying its key's
+    `ColumnDecoder` first."""
     out: Decoded[M] = Decoded()
+    if fast:
+        by_key: dict[bytes | None, list[Record]] = {}
+        for record in records:
+            same_key = by_key.get(record.key)
+            if same_key is None:
+                same_key = by_key[record.key] = []
+            same_key.append(record)
+        groups: dict[str, list] = {}
+        for key, same_key in by_key.items():
+            columns = fast.get(key)
+            pairs = None if columns is None else _decode_fast(columns, same_key)
+            if pairs is None:
+                break
+            groups[columns.model_id] = pairs
+        else:
+            return groups, out
+    groups = {}
+    _decode_one_by_one(message_type, records, groups, out, fast or {})
+    return groups, out
+
+
+def _decode_fast(columns: ColumnDecoder, records: list[Record]) -> list[tuple[Record, object]] | None:
+    """The records of one model's key decoded by its `ColumnDecoder`, or None if any
+    is not a valid event (batch) of that model."""
+    values = list(map(_value, records))
+    try:
+        if values[0][:1] == b"{":
+            events = list(map(columns.one.decode, values))
+            pairs = list(zip(records, events))
+        else:
+            batches = list(map(columns.many.decode, values))
+            if not all(batches):  # an empty batch record is set aside
+                return None
+            pairs = []
+            for record, events in zip(records, batches):
+                n = len(events)
+                pairs.extend(zip(map(Record, repeat(record.topic, n), repeat(record.partition, n),
+                                     repeat(record.offset, n), repeat(record.value, n), range(n),
+                                     repeat(record.key, n)), events))
+            events = list(map(_second, pairs))
+    except _DECODE_ERRORS:
+        return None
+    if list(map(_model_id, events)).count(columns.model_id) != len(events):
+        return None
+    return pairs
+
+
+def _decode_one_by_one(message_type: type[M], records: Iterable[Record], groups: dict[str, list],
+                       out: Decoded[M], fast: Mapping[bytes | None, ColumnDecoder]) -> None:
     decoder = decoder_for(message_type)
-    groups: dict[str, list] = {}
     valid = out.valid
-    fast = fast or {}
     for record in records:
-        value = record.value
         columns = fast.get(record.key)
         if columns is not None:
-            first = value[:1]
-            if first == b"{":
-                try:
-                    event = columns.one.decode(value)
-                except _DECODE_ERRORS:
-                    pass
-                else:
-                    if event.model_id == columns.model_id:
-                        pairs = groups.get(columns.model_id)
-                        if pairs is None:
-                            pairs = groups[columns.model_id] = []
-                        pairs.append((record, event))
-                        continue
-            elif first == b"[":
-                try:
-                    events = columns.many.decode(value)
-                except _DECODE_ERRORS:
-                    events = None
-                if events and list(map(_model_id, events)).count(columns.model_id) == len(events):
-                    n = len(events)
-                    pairs = groups.get(columns.model_id)
-                    if pairs is None:
-                        pairs = groups[columns.model_id] = []
-                    pairs.extend(zip(map(Record, repeat(record.topic, n), repeat(record.partition, n),
-                                         repeat(record.offset, n), repeat(value, n), range(n),
-                                         repeat(record.key, n)), events))
-                    continue
+            pairs = _decode_fast(columns, [record])
+            if pairs:
+                groups.setdefault(columns.model_id, []).extend(pairs)
+                continue
+        value = record.value
         if value[:1] == b"{":  # one event, inline as in decode_records
             try:
                 event = decoder.decode(value)
-            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            except _DECODE_ERRORS:
                 pass
             else:
                 pairs = groups.get(event.model_id)  # type: ignore[attr-defined]
@@ -263,7 +289,10 @@ def decode_by_model(
             else:
                 pairs.extend(valid)
             valid.clear()
-    return groups, out
+
+
+_value = attrgetter("value")
+_second = itemgetter(1)
 
 
 def decode_record(message_type: type[M], record: Record, out: Decoded[M]) -> None:

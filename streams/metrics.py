@@ -99,6 +99,7 @@ class MonitorMetrics:
             name: Gauge(f"driftline_model_{name}", doc, ["model"], registry=r)
             for name, doc in _MODEL_GAUGES.items()
         }
+        self._snapshot_gauges: dict[tuple, list[tuple[Gauge, str]]] = {}
 
     def serve(self, port: int) -> None:
         """Starts the endpoint in a daemon thread (prometheus_client's own server)."""
@@ -115,14 +116,26 @@ class MonitorMetrics:
         self._lag_labels[source] = set(lags)
 
     def record_snapshot(self, model_id: str, snapshot: dict[str, Any]) -> None:
-        """Copies a `ModelMonitor.snapshot()` into the gauges (NaN: not yet known)."""
+        """Copies a `ModelMonitor.snapshot()` into the gauges (NaN: not yet known). The
+        labelled gauges are looked up once per model and column: this runs per model
+        and batch, and `labels()` costs more than `set()`."""
         for column, stats in snapshot.get("columns", {}).items():
-            for name, gauge in self.column.items():
-                if name in stats:
-                    gauge.labels(model_id, column).set(_number(stats[name]))
-        for name, gauge in self.model.items():
-            if name in snapshot:
-                gauge.labels(model_id).set(_number(snapshot[name]))
+            for gauge, name in self._children(model_id, column, stats):
+                gauge.set(_number(stats[name]))
+        for gauge, name in self._children(model_id, None, snapshot):
+            gauge.set(_number(snapshot[name]))
+
+    def _children(self, model_id: str, column: str | None, stats: dict[str, Any]) -> list[tuple[Gauge, str]]:
+        key = (model_id, column, tuple(stats))
+        children = self._snapshot_gauges.get(key)
+        if children is None:
+            if column is None:
+                children = [(gauge.labels(model_id), name) for name, gauge in self.model.items() if name in stats]
+            else:
+                children = [(gauge.labels(model_id, column), name)
+                            for name, gauge in self.column.items() if name in stats]
+            self._snapshot_gauges[key] = children
+        return children
 
 
 def _number(value: Any) -> float:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from itertools import repeat
 from operator import attrgetter, itemgetter
 from typing import NamedTuple
 
@@ -219,19 +220,7 @@ class MonitorLoop:
     def _batch(self, messages: list[Message]) -> None:
         started = time.perf_counter()
         kafka = self.kafka
-        by_topic: dict[str, list[Record]] = {topic: [] for topic in self.topics}
-        next_offsets: dict[tuple[str, int], int] = {}  # committed only once the batch is saved
-        for message in messages:
-            if message.error() is not None:
-                log.warning("consumer error", error=str(message.error()))
-                continue
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            # A null value (tombstone) is not JSON: it goes to dead letters like any other.
-            records = by_topic.get(topic)
-            if records is None:
-                records = by_topic[topic] = []
-            records.append(Record(topic, partition, offset, message.value() or b"", None, message.key()))
-            next_offsets[(topic, partition)] = offset + 1
+        by_topic, next_offsets = self._records(messages)
         features, bad_features = decode_by_model(FeatureEvent, by_topic[kafka.features_topic], self._column_decoders())
         labelled, bad_labelled = decode_by_model(LabelledRecord, by_topic[kafka.labelled_topic])
         dead: list[DeadLetter] = bad_features.dead + bad_labelled.dead
@@ -265,6 +254,30 @@ class MonitorLoop:
             seconds = time.monotonic() - self._started_at
             self.metrics.recovery_seconds.set(seconds)
             log.info("processing", seconds_since_start=round(seconds, 3))
+
+    def _records(self, messages: list[Message]) -> tuple[dict[str, list[Record]], dict[tuple[str, int], int]]:
+        """The batch's records per topic, and the next offset per input partition (to be
+        committed once the batch is saved); built by C loops, as this runs for every event."""
+        errors = list(map(Message.error, messages))
+        if errors.count(None) != len(errors):
+            for error in filter(None, errors):
+                log.warning("consumer error", error=str(error))
+            messages = [message for message, error in zip(messages, errors) if error is None]
+        topics = list(map(Message.topic, messages))
+        partitions = list(map(Message.partition, messages))
+        offsets = list(map(Message.offset, messages))
+        values = list(map(Message.value, messages))
+        if None in values:  # a null value (tombstone) is not JSON: it goes to dead letters like any other
+            values = [value or b"" for value in values]
+        records = list(map(Record, topics, partitions, offsets, values, repeat(None), map(Message.key, messages)))
+        by_topic: dict[str, list[Record]] = {topic: [] for topic in self.topics}
+        if records and topics.count(topics[0]) == len(topics):  # one topic: the common case
+            by_topic[topics[0]] = records
+        else:
+            for record in records:
+                by_topic.setdefault(record.topic, []).append(record)
+        # Within a partition the consumer hands records over in offset order: the last wins.
+        return by_topic, dict(zip(zip(topics, partitions), map((1).__add__, offsets)))
 
     def _column_decoders(self) -> dict[bytes, ColumnDecoder]:
         """A `ColumnDecoder` per model with a live runtime, by record key (its model_id):

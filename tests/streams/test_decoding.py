@@ -180,3 +180,32 @@ def test_column_rows_read_like_feature_dicts() -> None:
     # columns other than the decoder's (a promotion changed the reference): read by name
     matrix, bad = numeric_matrix([event.features], ["k", "a", "x"])
     assert bad.tolist() == [True] and matrix[0, 1] == 1.0
+
+
+def test_a_key_whose_records_all_fit_is_decoded_as_one_group() -> None:
+    """The records of each key are decoded together when every one fits its model's
+    `ColumnDecoder` (single events, or batch records); one record that does not fit
+    sends the batch down the one-by-one path. Either way the pairs and dead letters are
+    the general path's."""
+    from streams.decoding import column_decoder
+
+    numeric = ["a"]
+    singles = [Record(TOPIC, 0, i, json.dumps(_event("m1", i)).encode(), None, b"m1") for i in range(5)]
+    batches = [Record(TOPIC, 1, i, b"[" + b",".join(json.dumps(_event("m2", 10 * i + j)).encode()
+                                                    for j in range(3)) + b"]", None, b"m2") for i in range(3)]
+    records = [r for pair in zip(singles, batches + [None] * 2) for r in pair if r is not None]
+    fast = {key: column_decoder(key.decode(), numeric, []) for key in (b"m1", b"m2", b"m3")}
+    unfit = [
+        Record(TOPIC, 2, 0, json.dumps(_event("m3", 1, a="text")).encode(), None, b"m3"),
+        Record(TOPIC, 2, 1, json.dumps(_event("m1", 2)).encode(), None, b"m3"),  # another model's key
+        Record(TOPIC, 2, 2, b"[]", None, b"m3"),
+    ]
+    for extra in ([], *([record] for record in unfit)):
+        batch = records[:3] + extra + records[3:]
+        expected_groups, expected_bad = decode_by_model(FeatureEvent, batch)
+        groups, rejected = decode_by_model(FeatureEvent, batch, fast)
+        assert list(groups) == list(expected_groups)
+        assert _view(groups, numeric, []) == _view(expected_groups, numeric, [])
+        assert _letters(rejected) == _letters(expected_bad)
+        assert [(r.offset, r.index) for r, _ in groups["m2"]] == [(i, j) for i in range(3) for j in range(3)]
+        assert {type(e.features).__name__ for _, e in groups["m2"]} == {"FeatureColumns"}
