@@ -2,7 +2,7 @@
 no command's libraries, and `check` no streaming, plotting or training library.
 
 Checked on the modules loaded, which is deterministic; the start-up times themselves
-(every `--help` within 1.5x of `python -c "import numpy"`) are a benchmark's business."""
+(every `--help` within 1.5x of `python -c "import numpy"`) are `bench.cli_bench`'s business."""
 
 from __future__ import annotations
 
