@@ -24,9 +24,9 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import structlog
+if TYPE_CHECKING:  # pydantic with the settings, structlog at the first log line
+    import structlog
 
-if TYPE_CHECKING:  # pydantic loads with the settings, not with every module that logs
     from schemas.settings import LogRepeatSettings
 
 _SECRET_KEYS = re.compile(r"(password|passwd|secret|token|dsn|sasl)", re.IGNORECASE)
@@ -324,6 +324,8 @@ def librdkafka_callbacks(component: str, bootstrap: str | None = None) -> dict[s
 def configure_logging(level: str = "INFO", repeats: LogRepeatSettings | None = None) -> None:
     """Routes structlog and the standard library (faust, aiokafka) through one JSON renderer,
     with repeats limited as `repeats` (the settings' `log_repeats`) says."""
+    import structlog
+
     from schemas.settings import LogRepeatSettings
 
     global _ticker
@@ -362,4 +364,21 @@ def configure_logging(level: str = "INFO", repeats: LogRepeatSettings | None = N
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    return structlog.get_logger(name)
+    return _Logger(name)  # type: ignore[return-value]
+
+
+class _Logger:
+    """structlog's logger of one module, made at its first use: a module that logs can
+    be imported (a command's `--help` imports its command's module) without structlog."""
+
+    __slots__ = ("_name", "_logger")
+
+    def __init__(self, name: str) -> None:
+        self._name, self._logger = name, None
+
+    def __getattr__(self, attr: str) -> Any:
+        if self._logger is None:
+            import structlog
+
+            self._logger = structlog.get_logger(self._name)
+        return getattr(self._logger, attr)

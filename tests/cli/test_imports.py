@@ -15,7 +15,7 @@ import pytest
 
 from streams.cli import build_parser
 
-HEAVY = ("faust", "aiokafka", "matplotlib", "plotly", "sklearn", "scipy", "pandas", "pydantic", "psycopg",
+HEAVY = ("faust", "aiokafka", "matplotlib", "plotly", "sklearn", "scipy", "pandas", "pydantic", "psycopg", "structlog",
          "confluent_kafka")
 HELP_LOADS_NONE_OF = (*HEAVY, "numpy", "pyarrow")
 PROBE = """
