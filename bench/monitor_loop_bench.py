@@ -9,6 +9,11 @@ their ratio, and the share of the loop's time spent in the detectors (`ModelMoni
 updates and its state serialisation); `--profile` adds cProfile's top entries. The
 configuration is `bench.worker_bench`'s: 8 models x 10 columns, batches of 20,000
 records, the harness's detector settings. The broker's share is in `bench.worker_bench`.
+
+It also prints the CPU per event of a worker's parts, each alone (`budget`): msgspec's
+decoding of batch records (the bare consumer's whole work beyond fetching), decoding them
+into columns, and the detectors per row at three micro-batch sizes: what bounds the
+worker's ratio to the bare consumer.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from operator import attrgetter
 from pathlib import Path
 
 from aiokafka.partitioner import murmur2
@@ -139,6 +145,47 @@ def run(events: int, batch_size: int, records_per_batch: int, *, profile: bool =
             "state_share": clock.seconds["state_to_bytes"] / loop_seconds}
 
 
+_features = attrgetter("features")
+
+
+def budget(events: int, records_per_batch: int) -> dict[str, float]:
+    """The CPU microseconds per event of what a worker must do beyond fetching, each alone
+    on the same batch records: msgspec decoding (the bare consumer's work), decoding into
+    columns (a model's `ColumnDecoder`, then `numeric_matrix`) and the detectors' update per
+    row of 10 columns at micro-batches of 2,500, 10,000 and 50,000 rows per model (one
+    model; the worker bench's 20,000-event batches over 8 models give 2,500)."""
+    import numpy as np
+    import pandas as pd
+
+    from detectors import ModelMonitor, ReferenceProfile
+    from detectors.config import DetectorConfig
+    from streams.decoding import column_decoder, numeric_matrix
+
+    records = [value for _, value in h.batch_records(h.feature_stream(["m"], events, seed=2), records_per_batch)]
+
+    def per_event(work) -> float:
+        started = time.process_time()
+        for value in records:
+            work(value)
+        return (time.process_time() - started) / events * 1e6
+
+    columns = column_decoder("m", h.COLUMNS, [])
+    out = {"msgspec": per_event(lambda value: decode_batch(FeatureEvent, value)),
+           "columns": per_event(lambda value: numeric_matrix(list(map(_features, columns.many.decode(value))),
+                                                            h.COLUMNS))}
+    with tempfile.TemporaryDirectory() as directory:
+        reference = pd.read_csv(h.write_reference(Path(directory) / "reference.csv"))[h.COLUMNS]
+    profile = ReferenceProfile.from_frame(reference)
+    rows = np.random.default_rng(3).normal(size=(max(events, 100_000), len(h.COLUMNS)))
+    for size in (2_500, 10_000, 50_000):
+        monitor = ModelMonitor(profile, DetectorConfig(**DETECTOR))
+        started = time.process_time()
+        for i in range(0, len(rows), size):
+            monitor.update_features(rows[i:i + size])
+        out[f"detectors_{size}"] = (time.process_time() - started) / len(rows) * 1e6
+    return out
+
+
 def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
     """Prints the figures; returns the rows (what, measured, command) of `make bench`'s table."""
     parser = argparse.ArgumentParser(prog="bench.monitor_loop_bench", description=__doc__.splitlines()[0])
@@ -151,6 +198,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
     args, _ = parser.parse_known_args(argv)
     events = args.events or (100_000 if args.quick else 400_000)
     rows = []
+    b = budget(events, args.records_per_batch)  # first: the loop's runs leave a large heap behind
     for mode in (("single", "batched") if args.mode == "both" else (args.mode,)):
         per_record = args.records_per_batch if mode == "batched" else 0
         r = run(events, args.batch_size, per_record, profile=args.profile)
@@ -164,6 +212,12 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
               f"columns, {r['events']:,} events): {line}", flush=True)
         command = f"{COMMAND} --events {events} --mode {mode}"
         rows.append((f"monitor loop without a broker, {what} (8 models x 10 columns)", line, command))
+    line = (f"msgspec decoding {b['msgspec']:.2f} us; decoding into columns {b['columns']:.2f} us; the detectors "
+            f"{b['detectors_2500']:.2f} us a row at 2,500 rows per model batch, {b['detectors_10000']:.2f} at "
+            f"10,000, {b['detectors_50000']:.2f} at 50,000")
+    print(f"CPU per event, batch records of {args.records_per_batch:,}, 10 columns: {line}", flush=True)
+    rows.append(("CPU per event of a worker's parts (batch records, 10 columns)", line,
+                 f"{COMMAND} --events {events}"))
     return rows
 
 
