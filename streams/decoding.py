@@ -249,7 +249,7 @@ def _decode_fast(columns: ColumnDecoder, records: list[Record]) -> list[tuple[Re
                 pairs.extend(zip(map(Record, repeat(record.topic, n), repeat(record.partition, n),
                                      repeat(record.offset, n), repeat(record.value, n), range(n),
                                      repeat(record.key, n)), events))
-            events = list(map(_second, pairs))
+            events = list(chain.from_iterable(batches))
     except _DECODE_ERRORS:
         return None
     if list(map(_model_id, events)).count(columns.model_id) != len(events):
@@ -289,10 +289,6 @@ def _decode_one_by_one(message_type: type[M], records: Iterable[Record], groups:
             else:
                 pairs.extend(valid)
             valid.clear()
-
-
-_value = attrgetter("value")
-_second = itemgetter(1)
 
 
 def decode_record(message_type: type[M], record: Record, out: Decoded[M]) -> None:
@@ -348,6 +344,7 @@ def decode_record(message_type: type[M], record: Record, out: Decoded[M]) -> Non
 
 
 _model_id = attrgetter("model_id")
+_value = attrgetter("value")
 
 
 def _batch_error(value: bytes, error: Exception) -> SchemaError:
