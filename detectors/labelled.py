@@ -25,7 +25,7 @@ class LabelledSignals(StreamDetector):
     baseline by ``z`` standard errors. Until ``baseline_size`` errors are seen, when
     the reference had no predictions, the first ones are the baseline.
 
-    Trend (issue 3, item 5): the MAE of each successive block of ``concept_window``
+    Trend: the MAE of each successive block of ``concept_window``
     events; at the end of every block, the least-squares slope of the last
     ``trend_windows`` block MAEs is tested with ``z = slope / se`` where ``se`` uses the
     baseline error variance (the block MAEs are independent under no drift), against

@@ -168,7 +168,7 @@ def test_confidence_is_the_probability_statement_of_its_lambda():
 def test_outliers_over_five_percent_are_at_least_medium_even_when_variance_fires_first(seed):
     # 8 % outliers at 6 sd in three columns: the variance test on the same events often
     # passes its threshold first; the outlier share is above the design's 5 % all the
-    # same, so the first trigger is actionable (issue 13)
+    # same, so the first trigger is actionable
     rng = np.random.default_rng(100 + seed)
     x = rng.normal(size=(6000, 10))
     hit = rng.random(3000) < 0.08
