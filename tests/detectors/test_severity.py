@@ -18,11 +18,12 @@ PROFILE = ReferenceProfile.from_frame(
 
 
 def _first_after(shift, cols, seed, change=3000, config=DetectorConfig()):
+    """The first decision, which must come after the change: one before it is a false alarm."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(change + 3000, 10))
     x[change:, cols] += shift
-    fired = [d for d in ModelMonitor(PROFILE, config).update_features(x)
-             if d.offset >= change]
+    fired = ModelMonitor(PROFILE, config).update_features(x)
+    assert fired and all(d.offset >= change for d in fired), "a false alarm before the change"
     return fired[0]
 
 
