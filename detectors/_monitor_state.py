@@ -85,6 +85,7 @@ def _body(mon) -> dict[str, Any]:
         "counters": [mon.events_seen, mon.labelled_seen, mon._next_feature_fire,
                      mon._next_label_fire],
         "last": mon._last,
+        **({"estimate": mon.estimate.get_state()} if mon.estimate else {}),
         "warmup": [mon._warmup_until,
                    _small_int(mon._warm_slots - lk.start2,
                               int(2 * lk.sizes.max(initial=0) + 2)),
@@ -140,6 +141,8 @@ def _restore(cls, profile: ReferenceProfile, b: dict[str, Any], config, task):
     (mon.events_seen, mon.labelled_seen,
      mon._next_feature_fire, mon._next_label_fire) = b["counters"]
     mon._last = b["last"]
+    if mon.estimate and "estimate" in b:
+        mon.estimate.set_state(b["estimate"])
     until, slots, codes = b.get("warmup", [0, None, None])
     mon._warmup_until = int(until)
     if slots is not None and np.asarray(slots).size:

@@ -100,7 +100,7 @@ class DetectorConfig:
     # a model's estimated error (see detectors.performance_estimate) is tested with the
     # concept CUSUM's design shift; the estimate over the events since a drift's change
     # point is its expected impact, from at least this many events
-    impact_min_events: int = 200
+    impact_min_events: int = 100
 
     def __post_init__(self) -> None:
         positive = ("min_samples", "ks_window", "ks_stride", "concept_window",

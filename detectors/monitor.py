@@ -15,11 +15,13 @@ from .categorical import CategoricalWindow
 from .config import DetectorConfig
 from .cusum import BLOCK, CUSUM, block_extremes, monotone_extremes
 from .errors import DetectorError
+from .estimated_performance import EstimatedPerformance
 from .fusion import Decision, fuse
 from .grid import column_chunks
 from .ks_window import KSWindow
 from .labelled import LabelledSignals
 from .outliers import OutlierRate
+from .performance_estimate import scores_to_q
 from .persistence import n_of_m
 from .profile import ReferenceProfile
 
@@ -114,6 +116,11 @@ class ModelMonitor:
             arl=cal.arl_test if cal.dependence_source != "none" else None,
             margin=cfg.reference_margin if cal.dependence_source != "none" else 0.0,
             warmup=cfg.dependence_warmup)
+        # the performance estimated without labels (CBPE or DLE), when the profile
+        # has an estimator for this task
+        est = p.estimator if p.estimator is not None and p.task == self.task else None
+        self.estimate = EstimatedPerformance(est, p.numeric_columns, cfg, cal.arl_test) \
+            if est is not None else None
         self.events_seen = 0
         self.labelled_seen = 0
         # warm-up (a shuffled or short reference): the first ``dependence_warmup``
@@ -233,35 +240,67 @@ class ModelMonitor:
 
     def _save_feature_state(self):
         return [part.get_state() for part in self._parts()], \
-            {k: self._hist[k].copy() for k in ("seq", "ks", "cat")}
+            {k: self._hist[k].copy() for k in ("seq", "ks", "cat")}, \
+            self.estimate.get_state() if self.estimate else None
 
     def _load_feature_state(self, saved) -> None:
-        parts, hist = saved
+        parts, hist, est = saved
         for part, st in zip(self._parts(), parts):
             part.set_state(st)
         self._hist.update({k: v.copy() for k, v in hist.items()})
+        if self.estimate:
+            self.estimate.set_state(est)
+
+    def estimated_errors(self, numeric: np.ndarray, predictions=None, scores=None
+                         ) -> np.ndarray | None:
+        """Each event's estimated error (see :mod:`detectors.performance_estimate`),
+        or None when the model has no estimator. ``scores``: per event, the positive
+        class's probability (a binary model) or a mapping class -> probability."""
+        if self.estimate is None:
+            return None
+        est = self.estimate.estimator
+        n = len(numeric)
+        if predictions is not None and len(predictions) != n or \
+                scores is not None and len(scores) != n:
+            raise DetectorError("predictions and scores must have one value per event")
+        q = None
+        if est.kind == "cbpe" and scores is not None and predictions is not None:
+            q = scores_to_q(np.asarray(scores, dtype=object) if not isinstance(
+                scores, np.ndarray) else scores, np.asarray(predictions), est.positive)
+        return est.losses(numeric, predictions, q)
 
     # -- features -----------------------------------------------------------------
     def update_features(self, numeric: np.ndarray,
-                        categorical: dict[str, np.ndarray] | None = None) -> list[Decision]:
+                        categorical: dict[str, np.ndarray] | None = None,
+                        predictions=None, scores=None, *,
+                        estimated_errors: np.ndarray | None = None) -> list[Decision]:
         """Process a micro-batch of feature events; return decisions fired in it.
 
         ``numeric`` is (n, len(profile.numeric_columns)) float with NaN for missing;
         ``categorical`` maps each categorical column to an array of n values.
+        ``predictions`` and ``scores`` (n each, optional) are the model's outputs for
+        the same events: the estimated performance uses them (see
+        :meth:`estimated_errors`, which gives ``estimated_errors`` directly).
         """
         x, cats = self._feature_batch(numeric, categorical)
         n = len(x)
+        losses = estimated_errors if estimated_errors is not None \
+            else self.estimated_errors(x, predictions, scores)
         xt = np.ascontiguousarray(x.T)  # (columns, events): time runs along rows
         if self._warmup_until > self.events_seen:
             k = self._warmup_until - self.events_seen
             if n > k:  # the calibration changes at the warm-up's end: split there
-                first = self.update_features(x[:k], _rows(cats, 0, k))
-                return first + self.update_features(x[k:], _rows(cats, k, None))
+                cut = (None, None) if losses is None else (losses[:k], losses[k:])
+                first = self.update_features(x[:k], _rows(cats, 0, k),
+                                             estimated_errors=cut[0])
+                return first + self.update_features(x[k:], _rows(cats, k, None),
+                                                    estimated_errors=cut[1])
             self._keep_warmup(xt, cats)
         decisions, start = [], 0
         while start < n:
             saved = self._save_feature_state()
-            fire = self._feature_step(xt[:, start:], _rows(cats, start, None))
+            fire = self._feature_step(xt[:, start:], _rows(cats, start, None),
+                                      None if losses is None else losses[start:])
             if fire is None:
                 break
             i, seq_keys, other = fire
@@ -273,7 +312,8 @@ class ModelMonitor:
             if i < left - 1:  # roll back, redo exactly up to the firing event
                 self._load_feature_state(saved)
                 self.events_seen -= left
-                self._feature_step(xt[:, start:start + i + 1], _rows(cats, start, start + i + 1))
+                self._feature_step(xt[:, start:start + i + 1], _rows(cats, start, start + i + 1),
+                                   None if losses is None else losses[start:start + i + 1])
             decisions.append(self._fire_features())
             start += i + 1
         if self._warmup_until and self.events_seen >= self._warmup_until \
@@ -320,15 +360,39 @@ class ModelMonitor:
         signals = self._seq_signals(self._gather_seq) + [
             {"signal": sig, "column": col, "strength": st, "lambda": lam}
             for (sig, col), (st, lam) in self._gather_other.items()]
+        estimate_fired = (EstimatedPerformance.name, None) in self._gather_other
+        impact = None
+        if self.estimate:  # over the events since the change the decision found
+            impact = self.estimate.expected_impact(None if estimate_fired and not
+                                                   self._gather_seq else self._change_run())
         self._gather_until, self._gather_seq, self._gather_other = -1, {}, {}
         offset = self.events_seen - 1
+        if estimate_fired and impact is not None:  # its strength since the change
+            for sig in signals:
+                if sig["signal"] == EstimatedPerformance.name:
+                    sig["strength"] = max(1.0, float(impact["strength"]))
         decision = fuse(signals, offset, self.config, self.snapshot(),
-                        floor="MEDIUM" if self._outliers_over_floor() else None)
+                        floor="MEDIUM" if self._outliers_over_floor() else None,
+                        expected_impact=impact)
         self._next_feature_fire = offset + self.config.cooldown + 1
         for part in (*self._mean_cusums(), self.variance, self.outliers):
             part._reset()
+        if estimate_fired:  # its evidence is its own: drift alone does not restart it
+            self.estimate.restart()
         self._hist["seq"][:] = False
         return decision
+
+    def _change_run(self) -> int:
+        """Events since the change that the decision being fired found: the longest
+        run since a fired sequential test last stood at zero (its change-point
+        estimate), else the KS stride (a window's newest part)."""
+        runs = [int(self.config.ks_stride)]
+        for (k, j) in self._gather_seq:
+            det = (self._leading_mean(j), self.variance)[k] if k < 2 else None
+            runs.append(int(det.n[j]) if det is not None else int(self.outliers.seg_len[j]))
+        if len(runs) > 1:
+            runs = runs[1:]
+        return max(runs)
 
     def _finish_warmup(self) -> None:
         """Estimate the dependence from the warm-up's events, fill in what the
@@ -359,7 +423,8 @@ class ModelMonitor:
         self._warm_slots = self._warm_slots[:, :0]
         self._warm_cats = self._warm_cats[:, :0]
 
-    def _feature_step(self, xt: np.ndarray, cats: dict[str, np.ndarray]):
+    def _feature_step(self, xt: np.ndarray, cats: dict[str, np.ndarray],
+                      losses: np.ndarray | None = None):
         """Advance all feature detectors on ``xt`` (columns, n). Return None when no
         decision is under way, else ``(index, sequential keys, other signals)``: the
         event at which the decision fires (``config.gather_events`` after the first
@@ -376,12 +441,13 @@ class ModelMonitor:
         k_idx, dks, wn, missing = self.ks.update_slots(slots)
         ks_st = self._ks_strength(dks, wn)  # (checkpoints, columns)
         cat_idx, cat_st, cat_info = self._categorical(cats, n)
+        est_st, est_lam = self._estimated(losses, n)
         start = self.events_seen
         self.events_seen += n
         self._record(n, out_count, k_idx, dks, wn, missing, cat_info)
         seq_flags, ks_flags, cat_flags = self._persistent_flags(seq, ks_st, cat_st, c, n)
         span = self._decision_span(start, n, seq, seq_flags, k_idx, ks_flags,
-                                   cat_idx, cat_flags)
+                                   cat_idx, cat_flags, est_st >= 1)
         if span is None:
             return None
         first, i = span
@@ -390,11 +456,26 @@ class ModelMonitor:
         for r, j in _flagged(k_idx, ks_flags, first, last):
             _merge_signal(other, ("ks", self.profile.numeric_columns[j]),
                           float(ks_st[r, j]), self._ks_lambda(j, dks[r, j], wn[r, j]))
+        fired = np.flatnonzero(est_st[first:last] >= 1)
+        if len(fired):
+            _merge_signal(other, (EstimatedPerformance.name, None),
+                          float(est_st[first:last].max()),
+                          float(est_lam[first:last][fired].min()))
         names = list(self.cats)
         for r, j in _flagged(cat_idx, cat_flags, first, last):
             _merge_signal(other, ("categorical", names[j]), float(cat_st[r, j]),
                           self._cat_lambda(names[j], float(cat_st[r, j])))
         return i, self._seq_keys(seq, seq_flags, first, last), other
+
+    def _estimated(self, losses: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Advance the estimated-performance test (strength and ``lambda`` per event;
+        none without an estimator or its inputs). Not before ``min_samples``."""
+        if self.estimate is None:
+            return np.zeros(n), np.full(n, np.inf)
+        st, lam = self.estimate.update(np.full(n, np.nan) if losses is None else losses)
+        early = max(self.config.min_samples - self.events_seen, 0)
+        st[:early] = 0.0
+        return st, lam
 
     def _persistent_flags(self, seq: dict, ks_st: np.ndarray, cat_st: np.ndarray,
                           c: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -416,12 +497,14 @@ class ModelMonitor:
 
     def _decision_span(self, start: int, n: int, seq: dict, seq_flags: np.ndarray,
                        k_idx: np.ndarray, ks_flags: np.ndarray, cat_idx: np.ndarray,
-                       cat_flags: np.ndarray) -> tuple[int, int] | None:
+                       cat_flags: np.ndarray, est_flags: np.ndarray
+                       ) -> tuple[int, int] | None:
         """``(first, fire)``: the batch's events from which signals join the decision and
         the one it fires at; None when no decision is under way."""
         if self._gather_until >= 0:  # a decision gathered since an earlier batch
             return 0, self._gather_until - start
         alarm = seq_flags.any(axis=(0, 1)) if seq else np.zeros(n, bool)
+        alarm |= est_flags
         if len(k_idx):
             alarm[k_idx] |= ks_flags.any(axis=0)
         if len(cat_idx):
@@ -735,7 +818,8 @@ class ModelMonitor:
                 "baseline_rmse": float(b.get("rmse", nan)),
                 "baseline_accuracy": float(b.get("accuracy", nan)),
                 "error_dependence_factor": dep_["errors"],
-                "dependence_pending": float(dep_["source"] == "pending")}
+                "dependence_pending": float(dep_["source"] == "pending"),
+                **(self.estimate.snapshot() if self.estimate else {})}
 
     # -- state ------------------------------------------------------------------------
     def to_bytes(self) -> bytes:

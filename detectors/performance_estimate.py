@@ -155,6 +155,12 @@ class PerformanceEstimator:
         out[np.isnan(p)] = np.nan
         return out
 
+    @property
+    def reference_loss(self) -> float:
+        """The reference's mean estimated error (error rate or MAE)."""
+        return 1.0 - self.reference_estimate if self.metric == "accuracy" \
+            else self.reference_estimate
+
     def metric_of(self, mean_loss: float) -> float:
         """The metric a mean estimated error stands for (accuracy or MAE)."""
         return 1.0 - mean_loss if self.metric == "accuracy" else mean_loss
