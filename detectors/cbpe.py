@@ -52,6 +52,8 @@ def predicted_class_probability(predictions: Sequence[Any], scores: Sequence[Any
     for i, (pred, s) in enumerate(zip(predictions, scores)):
         if isinstance(s, Mapping):
             v = s.get(pred, s.get(str(pred)))
+            if v is None and isinstance(pred, float) and pred.is_integer():
+                v = s.get(str(int(pred)))  # 1.0 -> "1": labels as JSON keys
             out[i] = np.nan if v is None else float(v)
         elif s is not None and positive is not None:
             out[i] = float(s) if _same_class(pred, positive) else 1.0 - float(s)
@@ -64,7 +66,11 @@ def positive_probability_to_predicted(predictions: np.ndarray, positive_scores: 
     """:func:`predicted_class_probability` for a column of positive-class
     probabilities (vectorised: a file's ``--score-column``)."""
     p = np.asarray(positive_scores, dtype=np.float64)
-    is_pos = np.array([_same_class(v, positive) for v in predictions], dtype=bool)
+    pred = np.asarray(predictions)
+    if pred.dtype.kind in "biuf" and isinstance(positive, (int, float)):
+        is_pos = pred == positive  # numbers compare as numbers, in one pass
+    else:
+        is_pos = np.array([_same_class(v, positive) for v in pred], dtype=bool)
     q = np.where(is_pos, p, 1.0 - p)
     q[(q < 0) | (q > 1)] = np.nan
     return q

@@ -265,8 +265,7 @@ class ModelMonitor:
             raise DetectorError("predictions and scores must have one value per event")
         q = None
         if est.kind == "cbpe" and scores is not None and predictions is not None:
-            q = scores_to_q(np.asarray(scores, dtype=object) if not isinstance(
-                scores, np.ndarray) else scores, np.asarray(predictions), est.positive)
+            q = scores_to_q(scores, np.asarray(predictions), est.positive)
         return est.losses(numeric, predictions, q)
 
     # -- features -----------------------------------------------------------------

@@ -107,6 +107,8 @@ def _record(kind, metric, losses, config, rng, ordered, **extra) -> dict[str, An
 def scores_to_q(scores: np.ndarray, predictions: np.ndarray, positive: Any) -> np.ndarray:
     """The predicted class's probability from a column of scores: numbers (the positive
     class's probability) or mappings class -> probability."""
+    if isinstance(scores, np.ndarray) and scores.dtype.kind == "f" and positive is not None:
+        return positive_probability_to_predicted(predictions, scores, positive)
     scores = np.asarray(scores, dtype=object)
     if len(scores) and all(isinstance(s, (int, float, np.number)) or s is None
                            for s in scores[:100]) and positive is not None:
