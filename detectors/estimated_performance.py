@@ -35,7 +35,7 @@ import numpy as np
 from .calibration import cusum_lambda, dependent_threshold
 from .cusum import lindley
 from .dependence import long_run_factor
-from .performance_estimate import PerformanceEstimator
+from .performance_estimate import PerformanceEstimator, floor_of, impact
 from .ranks import RankTransform
 
 
@@ -63,8 +63,7 @@ class EstimatedPerformance:
     def __init__(self, record: dict[str, Any], numeric_columns, config, arl: float) -> None:
         self.estimator = PerformanceEstimator(record, numeric_columns)
         self.config, self.arl = config, float(arl)
-        self.floor = config.accuracy_threshold if self.estimator.metric == "accuracy" \
-            else config.rmse_threshold
+        self.floor = floor_of(self.estimator.metric, config)
         self.error_floor = config.error_threshold
         self.delta = float(config.concept_shift)
         self._rt = RankTransform(np.asarray(record["losses"], np.float64))
@@ -181,15 +180,7 @@ class EstimatedPerformance:
             window = window[:int(np.argmax(llr)) + 1]
         if not len(window):
             return None
-        est = self.estimator
-        mean = float(window.mean())
-        harm = est.relative_harm(mean)
-        value, ref = est.metric_of(mean), est.reference_estimate
-        return {"metric": est.metric, "reference": round(ref, 6),
-                "estimate": round(value, 6), "change": round(value - ref, 6),
-                "relative_harm": round(harm, 6), "events": int(len(window)),
-                "harmful": bool(harm > self.floor),
-                "strength": float(self._strength(harm, self._error_rise(mean)))}
+        return impact(self.estimator, float(window.mean()), len(window), self.config)
 
     def report(self, strength: float, lam: float) -> dict[str, Any]:
         """The root cause of a firing test."""

@@ -175,3 +175,43 @@ class PerformanceEstimator:
         if self.metric == "accuracy":
             return (mean_loss - ref_loss) / max(self.reference_estimate, 1e-12)
         return (mean_loss - ref_loss) / max(ref_loss, 1e-12)
+
+
+def floor_of(metric: str, config) -> float:
+    """The design's floor of a metric's change: accuracy 5 %, else the RMSE's 10 %."""
+    return config.accuracy_threshold if metric == "accuracy" else config.rmse_threshold
+
+
+def impact(est: PerformanceEstimator, mean_loss: float, events: int, config) -> dict[str, Any]:
+    """The expected impact of a mean estimated error (see
+    :meth:`detectors.estimated_performance.EstimatedPerformance.expected_impact`):
+    ``strength`` is the larger of the metric's relative change over its floor and the
+    error's relative rise over ``config.error_threshold``; ``harmful`` whether the
+    change is past the floor."""
+    harm = float(est.relative_harm(mean_loss))
+    rise = (mean_loss - est.reference_loss) / max(est.reference_loss, 1e-12)
+    floor = floor_of(est.metric, config)
+    value, ref = est.metric_of(mean_loss), est.reference_estimate
+    return {"metric": est.metric, "reference": round(ref, 6), "estimate": round(value, 6),
+            "change": round(value - ref, 6), "relative_harm": round(harm, 6),
+            "events": int(events), "harmful": harm > floor,
+            "strength": float(max(harm / floor, rise / config.error_threshold))}
+
+
+def batch_impact(reference, recent, prediction_column: str, actual_column: str,
+                 score_column: str, config) -> dict[str, Any]:
+    """The expected impact on a batch of recent rows of a binary classifier's scores
+    (CBPE calibrated on the reference, as the streaming core does)."""
+    record = _build_cbpe(reference, reference[prediction_column].to_numpy(),
+                         reference[actual_column].to_numpy(),
+                         ~_isna(reference[prediction_column].to_numpy())
+                         & ~_isna(reference[actual_column].to_numpy()),
+                         score_column, config, np.random.default_rng(config.seed), False)
+    est = PerformanceEstimator(record, [])
+    q = scores_to_q(recent[score_column].to_numpy(dtype=np.float64, na_value=np.nan),
+                    recent[prediction_column].to_numpy(), est.positive)
+    losses = est.losses(np.zeros((len(recent), 0)), None, q)
+    finite = losses[np.isfinite(losses)]
+    if not len(finite):
+        raise DetectorError(f"no recent row has a prediction and a score ({score_column!r})")
+    return impact(est, float(finite.mean()), len(finite), config)

@@ -67,3 +67,26 @@ def test_unknown_score_column_is_one_clear_line(files: Path) -> None:
     assert result.returncode != 0
     assert "--score-column 'nope' is not a column of --reference" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def check(files: Path, recent: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", "check", "--reference-data", "ref.csv", "--recent-data", recent,
+         "--json", *extra], cwd=files, capture_output=True, text=True, timeout=300)
+
+
+def test_check_reports_the_expected_impact(files: Path) -> None:
+    stream = pd.read_csv(files / "stream.csv").drop(columns="actual")
+    stream.iloc[CHANGE:].to_csv(files / "hurt.csv", index=False)
+    harmless = stream.iloc[:CHANGE].copy()
+    harmless["c"] += 1.0  # a column the model does not use
+    harmless.to_csv(files / "harmless.csv", index=False)
+    hurt = check(files, "hurt.csv", "--score-column", "proba")
+    assert hurt.returncode == 0, hurt.stderr
+    doc = json.loads(hurt.stdout)
+    assert doc["estimated_performance"]["change"] < -0.05 and doc["severity"] in ("HIGH", "CRITICAL")
+    assert "estimated_performance_degradation" in doc["drift_types"]
+    calm = json.loads(check(files, "harmless.csv", "--score-column", "proba").stdout)
+    assert calm["triggered"] and calm["severity"] == "LOW"
+    assert "no harmful expected impact" in calm["reason"]
+    assert "proba" not in calm["data_drift"]["columns"]
