@@ -12,8 +12,9 @@ window estimates the model's error there, with no label.
   the MAE.
 
 The profile keeps, under ``estimator`` (format :data:`FORMAT`): the kind, the metric,
-the calibration map or the loss model, the reference's estimated errors (out of fold
-for DLE) as the test's baseline, their long-run variance factor (NaN when the reference
+the calibration map or the loss model, the reference's estimated errors (held out
+for DLE: the loss model's estimates on the reference's newest rows, held out of its fit)
+as the test's baseline, their long-run variance factor (NaN when the reference
 is not time-ordered: learnt from the stream), and the reference's estimated and
 realized metric.
 """
@@ -79,7 +80,7 @@ def _build_dle(frame, numeric, pred, act, ok, config, rng, ordered) -> dict[str,
     x = np.column_stack([frame[c].to_numpy(dtype=np.float64, na_value=np.nan)[ok]
                          for c in numeric] + [p])
     model, held_out = fit_loss_model(x, err, seed=config.seed)
-    rows = len(held_out)
+    rows = len(held_out)  # the newest rows: the realized MAE of the same rows beside it
     return _record("dle", "mae", held_out, config, rng, ordered,
                    estimate=float(held_out.mean()), realized=float(err[-rows:].mean()),
                    loss_model=model.to_dict(), inputs=[*numeric, PREDICTION_INPUT])
