@@ -12,8 +12,8 @@ window estimates the model's error there, with no label.
   the MAE.
 
 The profile keeps, under ``estimator`` (format :data:`FORMAT`): the kind, the metric,
-the calibration map or the loss model, the reference's estimated errors (held out
-for DLE: the loss model's estimates on the reference's newest rows, held out of its fit)
+the calibration map or the loss model, the reference's estimated errors (for
+DLE: the loss model's estimates on the reference's newest rows, held out of its fit)
 as the test's baseline, their long-run variance factor (NaN when the reference
 is not time-ordered: learnt from the stream), and the reference's estimated and
 realized metric.
