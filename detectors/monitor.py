@@ -361,9 +361,8 @@ class ModelMonitor:
             for (sig, col), (st, lam) in self._gather_other.items()]
         estimate_fired = (EstimatedPerformance.name, None) in self._gather_other
         impact = None
-        if self.estimate:  # over the events since the change the decision found
-            impact = self.estimate.expected_impact(None if estimate_fired and not
-                                                   self._gather_seq else self._change_run())
+        if self.estimate:  # the estimate since the test's run, else in its whole window
+            impact = self.estimate.expected_impact(None if estimate_fired else np.inf)
         self._gather_until, self._gather_seq, self._gather_other = -1, {}, {}
         offset = self.events_seen - 1
         if estimate_fired and impact is not None:  # its strength since the change
@@ -380,18 +379,6 @@ class ModelMonitor:
             self.estimate.restart()
         self._hist["seq"][:] = False
         return decision
-
-    def _change_run(self) -> int:
-        """Events since the change that the decision being fired found: the longest
-        run since a fired sequential test last stood at zero (its change-point
-        estimate), else the KS stride (a window's newest part)."""
-        runs = [int(self.config.ks_stride)]
-        for (k, j) in self._gather_seq:
-            det = (self._leading_mean(j), self.variance)[k] if k < 2 else None
-            runs.append(int(det.n[j]) if det is not None else int(self.outliers.seg_len[j]))
-        if len(runs) > 1:
-            runs = runs[1:]
-        return max(runs)
 
     def _finish_warmup(self) -> None:
         """Estimate the dependence from the warm-up's events, fill in what the
