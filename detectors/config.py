@@ -106,7 +106,7 @@ class DetectorConfig:
         positive = ("min_samples", "ks_window", "ks_stride", "concept_window",
                     "concept_baseline_size", "performance_window", "reference_cap",
                     "persistence_n", "persistence_m", "target_arl", "z_score_threshold",
-                    "mean_shift", "concept_shift")
+                    "mean_shift", "concept_shift", "impact_min_events")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
