@@ -35,7 +35,7 @@ import numpy as np
 from .calibration import cusum_lambda, dependent_threshold
 from .cusum import lindley
 from .dependence import long_run_factor
-from .performance_estimate import PerformanceEstimator, floor_of, impact
+from .performance_estimate import PerformanceEstimator, floor_of, harm_and_strength, impact
 from .ranks import RankTransform
 
 
@@ -64,7 +64,6 @@ class EstimatedPerformance:
         self.estimator = PerformanceEstimator(record, numeric_columns)
         self.config, self.arl = config, float(arl)
         self.floor = floor_of(self.estimator.metric, config)
-        self.error_floor = config.error_threshold
         self.delta = float(config.concept_shift)
         self._rt = RankTransform(np.asarray(record["losses"], np.float64))
         self._ring_size = max(config.performance_window, config.ks_window)
@@ -115,9 +114,9 @@ class EstimatedPerformance:
         tau = self.tau
         path = lindley(((self.delta * z - self._psi) / tau)[:, None], np.array([self.s]))[:, 0]
         self.s = float(path[-1])
-        harm, rise = self._run_harm(path, np.where(finite, e, 0.0), finite)
+        harm, st = self._run_harm(path, np.where(finite, e, 0.0), finite)
         strength[skip:] = np.where((path > self.threshold) & (harm > self.floor),
-                                   np.maximum(self._strength(harm, rise), 1.0), 0.0)
+                                   np.maximum(st, 1.0), 0.0)
         lam[skip:] = cusum_lambda(path, self.threshold)
         return strength, lam
 
@@ -131,19 +130,9 @@ class EstimatedPerformance:
             self._prepare()
         return take
 
-    def _strength(self, harm, rise):
-        """The larger of the metric's change over its floor and the error's rise over
-        the concept floor (see the module docstring)."""
-        return np.maximum(harm / self.floor, rise / self.error_floor)
-
-    def _error_rise(self, mean_loss):
-        """Relative rise of the estimated error over the reference's."""
-        ref = self.estimator.reference_loss
-        return (mean_loss - ref) / max(ref, 1e-12)
-
     def _run_harm(self, path: np.ndarray, e: np.ndarray, finite: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
-        """The estimate's relative harm and error rise since the CUSUM last stood at
+        """The estimate's relative harm and strength since the CUSUM last stood at
         zero, per event (the run carries over batches)."""
         idx = np.arange(len(e))
         last0 = np.maximum.accumulate(np.where(path == 0, idx, -1))
@@ -155,9 +144,9 @@ class EstimatedPerformance:
         self.run_len, self.run_sum, self.run_count = int(run_len[-1]), float(run_sum[-1]), \
             int(run_cnt[-1])
         mean = run_sum / np.maximum(run_cnt, 1)
+        harm, strength = harm_and_strength(self.estimator, mean, self.config)
         some = run_cnt > 0
-        return np.where(some, self.estimator.relative_harm(mean), 0.0), \
-            np.where(some, self._error_rise(mean), 0.0)
+        return np.where(some, harm, 0.0), np.where(some, strength, 0.0)
 
     def expected_impact(self, events: int | None = None) -> dict[str, Any] | None:
         """The estimate since the change: over the last ``k`` events, ``k`` the

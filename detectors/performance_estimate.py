@@ -183,20 +183,26 @@ def floor_of(metric: str, config) -> float:
     return config.accuracy_threshold if metric == "accuracy" else config.rmse_threshold
 
 
+def harm_and_strength(est: PerformanceEstimator, mean_loss, config):
+    """The relative harm of mean estimated errors (numbers or arrays; > 0: worse) and
+    their strength: the larger of the metric's change over its floor and the error's
+    relative rise over ``config.error_threshold`` (the labelled signals the estimate
+    stands for, see :mod:`detectors.estimated_performance`)."""
+    harm = est.relative_harm(mean_loss)
+    rise = (mean_loss - est.reference_loss) / max(est.reference_loss, 1e-12)
+    return harm, np.maximum(harm / floor_of(est.metric, config), rise / config.error_threshold)
+
+
 def impact(est: PerformanceEstimator, mean_loss: float, events: int, config) -> dict[str, Any]:
     """The expected impact of a mean estimated error (see
     :meth:`detectors.estimated_performance.EstimatedPerformance.expected_impact`):
-    ``strength`` is the larger of the metric's relative change over its floor and the
-    error's relative rise over ``config.error_threshold``; ``harmful`` whether the
-    change is past the floor."""
-    harm = float(est.relative_harm(mean_loss))
-    rise = (mean_loss - est.reference_loss) / max(est.reference_loss, 1e-12)
-    floor = floor_of(est.metric, config)
+    ``harmful`` when the metric's change is past its floor."""
+    harm, strength = harm_and_strength(est, mean_loss, config)
     value, ref = est.metric_of(mean_loss), est.reference_estimate
     return {"metric": est.metric, "reference": round(ref, 6), "estimate": round(value, 6),
-            "change": round(value - ref, 6), "relative_harm": round(harm, 6),
-            "events": int(events), "harmful": harm > floor,
-            "strength": float(max(harm / floor, rise / config.error_threshold))}
+            "change": round(value - ref, 6), "relative_harm": round(float(harm), 6),
+            "events": int(events), "harmful": bool(harm > floor_of(est.metric, config)),
+            "strength": float(strength)}
 
 
 def batch_impact(reference, recent, prediction_column: str, actual_column: str,
