@@ -97,16 +97,12 @@ class DetectorConfig:
     # labels and gives drift its expected impact (off by default: fitting it takes
     # seconds per profile)
     loss_estimator: bool = False
-    # a model's estimated error (see detectors.performance_estimate) is tested with the
-    # concept CUSUM's design shift; the estimate over the events since a drift's change
-    # point is its expected impact, from at least this many events
-    impact_min_events: int = 100
 
     def __post_init__(self) -> None:
         positive = ("min_samples", "ks_window", "ks_stride", "concept_window",
                     "concept_baseline_size", "performance_window", "reference_cap",
                     "persistence_n", "persistence_m", "target_arl", "z_score_threshold",
-                    "mean_shift", "concept_shift", "impact_min_events")
+                    "mean_shift", "concept_shift")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")

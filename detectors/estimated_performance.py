@@ -39,6 +39,9 @@ from .performance_estimate import PerformanceEstimator, floor_of, harm_and_stren
 from .ranks import RankTransform
 
 
+IMPACT_MIN_EVENTS = 100  # the expected impact is an estimate over at least this many events
+
+
 class EstimatedPerformance:
     """The test of one model's estimated error (see the module docstring).
 
@@ -152,14 +155,14 @@ class EstimatedPerformance:
         """The estimate since the change: over the last ``k`` events, ``k`` the
         maximum-likelihood change point (Hinkley's, two-sided: it favours neither
         direction) among the last ``events`` (default: since the test last stood at
-        zero; at least ``config.impact_min_events``, at most the ring: a drift decision
+        zero; at least :data:`IMPACT_MIN_EVENTS`, at most the ring: a drift decision
         searches the whole ring). Returns the
         metric, reference value, estimate, change (estimate - reference: for accuracy
         > 0 is better, for MAE > 0 is worse), ``harmful`` (worse than the reference by
         more than the floor) and ``strength``; None before any event with an
         estimate."""
         events = self.run_len if events is None else events
-        lo = self.config.impact_min_events
+        lo = IMPACT_MIN_EVENTS
         m = int(min(max(events, lo), self._ring_size))
         window = self.ring[-m:]
         window = window[np.isfinite(window)][::-1]  # newest first

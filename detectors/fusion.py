@@ -56,7 +56,12 @@ class Decision:
     expected_impact: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """As a plain dict; ``expected_impact`` only when the model has an estimate (the
+        dicts of other models are as before)."""
+        d = dataclasses.asdict(self)
+        if d["expected_impact"] is None:
+            del d["expected_impact"]
+        return d
 
 
 _LABELLED = {"mae", "trend", "r2", "rmse", "accuracy", "estimated_performance"}
