@@ -113,6 +113,7 @@ class MonitorLoop:
                 **self.kafka.client_config(),
                 **librdkafka_callbacks("monitor", self.kafka.bootstrap_servers),
                 "group.id": self.conf.monitor_group_id,
+                "group.instance.id": self.settings.group_instance_id("monitor"),
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "partition.assignment.strategy": "range",
