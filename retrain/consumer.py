@@ -52,6 +52,7 @@ from retrain.outcome import OutcomeRecord, Trigger, event_from_row
 from retrain.policy import PolicyDecision, Verdict, superseded
 from retrain.preparation import PreparedData
 from retrain.repository import RetrainEventRepository
+from retrain.training_process import remove_stale_scratch
 from schemas.messages import (
     DeadLetter,
     OffsetRange,
@@ -123,6 +124,8 @@ class Retrainer:
         self.retrain = settings.retrain
         self.stop = stop
         self.policy = datasets.policy_from(self.retrain)
+        for folder in remove_stale_scratch(self.retrain.work_dir):  # of retrainers killed while training
+            log.info("stale_training_folder_removed", folder=str(folder))
         self.store = ModelStore(settings.model_store_path, self.retrain.keep_versions)
         self.repository = RetrainEventRepository(
             settings.postgres.dsn.get_secret_value(),
@@ -135,6 +138,7 @@ class Retrainer:
                 **kafka,
                 **librdkafka_callbacks("retrainer", settings.kafka.bootstrap_servers),
                 "group.id": self.retrain.group_id,
+                "group.instance.id": settings.group_instance_id("retrainer"),
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": self.retrain.session_timeout_ms,

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import shutil
 import time
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -21,7 +19,13 @@ from retrain.model_store import ModelStore
 from retrain.outcome import OutcomeRecord, Trigger
 from retrain.preparation import PreparedData
 from schemas.tables import write_table
-from retrain.training_process import TrainingFiles, TrainingProcess, TrainingResult, training_argv
+from retrain.training_process import (
+    TrainingFiles,
+    TrainingProcess,
+    TrainingResult,
+    new_scratch_folder,
+    training_argv,
+)
 from schemas.logs import get_logger
 from schemas.settings import ModelSettings, RetrainSettings
 
@@ -82,7 +86,7 @@ class RetrainJob:
         if self._reused is not None:
             log.info("retrain_reusing_version", model=self.model_id, version=self._reused["version"])
             return
-        folder = Path(tempfile.mkdtemp(prefix=f"retrain-{self.model_id}-", dir=self.retrain.work_dir))
+        folder = new_scratch_folder(self.retrain.work_dir, self.model_id)
         files = TrainingFiles(folder, self.retrain.training_data_format)
         try:
             write_table(self.prepared.train, files.data)
