@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -83,7 +84,7 @@ class Schedule:
                 raise UsageError("--schedule-every: a number of rows must be at least 1")
             return cls(f"every {int(text)}", rows=int(text))
         try:
-            period = pd.Timedelta(text)
+            period = pd.Timedelta(re.sub(r"(?<=\d)d\b", "D", text))  # pandas spells days "D"
         except ValueError:
             raise UsageError(f"--schedule-every: {text!r} is neither a number of rows nor a duration (30d, 12h)") from None
         if period <= pd.Timedelta(0):
