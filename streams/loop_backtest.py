@@ -37,6 +37,7 @@ import math
 import re
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,7 @@ class Retrain:
     row: int  # its model serves from this row when promoted
     outcome: str  # promoted, rejected, failed, skipped
     reason: str
+    cause: str = ""  # of a skip: severity, stale, cooldown, superseded, samples, end of file
     training_rows: list[int] | None = None  # [first, last] stream row of the recent training rows
     holdout_rows: list[int] | None = None
     trigger_id: str | None = None
@@ -304,7 +306,7 @@ class LoopReplay:
         base = {"policy": run.name, "row": row, "trigger_id": trigger.trigger_id,
                 "trigger_types": list(trigger.trigger_types), "severity": trigger.severity}
         if prepared is None:
-            return Retrain(outcome="skipped", reason=decision.reason, **base)
+            return Retrain(outcome="skipped", reason=decision.reason, cause=decision.cause, **base)
         job = RetrainJob(trigger, self.model, self.retrain, store, prepared, self.settings.detectors, self.fitted)
         job.start()
         record = job.wait(POLL_SECONDS)
@@ -386,7 +388,7 @@ class _DriftlineRun:
             self._sample(start, stop, last)
             self._settle(stop, last, at_end=stop == len(stream))
         if self.follow_up is not None:
-            self._skipped(self.follow_up, "the file ended while it waited behind a retrain")
+            self._skipped(self.follow_up, "the file ended while it waited behind a retrain", "end of file")
             self.replay.progress(stop - start)
         return self.run_
 
@@ -418,12 +420,14 @@ class _DriftlineRun:
         pending = _Pending(trigger, row, self.lab_start, lab_end, max(times))
         self.feature_start, self.lab_start = feature_end + 1, lab_end + 1  # the window restarts
         if not replay.policy.eligible(trigger.severity):
-            self._skipped(pending, f"severity {trigger.severity} is below the minimum {replay.policy.min_severity}")
+            self._skipped(pending, f"severity {trigger.severity} is below the minimum {replay.policy.min_severity}",
+                          "severity")
         elif self.pending is None:
             self._admit(pending, lab_end + 1)
         else:
             if self.follow_up is not None:
-                self._skipped(self.follow_up, superseded(trigger_id, self.pending.trigger.trigger_id).reason)
+                decision = superseded(trigger_id, self.pending.trigger.trigger_id)
+                self._skipped(self.follow_up, decision.reason, decision.cause)
             self.follow_up = pending
 
     def _admit(self, pending: _Pending, delivered: int) -> None:
@@ -436,7 +440,7 @@ class _DriftlineRun:
             serving_version=self.store.current_version(self.model_id),
         )
         if decision.verdict is Verdict.SKIP:
-            self._skipped(pending, decision.reason)
+            self._skipped(pending, decision.reason, decision.cause)
             return
         if pending.lab_end < pending.lab_start:
             pending.lab_start, pending.lab_end = delivered, delivered - 1
@@ -450,7 +454,8 @@ class _DriftlineRun:
             if delivered - 1 - pending.lab_end < self.wanted:
                 if at_end:  # live it would wait on; a model trained now would serve no row
                     self.pending = None
-                    self._skipped(pending, f"the file ended before {self.wanted} labelled rows followed the trigger")
+                    self._skipped(pending, f"the file ended before {self.wanted} labelled rows followed the trigger",
+                                  "end of file")
                 return
             end = delivered if self.wanted else pending.lab_end + 1
             rows = self.stream.labelled_rows[pending.lab_start:end]
@@ -477,10 +482,10 @@ class _DriftlineRun:
         self.feature_start, self.lab_start = stop, delivered
         self.served_codes[stop:] = label_values(_items(self.run_.served[stop:]))
 
-    def _skipped(self, pending: _Pending, reason: str) -> None:
+    def _skipped(self, pending: _Pending, reason: str, cause: str) -> None:
         trigger = pending.trigger
         self.run_.retrains.append(Retrain(
-            policy="driftline", row=pending.row, outcome="skipped", reason=reason, trigger_id=trigger.trigger_id,
+            policy="driftline", row=pending.row, outcome="skipped", reason=reason, cause=cause, trigger_id=trigger.trigger_id,
             trigger_row=pending.row, trigger_types=list(trigger.trigger_types), severity=trigger.severity))
 
 
@@ -535,6 +540,14 @@ def banner_lines(summary: dict[str, Any]) -> list[str]:
     width = max(len(p["name"]) for p in summary["policies"])
     return [f"  {p['name']:<{width}}  {summary['metric']} {p['value']:.4f}  retrains {p['retrains']:>3}  "
             f"promotions {p['promotions']:>3}" for p in summary["policies"]]
+
+
+def skips(run: PolicyRun) -> str:
+    """driftline's triggers that did not retrain, by cause."""
+    causes = Counter(r.cause for r in run.retrains if not r.attempted)
+    if not causes:
+        return f"{len(run.triggers)} trigger(s), none skipped"
+    return f"{len(run.triggers)} trigger(s), skipped: " + ", ".join(f"{n} {c}" for c, n in sorted(causes.items()))
 
 
 def progress_bar(total: int, enabled: bool) -> Any:
@@ -602,7 +615,7 @@ def run_command(args, settings: Settings, reference: pd.DataFrame, frame: pd.Dat
         _write_loop_report(args, settings, stream, runs, metric, timeline, triggers, result)
     print(summary(len(stream), triggers, args.output))
     print(f"retraining loop replayed ({model.trainer or ('train_command' if model.train_command else 'built-in')} "
-          f"trainer, label delay {args.label_delay} rows):")
+          f"trainer, label delay {args.label_delay} rows); {skips(runs[0])}:")
     print("\n".join(banner_lines(result)))
     return 0
 

@@ -270,15 +270,16 @@ def _policies(chart: PolicyChart):
                     "size": 10, "color": colour},
             hovertext=[f"{name} row {r['row']}: {r['outcome']}<br>{html.escape(str(r['reason']))}" for r in retrains],
             hoverinfo="text"), row=1, col=1)
-        for r in retrains:
+        for j, r in enumerate(retrains):
             if r.get("training_rows"):
                 first, last = r["training_rows"]
+                lane = k + 0.12 * (j % 6)  # overlapping windows one above the other
                 figure.add_trace(go.Scatter(
-                    x=[first, last], y=[name, name], mode="lines+markers", showlegend=False, legendgroup=name,
+                    x=[first, last], y=[lane, lane], mode="lines+markers", showlegend=False, legendgroup=name,
                     line={"color": colour, "width": 6 if r["outcome"] == "promoted" else 2},
                     hovertext=f"retrain at row {r['row']} ({r['outcome']}): trained on rows {first}-{last}",
                     hoverinfo="text"), row=2, col=1)
-    figure.update_yaxes(type="category", categoryorder="array", categoryarray=names[::-1], row=2, col=1)
+    figure.update_yaxes(tickvals=list(range(len(names))), ticktext=names, autorange="reversed", row=2, col=1)
     figure.update_xaxes(title_text="row", row=2, col=1)
     figure.update_layout(height=620, margin={"l": 80, "r": 20, "t": 40, "b": 40}, hovermode="closest",
                          template="plotly_white")
