@@ -9,7 +9,8 @@ it says on real labelled data sets that ship inside installed packages.
 - `--dataset shuttle|trump|gapminder`: the summary table (driftline against never and
   calendar schedules) on a real data set, stream ordered as `DATASETS` says. Each data set's
   first rows train the reference model and the next ones are its reference (predicted
-  out of sample); the rest is the stream. Default settings, nothing tuned per data set.
+  out of sample); the rest is the stream. Default settings (or `--config FILE`), nothing
+  tuned per data set.
 """
 
 from __future__ import annotations
@@ -143,13 +144,14 @@ def speed(rows: int) -> tuple[float, str]:
         return seconds, "\n".join(result.stdout.splitlines()[-4:])
 
 
-def table(name: str) -> str:
+def table(name: str, config: str | None = None) -> str:
     spec = DATASETS[name]
     with tempfile.TemporaryDirectory(prefix=f"loop-{name}-") as folder:
         root = Path(folder)
         frame = load(name)
         write_files(frame, spec.task, spec.fit_rows, spec.reference_rows, root)
-        args = ["backtest", "--reference", "ref.parquet", "--stream", "stream.parquet", "--output", "t.jsonl",
+        args = ["--config", str(Path(config).resolve())] if config else []
+        args += ["backtest", "--reference", "ref.parquet", "--stream", "stream.parquet", "--output", "t.jsonl",
                 "--retrain", "--task", spec.task, "--summary", "s.json"]
         for schedule in spec.schedules:
             args += ["--schedule-every", schedule]
@@ -170,9 +172,10 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the speed run on 5,000 rows")
     parser.add_argument("--dataset", action="append", default=[], choices=sorted(DATASETS))
+    parser.add_argument("--config", help="a driftline.toml for the data set runs (default: the defaults)")
     args = parser.parse_args(argv)
     for name in args.dataset:
-        print(table(name), end="\n\n")
+        print(table(name, args.config), end="\n\n", flush=True)
     if args.dataset:
         return []
     rows = 5_000 if args.quick else 15_000
