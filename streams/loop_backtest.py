@@ -19,9 +19,10 @@ Each policy serves the stream from its first row to its last, in row order:
 
 Labels are handed over `label_delay` rows after their prediction, as the join does live;
 a retrain sees only the labels delivered before it. The training takes no rows of time
-(a live retrain takes seconds), and the retrainer's `post_trigger_wait_seconds` does not
-apply: labels keep arriving until the file ends. Time is the file's timestamp column, or
-one second per row without one; `cooldown_rows` counts the cooldown in rows instead.
+(a live retrain takes seconds). Time is the file's timestamp column, or one second per row
+without one: the retrainer's cooldown and `post_trigger_wait_seconds` are measured on it
+(`cooldown_rows` counts the cooldown in rows instead). A trigger still waiting for its
+evidence when the file ends is skipped: a model trained then would serve no row.
 
 The reference model is version 1 of each policy's store, as its recorded predictions
 (`RecordedPredictions`), so that the first challenger is validated against it as any
@@ -448,11 +449,13 @@ class _DriftlineRun:
 
     def _settle(self, stop: int, delivered: int, *, at_end: bool) -> None:
         """Retrains the pending trigger once `post_trigger_rows` labels came after its
-        window (or the file ended), then admits the follow-up."""
+        window or `post_trigger_wait_seconds` passed since it fired (`_settled_window`
+        of the consumer), then admits the follow-up."""
         while self.pending is not None:
             pending = self.pending
-            if delivered - 1 - pending.lab_end < self.wanted:
-                if at_end:  # live it would wait on; a model trained now would serve no row
+            waited = (self.replay.time_at(stop - 1) - self.replay.time_at(pending.row)).total_seconds()
+            if delivered - 1 - pending.lab_end < self.wanted and waited < self.replay.retrain.post_trigger_wait_seconds:
+                if at_end:
                     self.pending = None
                     self._skipped(pending, f"the file ended before {self.wanted} labelled rows followed the trigger",
                                   "end of file")
