@@ -54,13 +54,13 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def replay(files: Path, tmp: Path, *, label_delay: int = 0, schedules=(), cooldown_rows: int = 1000):
+def replay(files: Path, tmp: Path, *, label_delay: int = 0, schedules=(), cooldown_rows: int = 1000, model=None):
     reference = pd.read_csv(files / "ref.csv")
     frame = pd.read_csv(files / "stream.csv")
     settings = Settings()
     args = type("Args", (), {"model": None, "reference": str(files / "ref.csv"), "prediction_column": "prediction",
                              "actual_column": "actual"})()
-    model = model_settings(args, settings, "regression", FEATURES)
+    model = model or model_settings(args, settings, "regression", FEATURES)
     stream = LabelledStream(frame[FEATURES], frame["actual"].to_numpy(), frame["prediction"].to_numpy(),
                             stream_times(frame, "timestamp", needed=False), "regression", label_delay)
     profile = ReferenceProfile.from_frame(reference, feature_columns=FEATURES, prediction_column="prediction",
@@ -71,7 +71,7 @@ def replay(files: Path, tmp: Path, *, label_delay: int = 0, schedules=(), cooldo
 
 @pytest.fixture(scope="module")
 def replayed(files: Path, tmp_path_factory: pytest.TempPathFactory):
-    return replay(files, tmp_path_factory.mktemp("work"), schedules=["1000"])
+    return replay(files, tmp_path_factory.mktemp("work"), schedules=["1000", "2000"])
 
 
 def mean_error(served: np.ndarray, actual: np.ndarray, start: int, stop: int) -> float:
@@ -79,7 +79,7 @@ def mean_error(served: np.ndarray, actual: np.ndarray, start: int, stop: int) ->
 
 
 def test_driftline_retrains_after_the_change_and_its_error_comes_back(replayed) -> None:
-    stream, (driftline, never, _) = replayed
+    stream, (driftline, never, *_) = replayed
     promoted = [r for r in driftline.retrains if r.outcome == "promoted"]
     assert promoted, [(r.row, r.outcome, r.reason) for r in driftline.retrains]
     first = promoted[0]
@@ -98,7 +98,7 @@ def test_the_summary_has_the_issues_shape(replayed) -> None:
     stream, runs = replayed
     summary = json.loads(json.dumps(summary_json("mae", stream, runs)))
     assert set(summary) == {"metric", "policies", "retrains"} and summary["metric"] == "mae"
-    assert [p["name"] for p in summary["policies"]] == ["driftline", "never", "every 1000"]
+    assert [p["name"] for p in summary["policies"]] == ["driftline", "never", "every 1000", "every 2000"]
     for policy in summary["policies"]:
         assert set(policy) == {"name", "value", "retrains", "promotions"}
     never = summary["policies"][1]
@@ -111,11 +111,19 @@ def test_the_summary_has_the_issues_shape(replayed) -> None:
 
 
 def test_a_schedule_retrains_at_its_rows_on_the_labels_delivered(replayed) -> None:
-    _, (_, _, every) = replayed
+    _, (_, _, every, every_other) = replayed
     assert [r.row for r in every.retrains] == [1000, 2000, 3000]
     for retrain in every.retrains:
         assert retrain.training_rows[0] >= retrain.row - 1500  # the reference's amount of history
         assert retrain.holdout_rows[1] == retrain.row - 1  # the newest label delivered before it
+    assert all(r.training_seconds > 0 for r in every.retrains)
+
+
+def test_policies_that_train_on_the_same_rows_share_the_fit(replayed) -> None:
+    _, (_, _, every, every_other) = replayed
+    (shared,) = every_other.retrains
+    same = next(r for r in every.retrains if r.row == shared.row)
+    assert shared.training_rows == same.training_rows and shared.training_seconds == 0.0
 
 
 def test_schedule_rows_by_count_and_by_duration() -> None:
@@ -161,6 +169,21 @@ def test_the_command_prints_a_line_per_policy_and_writes_summary_and_report(file
     html = (files / "loop.html").read_text()
     assert "The served model, policy by policy" in html and "training windows" in html
     assert (files / "t.jsonl").read_text().count("\n") >= 1
+
+
+def test_the_configured_trainer_trains(files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))  # for the training process
+    settings = Settings(models={"m": {"reference_path": files / "ref.csv",
+                                      "trainer": "tests.streams.loop_trainer:mean_of_target"}})
+    args = type("Args", (), {"model": "m", "reference": str(files / "ref.csv"), "prediction_column": "prediction",
+                             "actual_column": "actual"})()
+    model = model_settings(args, settings, "regression", FEATURES)
+    assert model.trainer == "tests.streams.loop_trainer:mean_of_target"
+    stream, (driftline, _) = replay(files, tmp_path, model=model)
+    promoted = [r for r in driftline.retrains if r.outcome == "promoted"]
+    assert promoted  # after the flip a constant beats the old model
+    stop = promoted[1].row if len(promoted) > 1 else len(stream)
+    assert np.unique(driftline.served[promoted[0].row:stop]).size == 1  # the training rows' mean, served
 
 
 def test_retrain_needs_the_labels(files: Path) -> None:
