@@ -78,8 +78,11 @@ class Schedule:
 
     @classmethod
     def parse(cls, text: str) -> Schedule:
-        """>>> Schedule.parse("1000").rows, Schedule.parse("30d").period
-        (1000, Timedelta('30 days 00:00:00'))"""
+        """A number of rows, or a duration (pandas' spelling; `d` for days too).
+
+        >>> Schedule.parse("1000").rows, Schedule.parse("30d").period
+        (1000, Timedelta('30 days 00:00:00'))
+        """
         text = text.strip()
         if text.isdigit():
             if int(text) < 1:
@@ -322,7 +325,11 @@ class LoopReplay:
 
 
 def policy_model_id(name: str) -> str:
-    """A policy's model id in its store: "every 30d" -> "every-30d"."""
+    """A policy's model id in its store.
+
+    >>> policy_model_id("every 30d")
+    'every-30d'
+    """
     return "".join(c if c.isalnum() else "-" for c in name).strip("-") or "policy"
 
 
