@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import math
 import re
 import sys
@@ -605,6 +606,11 @@ def run_command(args, settings: Settings, reference: pd.DataFrame, frame: pd.Dat
         actual_column=args.actual_column if args.actual_column in reference.columns else None,
         config=settings.detectors,
     )
+    from schemas.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_repeats)  # on stderr, as every command's
+    # Each training's start is in the banner's counts: on a terminal it would tear the bar.
+    logging.getLogger("retrain.job").setLevel(logging.WARNING)
     timeline = None
     if args.report:
         from streams.report import Timeline
