@@ -22,6 +22,7 @@ from streams.backtest import backtest
 from streams.loop_backtest import (
     LabelledStream,
     LoopReplay,
+    RecordedPredictions,
     Schedule,
     model_settings,
     run_policies,
@@ -83,6 +84,7 @@ def test_driftline_retrains_after_the_change_and_its_error_comes_back(replayed) 
     promoted = [r for r in driftline.retrains if r.outcome == "promoted"]
     assert promoted, [(r.row, r.outcome, r.reason) for r in driftline.retrains]
     first = promoted[0]
+    assert "vs current" in first.reason  # validated against the reference model's recorded predictions
     assert first.trigger_row >= CHANGE_AT and first.row < CHANGE_AT + 1500
     # trained on the new concept only: the change point cuts the window
     assert first.training_rows[0] >= CHANGE_AT - 50 and first.training_rows[1] < first.row
@@ -124,6 +126,15 @@ def test_policies_that_train_on_the_same_rows_share_the_fit(replayed) -> None:
     (shared,) = every_other.retrains
     same = next(r for r in every.retrains if r.row == shared.row)
     assert shared.training_rows == same.training_rows and shared.training_seconds == 0.0
+
+
+def test_the_reference_model_is_its_recorded_predictions() -> None:
+    features = pd.DataFrame({"n": [1, 2, 3, 2], "x": [0.5, 1.5, 2.5, 1.5], "c": ["a", "b", None, "b"]})
+    recorded = RecordedPredictions(features, np.array(["p", "q", "r", "q"], dtype=object))
+    asked = features.iloc[[2, 0]].reset_index(drop=True).astype({"n": "float64"})  # as the cleaning may leave it
+    assert list(recorded.predict(asked)) == ["r", "p"]
+    with pytest.raises(KeyError):  # a row it never served: the validation then has no champion's score
+        recorded.predict(pd.DataFrame({"n": [9], "x": [0.0], "c": ["a"]}))
 
 
 def test_schedule_rows_by_count_and_by_duration() -> None:
