@@ -396,9 +396,9 @@ class _DriftlineRun:
                                 feature_end=stop - 1)
             self._sample(start, stop, last)
             self._settle(stop, last, at_end=stop == len(stream))
+            self.replay.progress(stop - start)
         if self.follow_up is not None:
             self._skipped(self.follow_up, "the file ended while it waited behind a retrain", "end of file")
-            self.replay.progress(stop - start)
         return self.run_
 
     def _sample(self, start: int, stop: int, delivered: int) -> None:

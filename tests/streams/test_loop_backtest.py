@@ -33,6 +33,7 @@ from streams.loop_backtest import (
 CHANGE_AT = 1500  # the stream's row where the target's dependence on x0 flips
 STREAM_ROWS = 4000
 FEATURES = ["x0", "x1", "x2"]
+PROGRESS: list[int] = []  # rows reported done by the replay in the fixture's run
 
 
 def rows(rng: np.random.Generator, n: int, flipped: bool) -> pd.DataFrame:
@@ -66,13 +67,17 @@ def replay(files: Path, tmp: Path, *, label_delay: int = 0, schedules=(), cooldo
                             stream_times(frame, "timestamp", needed=False), "regression", label_delay)
     profile = ReferenceProfile.from_frame(reference, feature_columns=FEATURES, prediction_column="prediction",
                                           actual_column="actual", config=settings.detectors)
-    loop = LoopReplay(stream, reference, profile, model, settings, tmp, cooldown_rows=cooldown_rows)
+    loop = LoopReplay(stream, reference, profile, model, settings, tmp, cooldown_rows=cooldown_rows,
+                      progress=lambda rows: PROGRESS.append(rows))
     return stream, run_policies(loop, [Schedule.parse(s) for s in schedules])
 
 
 @pytest.fixture(scope="module")
 def replayed(files: Path, tmp_path_factory: pytest.TempPathFactory):
-    return replay(files, tmp_path_factory.mktemp("work"), schedules=["1000", "2000"])
+    PROGRESS.clear()
+    done = replay(files, tmp_path_factory.mktemp("work"), schedules=["1000", "2000"])
+    done[0].progress = sum(PROGRESS)
+    return done
 
 
 def mean_error(served: np.ndarray, actual: np.ndarray, start: int, stop: int) -> float:
@@ -94,6 +99,11 @@ def test_driftline_retrains_after_the_change_and_its_error_comes_back(replayed) 
     assert mean_error(driftline.served, actual, first.row, STREAM_ROWS) < 2 * before
     assert np.array_equal(driftline.served[:first.row], never.served[:first.row])  # served from its promotion on
     assert not never.retrains
+
+
+def test_progress_counts_every_row_of_every_policy(replayed) -> None:
+    stream, runs = replayed
+    assert stream.progress == len(stream) * len(runs)
 
 
 def test_the_summary_has_the_issues_shape(replayed) -> None:
