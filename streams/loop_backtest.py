@@ -53,12 +53,12 @@ from detectors import Decision, ModelMonitor, ReferenceProfile
 from retrain import datasets
 from retrain.job import FittedModels, RetrainJob
 from retrain.model_store import ModelStore
-from retrain.outcome import OutcomeRecord, Trigger
-from retrain.policy import RetrainPolicy, Verdict, stale, superseded
+from retrain.outcome import Trigger
+from retrain.policy import Verdict, superseded
 from retrain.preparation import EVENT_ID, EVENT_TIME, OFFSET, PARTITION, PREDICTION
 from schemas.errors import UsageError
 from schemas.settings import ModelSettings, Settings
-from streams.backtest import monitor_inputs
+from streams.backtest import monitor_inputs, trigger_line
 from streams.decoding import label_values
 from streams.references import profile_from_store
 
@@ -371,7 +371,7 @@ class _DriftlineRun:
         self.model_id = policy_model_id("driftline")
         self.timeline, self.sample_every = timeline, sample_every
         self.numeric, self.categorical = monitor_inputs(self.stream.features, replay.profile)
-        self.feature_start, self.lab_start = 0, 0  # the current window (ModelRuntime's)
+        self.lab_start = 0  # where the labelled window starts (ModelRuntime's), as a delivery index
         self.pending: _Pending | None = None
         self.follow_up: _Pending | None = None
         self.last_attempt_at: dt.datetime | None = None
@@ -412,8 +412,6 @@ class _DriftlineRun:
 
     # -- triggers, as the consumer handles them ---------------------------------------------
     def _fired(self, decision: Decision, row: int, source: str, *, lab_end: int, feature_end: int) -> None:
-        from streams.backtest import trigger_line
-
         replay, run = self.replay, self.run_
         version = self.store.current_version(self.model_id)
         trigger_id = hashlib.sha256(
@@ -427,7 +425,7 @@ class _DriftlineRun:
                           trigger_types=list(decision.trigger_types), severity=decision.severity,
                           reason=decision.reason, metrics={}, triggered_at=replay.policy_time(row))
         pending = _Pending(trigger, row, self.lab_start, lab_end, max(times))
-        self.feature_start, self.lab_start = feature_end + 1, lab_end + 1  # the window restarts
+        self.lab_start = lab_end + 1  # the window restarts
         if not replay.policy.eligible(trigger.severity):
             self._skipped(pending, f"severity {trigger.severity} is below the minimum {replay.policy.min_severity}",
                           "severity")
@@ -490,7 +488,7 @@ class _DriftlineRun:
         store = self.store
         version = store.current_version(self.model_id)
         self.monitor.rebaseline(profile_from_store(store.root, store.reference_profile_path(self.model_id, version)))
-        self.feature_start, self.lab_start = stop, delivered
+        self.lab_start = delivered
         self.served_codes[stop:] = label_values(_items(self.run_.served[stop:]))
 
     def _skipped(self, pending: _Pending, reason: str, cause: str) -> None:
