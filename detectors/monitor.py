@@ -69,11 +69,12 @@ class ModelMonitor(_monitor_state.Saving):
         self.signals = {kind.name: kind(self.context) for kind in FEATURE_SIGNALS}
         self._sequential = [s for s in self.signals.values() if s.sequential]
         self._windowed = [name for name, s in self.signals.items() if not s.sequential]
+        ends = np.cumsum([len(s.columns) for s in self._sequential], dtype=int)
+        self._seq_rows = [slice(b - len(s.columns), b) for s, b in zip(self._sequential, ends)]
         self._apply(cal)
         self.labelled = labelled.calibrated(self.task, p, cfg, cal)
         self.events_seen = self.labelled_seen = 0
-        # warm-up (a shuffled or short reference): no feature decision fires before its
-        # end, where the dependence is estimated from its events and the monitor calibrated
+        # warm-up (a shuffled or short reference): no feature decision before its end
         self.warmup = Warmup(cfg.dependence_warmup if cal.dependence_source == "pending"
                              else 0, len(p.samples), len(p.categorical_columns),
                              self.context.window.ring.dtype)
@@ -88,7 +89,7 @@ class ModelMonitor(_monitor_state.Saving):
         self._label_signals: list[dict[str, Any]] = []  # of the labelled alarm firing
         self._last: dict[str, Any] = {}  # the signals' latest readings, for the snapshot
         m1 = cfg.persistence_m - 1  # n-of-m histories: last m - 1 flags per test
-        rows = {"seq": sum(len(s.columns) for s in self._sequential), "lab": 4, "trend": 1,
+        rows = {"seq": int(ends[-1]) if len(ends) else 0, "lab": 4, "trend": 1,
                 **{s: len(self.signals[s].columns) for s in self._windowed}}
         self._hist = {k: np.zeros((rows[k], m1), bool)
                       for k in ("seq", *self._windowed, "lab", "trend")}
@@ -195,11 +196,9 @@ class ModelMonitor(_monitor_state.Saving):
             return None
         first, i = span
         last = min(i, n - 1) + 1  # tests past their thresholds in [first, i]
-        row = 0
-        for k, sig in enumerate(self._sequential):
-            on = flags["seq"][row:row + len(sig.columns)]
-            row += len(sig.columns)
-            for t, lam in sig.evidence(checks[sig.name], on, first, last).items():
+        for k, (sig, rows) in enumerate(zip(self._sequential, self._seq_rows)):
+            for t, lam in sig.evidence(checks[sig.name], flags["seq"][rows], first,
+                                       last).items():
                 self._gather_seq[k, t] = min(lam, self._gather_seq.get((k, t), np.inf))
         for name in self._windowed:
             for col, (st, lam) in self.signals[name].evidence(checks[name], flags[name],
@@ -212,10 +211,11 @@ class ModelMonitor(_monitor_state.Saving):
     def _persistent_flags(self, checks: dict[str, Checks], n: int) -> dict[str, np.ndarray]:
         """Alarm flags (tests, checks) after the n-of-m rule: ``"seq"`` of every
         sequential signal's tests (checked at every event), and each window's."""
-        flags = {"seq": np.concatenate([checks[s.name].flags(len(s.columns))
-                                        for s in self._sequential] or [np.zeros((0, n), bool)]),
+        flags = {"seq": np.zeros((len(self._hist["seq"]), n), bool),
                  **{name: checks[name].flags(len(self.signals[name].columns))
                     for name in self._windowed}}
+        for sig, rows in zip(self._sequential, self._seq_rows):
+            flags["seq"][rows][checks[sig.name].tests] = checks[sig.name].strength >= 1
         if self.config.persistence_m > 1:
             for key in flags:
                 flags[key], self._hist[key] = n_of_m(flags[key], self._hist[key],
@@ -228,7 +228,8 @@ class ModelMonitor(_monitor_state.Saving):
         the one it fires at; None when no decision is under way."""
         if self._gather_until >= 0:  # a decision gathered since an earlier batch
             return 0, self._gather_until - start
-        alarm = flags["seq"].any(axis=0)
+        alarm = flags["seq"].any(axis=0) if any(len(checks[s.name].tests)
+                                                for s in self._sequential) else np.zeros(n, bool)
         for name in self._windowed:
             alarm[checks[name].at] |= flags[name].any(axis=0)
         alarm[:max(self._next_feature_fire - start, 0)] = False  # cooldown, min_samples

@@ -10,35 +10,42 @@ rollback of a batch to the event a decision fires at, the fusion into one
 Writing a new signal (missing values, stuck values, a multivariate statistic...):
 subclass :class:`SequentialSignal` (a test checked at every event, like a CUSUM) or
 :class:`WindowedSignal` (checked every ``stride`` events, like the KS window) in a new
-module of this package, and add the class to ``FEATURE_SIGNALS`` in its
-``__init__``. Give it a ``name`` (its name in ``root_cause`` and in
-:data:`detectors.fusion.SIGNAL_TYPE`), and:
+module of this package and add the class to ``FEATURE_SIGNALS`` in its ``__init__``.
+Give it a ``name``: its name in ``root_cause``, with its trigger type in
+:data:`detectors.fusion.SIGNAL_TYPE`. Then:
 
-1. ``__init__(context)``: the changing state, from the reference (``context``: the
-   profile, the config and what numeric signals share; see :class:`Context`). Call
-   ``super().__init__(context)``. No thresholds yet.
+1. ``__init__(context)``: call ``super().__init__(context)``; make the changing state
+   from the reference (``context``: the profile, the config and what numeric signals
+   share, see :class:`Context`). No thresholds yet.
 2. ``calibrate(calibration)``: the thresholds, from the model's one
-   :class:`~detectors.calibration.Calibration`: one ``target_arl`` for the whole model
-   (add the signal's tests to ``n_tests`` there) and the serial dependence of every
-   column (a long-run variance factor ``tau``: see :mod:`detectors.calibration`).
-   Called again when the warm-up has learnt the dependence: a sequential signal's
-   statistics restart there, a window keeps its values.
+   :class:`~detectors.calibration.Calibration`: ``arl_test`` is each test's share of
+   the one ``target_arl`` of the whole model (count the signal's tests in
+   :func:`~detectors.calibration.count_tests`), and the dependence factors ``tau`` of
+   every column say how serial dependence widens them (see
+   :mod:`detectors.calibration`). Called again when the warm-up has learnt the
+   dependence: a sequential signal's statistics restart there, a window keeps its
+   values.
 3. ``update(batch) -> Checks``: advance on a micro-batch (:class:`FeatureBatch`, every
-   column at once, vectorised over the events: no per-event Python loop) and return
-   the strengths of the tests that may have passed their thresholds at each check,
-   and the readings the snapshot shows (:class:`Checks`).
-4. ``lam``: the ``lambda`` of a strength (the
-   expected number of whole-model exceedances per ``target_arl`` horizon, 1 at the
-   threshold; :func:`detectors.fusion.fuse` turns it into the confidence).
-   ``evidence`` (given) collects the alarmed tests of a decision's span with it.
-5. ``snapshot(last)``: per column, the statistic and threshold (for the gauges).
-6. ``get_state()`` / ``set_state(state)``: everything that changes, as a dict of
+   column at once, vectorised over the events: no per-event Python loop); return the
+   strengths of the tests that may have passed their thresholds at each check, and
+   the readings the snapshot shows (:class:`Checks`).
+4. ``lam``: the ``lambda`` of a strength, the expected number of whole-model
+   exceedances per ``target_arl`` horizon (1 at the threshold; the decision's
+   confidence is ``exp(-lambda)``, see :func:`detectors.fusion.fuse`).
+5. A sequential signal also gives ``report`` (a test's root cause when the decision
+   fires: its strength read off the state then), ``restart`` and, if it has one, a
+   ``severity_floor``.
+6. ``snapshot(last)``: per column, the statistic and threshold (for the gauges), from
+   the readings.
+7. ``get_state()`` / ``set_state(state)``: everything that changes, as a dict of
    numpy arrays and plain values; ``set_state(get_state())`` continues exactly. The
    monitor saves it under the signal's ``name``; a state saved before the signal
    existed has none, and the signal starts fresh.
 
-Tests are in ``tests/detectors``: decisions do not depend on how the stream is cut into
-batches, and a restored monitor continues exactly like the one that was saved.
+``tests/detectors/test_signal_contract.py`` registers a small complete signal and
+checks that it fires, is saved and restored exactly, and that older states still
+load. The monitor's own guarantees (decisions do not depend on how the stream is cut
+into batches; a restored monitor continues exactly) are tested in ``tests/detectors``.
 """
 
 from __future__ import annotations
@@ -181,11 +188,8 @@ class Signal:
     def __init__(self, context: Context) -> None:
         self.context = context
         self.config = context.config
-
-    @property
-    def columns(self) -> list[str]:
-        """The name of each test's column (numeric columns unless overridden)."""
-        return self.context.profile.numeric_columns
+        # the name of each test's column (a signal over other columns sets its own)
+        self.columns: list[str] = list(context.profile.numeric_columns)
 
     def calibrate(self, calibration: Calibration) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

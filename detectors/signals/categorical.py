@@ -30,10 +30,7 @@ class Categorical(WindowedSignal):
         self.windows = {name: CategoricalWindow(p.categories[name], cfg.categorical_window,
                                                 cfg.categorical_stride)
                         for name in p.categorical_columns}
-
-    @property
-    def columns(self) -> list[str]:
-        return list(self.windows)
+        self.columns = list(self.windows)
 
     def calibrate(self, cal: Calibration) -> None:
         self.alpha = cal.cat_alpha
