@@ -24,8 +24,8 @@ from .errors import StateError
 from .profile import ReferenceProfile
 
 _STATE_KIND = "ModelMonitorState"
-# the signals whose state has its own place in the layout (before issue 21), and the
-# names of their persistence histories there
+# the signals whose state has its own place in the layout (fixed before the signal
+# contract), and the names of their persistence histories there
 _LAID_OUT = ("mean_shift", "variance", "outlier_rate", "ks", "categorical")
 _HIST_KEYS = {"categorical": "cat"}
 _HIST_KEYS_BACK = {v: k for k, v in _HIST_KEYS.items()}

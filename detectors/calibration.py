@@ -163,7 +163,7 @@ class Calibration:
 
     def dependence(self, numeric: list[str], categorical: list[str],
                    errors: float) -> dict:
-        """The serial dependence calibrated to (issue 13), by column.
+        """The serial dependence calibrated to, by column.
 
         ``source``: "reference" (estimated from the time-ordered reference),
         "warmup" (learnt from the stream's first ``config.dependence_warmup`` events),

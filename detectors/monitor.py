@@ -276,7 +276,7 @@ class ModelMonitor(_monitor_state.Saving):
         ``dependence_pending`` (1.0 while the warm-up learns the dependence)."""
         last, dep = self._last, self.dependence
         cols: dict[str, dict[str, float]] = {}
-        # the windows' readings first (the snapshot's order since issue 13)
+        # the windows' readings first (the order of the snapshot's keys before signals)
         for sig in sorted(self.signals.values(), key=lambda s: s.sequential):
             for name, readings in sig.snapshot(last).items():
                 cols.setdefault(name, {}).update(readings)

@@ -1,5 +1,5 @@
 """Seeded streams and monitors whose decisions, snapshots and saved states were recorded
-with the monitor before its signals moved onto one contract (issue 21, item 0).
+with the monitor before its signals moved onto one contract.
 
 ``python -m tests.detectors.recorded_streams`` writes ``data/recorded_decisions.json.gz``
 and ``data/monitor_state_before_signals.bin`` / ``monitor_full_before_signals.bin``;

@@ -1,4 +1,4 @@
-"""The signal contract (issue 21, item 0): a new signal is one module on
+"""The signal contract: a new signal is one module on
 :mod:`detectors.signals.base` plus its registration; the monitor fires it, fuses it,
 saves and restores it, and still reads states saved before it existed."""
 
