@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
