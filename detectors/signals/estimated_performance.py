@@ -26,12 +26,10 @@ class EstimatedPerformanceSignal(SequentialSignal):
 
     def __init__(self, context: Context) -> None:
         super().__init__(context)
+        # one test per model, none without an estimator
+        self.columns = [self.name] if context.profile.estimator is not None else []
         self.test: EstimatedPerformance | None = None
         self._fired = False
-
-    @property
-    def columns(self) -> list[str]:
-        return [self.name] if self.context.profile.estimator is not None else []
 
     def calibrate(self, calibration: Calibration) -> None:
         p = self.context.profile
