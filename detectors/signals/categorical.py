@@ -61,7 +61,7 @@ class Categorical(WindowedSignal):
     def lam(self, checks: Checks, test: int, check: int) -> float:
         name = self.columns[test]
         stat = float(checks.strength[test, check]) * self.critical[name]
-        return float(chi2.sf(stat / self.tau[name], self.windows[name]._df)) / self.alpha
+        return float(chi2.sf(stat / self.tau[name], self.windows[name].df)) / self.alpha
 
     def snapshot(self, last: dict[str, Any]) -> dict[str, dict[str, float]]:
         out = {}
