@@ -1,5 +1,6 @@
 """``categorical``: a windowed chi-square test of every categorical column against its
-reference's level counts."""
+reference's level counts, rare and unseen levels pooled into one cell (see
+:mod:`detectors.categorical`)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ class Categorical(WindowedSignal):
     value at the level ``categorical_stride / arl_test``, times ``tau`` (a chi-square
     statistic on dependent events is ``tau`` times a chi-square variable); 0 before
     ``config.min_samples`` events. Readings: the statistic and the total-variation
-    distance."""
+    distance between the window's cells and the reference's."""
 
     name = "categorical"
 
