@@ -2,10 +2,21 @@
 
 Why chi-square: it is the categorical counterpart of the KS test (a two-sample test of
 equal distributions), needs no ordering of categories, handles any number of them, and
-its statistic has a chi-square(k-1) null distribution, so its threshold can be derived
-from the same false-alarm budget as the other signals. Unseen categories are pooled in
-one "other" cell so a new category is itself evidence of drift. The total-variation
-distance is reported as the effect size.
+its statistic has a chi-square(cells - 1) null distribution, so its threshold can be
+derived from the same false-alarm budget as the other signals.
+
+That null holds only when every cell expects enough events in a window (Cochran's rule:
+at least 5). A column with many levels (a country, a merchant, a product id) has
+hundreds of levels that a window of a few hundred events expects far less than once of;
+their squared deviations have a much heavier tail than chi-square's, and such columns
+raised false alarms hundreds of times too often. So the cells are the reference's levels
+that a window expects at least ``MIN_EXPECTED`` times, each its own cell, and one pooled
+"other" cell with all the others *and* the levels the reference never saw. Pooling the
+unseen levels with the rare ones keeps the test exact on a long-tailed column (a finite
+reference misses some of its rare levels, and those keep appearing without any drift),
+while a new category is still evidence of drift: it raises the pooled cell. When the
+reference has no rare level, the pooled cell expects nothing, and any unseen value counts
+strongly. The total-variation distance between the cells is reported as the effect size.
 """
 
 from __future__ import annotations
@@ -17,17 +28,43 @@ from scipy.stats import chi2
 from .base import StreamDetector
 
 MISSING_CODE = -1
+MIN_EXPECTED = 5.0  # least expected window count of a cell (Cochran's rule)
+
+
+def pooled_cells(counts: np.ndarray, window: int) -> np.ndarray:
+    """The cell of every level code (``len(counts)`` is the unseen code): the levels a
+    window of ``window`` events expects at least ``MIN_EXPECTED`` times get cells
+    ``0, 1, ...`` by falling frequency; the others and the unseen code share the last
+    cell. If that pooled cell expects some but fewer than ``MIN_EXPECTED`` events, the
+    least frequent common levels join it until it expects enough.
+
+    >>> pooled_cells(np.array([600, 10, 300, 90]), window=100).tolist()
+    [0, 2, 1, 2, 2]
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    expected = window * counts / max(counts.sum(), 1.0)
+    order = np.argsort(-expected, kind="stable")
+    n_common = int(np.count_nonzero(expected >= MIN_EXPECTED))
+    rare = expected[order[n_common:]].sum()
+    if 0 < rare < MIN_EXPECTED:
+        # pool the least frequent common levels too, as few as make the pool enough
+        added = np.cumsum(expected[order[:n_common]][::-1])
+        n_common -= min(int(np.searchsorted(added, MIN_EXPECTED - rare)) + 1, n_common)
+    cell = np.full(len(counts) + 1, n_common, dtype=np.int64)
+    cell[order[:n_common]] = np.arange(n_common)
+    return cell
 
 
 class CategoricalWindow(StreamDetector):
-    """Chi-square statistic of the last ``window`` values against reference counts.
+    """Chi-square statistic of the last ``window`` values against reference counts, over
+    the cells of :func:`pooled_cells`.
 
     Examples
     --------
     >>> det = CategoricalWindow({"a": 500, "b": 500}, window=100, stride=50)
     >>> idx, stat, tv = det.update_many(np.array(["a"] * 80 + ["b"] * 20, dtype=object))
-    >>> idx.tolist(), round(float(tv[-1]), 2)
-    ([49, 99], 0.3)
+    >>> idx.tolist(), round(float(tv[-1]), 2), det.df
+    ([49, 99], 0.3, 1)
     """
 
     _state_fields = ("ring", "seen")
@@ -38,9 +75,14 @@ class CategoricalWindow(StreamDetector):
         self.window = int(window)
         self.stride = int(stride)
         self._index = pd.Index(list(self.counts))
-        ref = np.array(list(self.counts.values()) + [0], dtype=np.float64)
-        self._ref = ref
-        self._df = max(int(np.count_nonzero(ref)), 1)  # (k cells incl. other) - 1
+        level_counts = np.array(list(self.counts.values()), dtype=np.float64)
+        cell = pooled_cells(level_counts, self.window)
+        # the ring keeps level codes; a trailing -1 sends MISSING_CODE (index -1) to no cell
+        self._cell_of = np.append(cell, MISSING_CODE)
+        self.reference_cells = np.bincount(cell[:-1], weights=level_counts,
+                                           minlength=int(cell.max()) + 1)
+        # cells that can fill under no change, less one (an empty pooled cell stays empty)
+        self.df = max(int(np.count_nonzero(self.reference_cells)) - 1, 1)
         self._reset()
 
     def _reset(self) -> None:
@@ -48,7 +90,7 @@ class CategoricalWindow(StreamDetector):
         self.seen = 0
 
     def critical(self, alpha: float) -> float:
-        return float(chi2.isf(alpha, self._df))
+        return float(chi2.isf(alpha, self.df))
 
     def codes(self, values: np.ndarray) -> np.ndarray:
         values = pd.Series(values, dtype=object)
@@ -66,21 +108,31 @@ class CategoricalWindow(StreamDetector):
         hist = np.concatenate([self.ring, codes])
         first = (-self.seen - 1) % self.stride
         idx = np.arange(first, len(codes), self.stride)
-        k = len(self._ref)
         if len(idx):
-            # window counts at every checkpoint at once: cumulative level counts (one
-            # row per level) read at the window's two ends
-            cum = np.zeros((k, len(hist) + 1))
-            for level in range(k):
-                np.cumsum(hist == level, out=cum[level, 1:])
-            ends = idx + 1 + self.window
-            cnt = cum[:, ends] - cum[:, ends - self.window]  # (levels, checkpoints)
-            stat, tv = chi2_homogeneity_many(self._ref, cnt)
+            ends = idx + 1 + self.window  # the windows are hist[ends - window:ends]
+            stat, tv = chi2_homogeneity_many(
+                self.reference_cells, self.window_counts(hist, ends - self.window, ends))
         else:
             stat = tv = np.zeros(0)
         self.ring = hist[-self.window:].copy()
         self.seen += len(codes)
         return idx, stat, tv
+
+    def window_counts(self, hist: np.ndarray, starts: np.ndarray, ends: np.ndarray
+                      ) -> np.ndarray:
+        """Cell counts (cells, windows) of ``hist[starts[i]:ends[i]]``: one bincount of
+        the events by (cell, stretch between consecutive window ends), then cumulative
+        counts read at each window's two ends."""
+        bounds = np.union1d(starts, ends)
+        stretch = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
+        cell = self._cell_of[hist[bounds[0]:bounds[-1]]]
+        ok = cell >= 0
+        n_cells, n_stretch = len(self.reference_cells), len(bounds) - 1
+        per = np.bincount(cell[ok] * n_stretch + stretch[ok],
+                          minlength=n_cells * n_stretch).reshape(n_cells, n_stretch)
+        cum = np.zeros((n_cells, len(bounds)))
+        np.cumsum(per, axis=1, out=cum[:, 1:])
+        return cum[:, np.searchsorted(bounds, ends)] - cum[:, np.searchsorted(bounds, starts)]
 
 
 def chi2_homogeneity_many(ref: np.ndarray, cur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

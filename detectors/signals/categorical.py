@@ -1,5 +1,6 @@
 """``categorical``: a windowed chi-square test of every categorical column against its
-reference's level counts."""
+reference's level counts, rare and unseen levels pooled into one cell (see
+:mod:`detectors.categorical`)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ class Categorical(WindowedSignal):
     value at the level ``categorical_stride / arl_test``, times ``tau`` (a chi-square
     statistic on dependent events is ``tau`` times a chi-square variable); 0 before
     ``config.min_samples`` events. Readings: the statistic and the total-variation
-    distance."""
+    distance between the window's cells and the reference's."""
 
     name = "categorical"
 
@@ -61,7 +62,7 @@ class Categorical(WindowedSignal):
     def lam(self, checks: Checks, test: int, check: int) -> float:
         name = self.columns[test]
         stat = float(checks.strength[test, check]) * self.critical[name]
-        return float(chi2.sf(stat / self.tau[name], self.windows[name]._df)) / self.alpha
+        return float(chi2.sf(stat / self.tau[name], self.windows[name].df)) / self.alpha
 
     def snapshot(self, last: dict[str, Any]) -> dict[str, dict[str, float]]:
         out = {}
