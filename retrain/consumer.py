@@ -47,7 +47,7 @@ from retrain import datasets, metrics
 from retrain.backoff import Backoff, RetryClock
 from retrain.errors import RetrainError
 from retrain.job import RetrainJob
-from retrain.model_store import ModelStore
+from retrain.model_store import open_model_store
 from retrain.outcome import OutcomeRecord, Trigger, event_from_row
 from retrain.policy import PolicyDecision, Verdict, superseded
 from retrain.preparation import PreparedData
@@ -123,7 +123,7 @@ class Retrainer:
         self.retrain = settings.retrain
         self.stop = stop
         self.policy = datasets.policy_from(self.retrain)
-        self.store = ModelStore(settings.model_store_path, self.retrain.keep_versions)
+        self.store = open_model_store(settings)
         self.repository = RetrainEventRepository(
             settings.postgres.dsn.get_secret_value(),
             settings.postgres.db_schema,

@@ -139,13 +139,17 @@ class RetrainJob:
             return OutcomeRecord.failed(
                 self.trigger, result.reason, self.previous_version, **self._execution(training_seconds=result.seconds)
             )
+        execution = self._execution()
         version = self.store.add_version(
             self.model_id,
             self._process.files.output,
             {
                 "trigger_id": self.trigger.trigger_id,
+                "trigger_types": self.trigger.trigger_types,
                 "data_counts": self.prepared.counts,
                 "data_ranges": self.prepared.ranges,
+                "trainer": execution["trainer"],
+                **{key: value for key, value in execution.items() if key.endswith("_window")},
             },
             sha256=self._process.files.artifact_sha256(),
         )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from detectors import DetectorConfig
 from retrain.job import RetrainJob
-from retrain.model_store import ARTIFACT, ModelStore
+from retrain.model_store import ARTIFACT, FileModelStore
 from retrain.outcome import Trigger
 from retrain.preparation import clean, records_to_frame, split_at_change
 from schemas.settings import ModelSettings, RetrainSettings
@@ -21,7 +21,7 @@ FEATURES = ["x1", "x2"]
 def test_a_stored_undecided_version_is_validated_not_retrained_and_promoted_once(
     store_template: Path, training_csv: Path, tmp_path: Path
 ) -> None:
-    store = ModelStore(tmp_path / "store", keep_versions=5)
+    store = FileModelStore(tmp_path / "store", keep_versions=5)
     shutil.copytree(store_template, store.root)
     # The crash: version 2 was stored for the trigger, then the retrainer died.
     store.add_version(MODEL, store.version_dir(MODEL, "1") / ARTIFACT, {"trigger_id": "t-crash"})

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from retrain import models_cli
-from retrain.model_store import ARTIFACT, PROFILE, ModelStore
+from retrain.model_store import ARTIFACT, PROFILE, FileModelStore
 from schemas.errors import UsageError
 from schemas.messages import RetrainOutcome, decode
 from schemas.settings import KafkaSettings
@@ -18,7 +18,7 @@ from tests.retrain.conftest import MODEL, Harness
 pytestmark = pytest.mark.services
 
 
-def second_version(store: ModelStore) -> str:
+def second_version(store: FileModelStore) -> str:
     """Version 2 of `m`: a copy of version 1, profile included (not current)."""
     version = store.add_version(MODEL, store.version_dir(MODEL, "1") / ARTIFACT, {"trigger_id": "t-copy"})
     shutil.copyfile(store.version_dir(MODEL, "1") / PROFILE, store.version_dir(MODEL, version) / PROFILE)
@@ -31,7 +31,7 @@ def models(action: str, version: str | None = None) -> argparse.Namespace:
 
 def test_promote_and_rollback_publish_a_promoted_outcome(harness: Harness, capsys: pytest.CaptureFixture) -> None:
     settings = harness.settings()
-    store = ModelStore(settings.model_store_path, 5)
+    store = FileModelStore(settings.model_store_path, 5)
     second_version(store)
 
     assert models_cli.run(models("promote", "2"), settings) == 0
@@ -47,7 +47,7 @@ def test_promote_and_rollback_publish_a_promoted_outcome(harness: Harness, capsy
 def test_a_promotion_that_cannot_be_published_says_so(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     unreachable = KafkaSettings(bootstrap_servers="127.0.0.1:1", retrain_events_topic=harness.kafka.retrain_events_topic)
     settings = harness.settings().model_copy(update={"kafka": unreachable})
-    store = ModelStore(settings.model_store_path, 5)
+    store = FileModelStore(settings.model_store_path, 5)
     second_version(store)
     monkeypatch.setattr(models_cli, "PUBLISH_TIMEOUT_SECONDS", 1.0)
     with pytest.raises(UsageError, match="version 2 of m is current, but its promotion was not published"):
