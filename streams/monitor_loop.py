@@ -405,7 +405,8 @@ class MonitorLoop:
                     raise ReferenceUnavailable(f"model {model_id!r} has no configured reference")
                 profile = profile_from_settings(model, self.settings.detectors)
             else:
-                profile = profile_from_store(self.settings.model_store_path, reference)
+                profile = profile_from_store(self.settings.model_store_path, reference,
+                                             tracking_uri=self.settings.mlflow.tracking_uri)
             self._profiles[key] = profile
         return profile
 
