@@ -52,6 +52,7 @@ from retrain.outcome import OutcomeRecord, Trigger, event_from_row
 from retrain.policy import PolicyDecision, Verdict, superseded
 from retrain.preparation import PreparedData
 from retrain.repository import RetrainEventRepository
+from retrain.rollback import is_regression, roll_back
 from schemas.messages import (
     DeadLetter,
     OffsetRange,
@@ -259,8 +260,8 @@ class Retrainer:
         if not self.policy.eligible(newest.trigger.severity):
             return
         for item in list(self._of_model(newest.model_id)):
-            if item is newest or item.stage is not Stage.ADMIT or item.admitted:
-                continue
+            if item is newest or item.stage is not Stage.ADMIT or item.admitted or is_regression(item.trigger):
+                continue  # a rollback is never superseded by a retrain
             blocked = self._blocked(item)
             if blocked is None:
                 continue  # first in line: it keeps its place
@@ -414,6 +415,9 @@ class Retrainer:
         if existing is not None:
             log.info("trigger_already_recorded", trigger_id=trigger.trigger_id)
             self._to_publish(item, (self.settings.kafka.retrain_events_topic, encode(event_from_row(existing))))
+            return
+        if is_regression(trigger):  # no retrain: the policy's cooldown and severity do not apply
+            self._outcome(item, roll_back(self.store, trigger, enabled=self.retrain.auto_rollback))
             return
         serving = self.store.current_version(trigger.model_id)
         if serving is not None and self.store.find_by_trigger(trigger.model_id, trigger.trigger_id) is not None:
@@ -601,6 +605,8 @@ class Retrainer:
                 )
         if item.model_id in self.settings.models:  # only configured models label metrics
             metrics.RETRAINS.labels(item.model_id, record.outcome).inc()
+            if record.outcome == "rolled_back":
+                metrics.ROLLBACKS.labels(item.model_id).inc()
             for name, value in record.improvements.items():
                 if value is not None:
                     metric = name.removeprefix("improvement_").removesuffix("_percent")

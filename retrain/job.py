@@ -165,6 +165,10 @@ class RetrainJob:
             return OutcomeRecord.failed(
                 self.trigger, metadata["reason"], self.previous_version, version, **self._execution(reused=True)
             )
+        if decision == "rolled_back":  # retrain/rollback.py: never promoted again by this trigger
+            return OutcomeRecord.skipped(
+                self.trigger, f"version {version} of this trigger was rolled back by {metadata.get('rolled_back_by')}"
+            )
         if decision == "promoted" and "promoted_at" not in metadata:
             self.store.promote(self.model_id, version)
         return self._record(version, decision, metadata["validation"], reused=True)
