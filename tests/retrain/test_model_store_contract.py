@@ -1,6 +1,7 @@
 """The model store's contract, the same tests on both backends: the files store, and
 MLflow's registry on a real local MLflow (a sqlite:/// store and artifacts in a tmp
-folder, no server). Atomic promotion, idempotent redelivery, the digest check, rollback."""
+folder, no server). Atomic promotion, idempotent redelivery, the digest check, rollback
+(by hand, and the retrainer's on a promotion_regression trigger)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from retrain.errors import ModelStoreError
 from retrain.job import RetrainJob
 from retrain.model_store import ARTIFACT, FileModelStore, ModelStore, open_model_store
 from retrain.outcome import Trigger
-from retrain.preparation import clean, records_to_frame, split_at_change
+from retrain.preparation import PreparedData, clean, records_to_frame, split_at_change
+from retrain.rollback import roll_back
 from schemas.settings import MlflowSettings, ModelSettings, RetrainSettings, Settings
 from tests.retrain.conftest import MODEL
 from tests.retrain.synthetic import labelled_records, regression_frame
@@ -110,24 +112,36 @@ def test_a_redelivered_trigger_finds_its_version(store: ModelStore, tmp_path: Pa
     assert store.find_by_trigger("other", "t1") is None
 
 
+def prepared_data() -> PreparedData:
+    recent = records_to_frame(labelled_records(MODEL, regression_frame(150, seed=4, drifted=True)), FEATURES, "actual")
+    cleaned = clean(regression_frame(500, seed=1), recent, feature_columns=FEATURES, target="actual", task="regression")
+    _, prepared = split_at_change(cleaned, feature_columns=FEATURES, target="actual", holdout_fraction=0.2,
+                                  change_point=None, concept=False, keep_history=True,
+                                  old_concept_share=0.0, min_rows=1)
+    return prepared
+
+
+def handled_again(store: ModelStore, trigger: Trigger, training_csv: Path):
+    """The outcome of `trigger` handled by a retrain job whose trainer would fail if run:
+    the version the trigger stored before is reused."""
+    model = ModelSettings(reference_path=training_csv, trainer="tests.retrain.trainers:failing")
+    job = RetrainJob(trigger, model, RetrainSettings(promotion_margin=0.5), store, prepared_data(), DetectorConfig())
+    job.start()
+    return job.wait(poll_seconds=0.01)
+
+
+def trigger(trigger_id: str, version: str, *types: str) -> Trigger:
+    return Trigger(trigger_id, MODEL, version, list(types), "HIGH", "worse", {}, dt.datetime.now(dt.timezone.utc))
+
+
 def test_a_crashed_retrain_redelivered_registers_once_and_promotes_once(
     store: ModelStore, tmp_path: Path, training_csv: Path
 ) -> None:
     store.promote(MODEL, add(store, tmp_path, 0.0, "init"))
     # The crash: version 2 was stored for the trigger, then the retrainer died.
     add(store, tmp_path, 0.0, "t-crash", profile=False)
-    recent = records_to_frame(labelled_records(MODEL, regression_frame(150, seed=4, drifted=True)), FEATURES, "actual")
-    cleaned = clean(regression_frame(500, seed=1), recent, feature_columns=FEATURES, target="actual", task="regression")
-    _, prepared = split_at_change(cleaned, feature_columns=FEATURES, target="actual", holdout_fraction=0.2,
-                                  change_point=None, concept=False, keep_history=True,
-                                  old_concept_share=0.0, min_rows=1)
-    trigger = Trigger("t-crash", MODEL, "1", ["data_drift"], "HIGH", "drift", {}, dt.datetime.now(dt.timezone.utc))
-    model = ModelSettings(reference_path=training_csv, trainer="tests.retrain.trainers:failing")  # would fail if run
-    outcomes = []
-    for _ in range(2):  # and once more, as after a second crash before the commit
-        job = RetrainJob(trigger, model, RetrainSettings(promotion_margin=0.5), store, prepared, DetectorConfig())
-        job.start()
-        outcomes.append(job.wait(poll_seconds=0.01))
+    # and once more, as after a second crash before the commit
+    outcomes = [handled_again(store, trigger("t-crash", "1", "data_drift"), training_csv) for _ in range(2)]
     assert [(o.outcome, o.previous_version, o.new_version) for o in outcomes] == [("promoted", "1", "2")] * 2
     assert store.versions(MODEL) == ["1", "2"] and store.current_version(MODEL) == "2"
     assert store.metadata(MODEL, "2")["decision"] == "promoted"
@@ -188,3 +202,37 @@ def test_an_artifact_that_is_not_what_the_training_wrote_is_not_stored(store: Mo
 def test_a_model_id_that_is_not_a_safe_name_is_refused(store: ModelStore) -> None:
     with pytest.raises(ModelStoreError, match="not a safe"):
         store.versions("../etc")
+
+
+def test_a_regression_rolls_back_once_and_the_version_is_never_promoted_again_by_its_trigger(
+    store: ModelStore, tmp_path: Path, training_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.promote(MODEL, add(store, tmp_path, 0.0, "init"))
+    promoted = add(store, tmp_path, 0.0, "t-promote")
+    store.update_metadata(MODEL, promoted, decision="promoted", validation={
+        "new": {"rmse": 1.0}, "current": {"rmse": 1.1}, "improvements": {}, "reason": "promoted: better"})
+    store.promote(MODEL, promoted)
+    regression = trigger("r-1", promoted, "promotion_regression")
+
+    assert roll_back(store, regression, enabled=False).outcome == "skipped"
+    assert store.current_version(MODEL) == promoted
+
+    def crash(*args):
+        raise OSError("the retrainer died")
+
+    monkeypatch.setattr(store, "promote", crash)
+    with pytest.raises(OSError):  # a crash after the version was marked, before the switch
+        roll_back(store, regression, enabled=True)
+    monkeypatch.undo()
+    records = [roll_back(store, regression, enabled=True) for _ in range(2)]  # redelivered: the same outcome
+    assert [(r.outcome, r.previous_version, r.new_version) for r in records] == [("rolled_back", promoted, "1")] * 2
+    assert records[0].reference_profile == store.reference_profile_path(MODEL, "1")
+    assert store.current_version(MODEL) == "1"
+    metadata = store.metadata(MODEL, promoted)
+    assert (metadata["decision"], metadata["rolled_back_by"]) == ("rolled_back", "r-1")
+
+    later = roll_back(store, trigger("r-2", promoted, "promotion_regression"), enabled=True)
+    assert later.outcome == "skipped" and "no longer current" in later.reason
+    again = handled_again(store, trigger("t-promote", "1", "data_drift"), training_csv)
+    assert again.outcome == "skipped" and "rolled back by r-1" in again.reason
+    assert store.current_version(MODEL) == "1" and store.versions(MODEL) == ["1", promoted]
