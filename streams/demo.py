@@ -134,6 +134,9 @@ class LoopRun:
         config.write_text(f"""\
 model_store_path = "{self.work / 'models'}"
 
+[mlflow]
+tracking_uri = "sqlite:///{self.work / 'mlflow.db'}"
+
 [kafka]
 features_topic = "{topics['features']}"
 predictions_topic = "{topics['predictions']}"
@@ -374,6 +377,11 @@ def main() -> int:
         f"now serving version {final.version}, MAE of the last {WINDOW}: {final.mae(WINDOW):.3f} "
         f"(baseline {baseline['value']:.3f})")
     summary(run.settings)
+    if run.settings.model_store == "mlflow":
+        uri = run.settings.mlflow.tracking_uri
+        say(f"\nmodels in MLflow at {uri}: registered model '{run.model}', alias champion = version "
+            f"{final.version}, a run per retrain in experiment '{run.settings.mlflow.experiment}'. "
+            f"To browse them: pip install mlflow; mlflow ui --backend-store-uri {uri}")
     say(f"\ndemo finished in {time.monotonic() - began:.0f} s; stopped the worker and the retrainer.")
     return 0 if promoted else 1
 
