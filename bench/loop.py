@@ -11,8 +11,12 @@ one table. For each change it reports:
   on 5,000 rows of the post-change data alone, scored on 5,000 fresh ones), and the same
   against the pre-change baseline (the first version's error before the change);
 - triggers, retrains started, promotions, rejected or failed retrains, skipped triggers
-  (superseded, stale, cooldown), retrains started on stationary data, and the worker's
-  largest input lag while a retrain ran.
+  (superseded, stale, cooldown), rollbacks, retrains started on stationary data, and the
+  worker's largest input lag while a retrain ran.
+`bad_challenger` retrains with bench/bad_challenger.py, whose first retrained model beats
+the champion on the holdout and serves worse: the monitor's watch of that promotion must
+roll it back within `retrain.watch_rows` + 500 events, the error then back within 1.2x of
+the old champion's; every other scenario must roll nothing back.
 A classifier's error is its error rate; "recovered" is then within 2 points of the oracle.
 """
 
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from retrain.builtin_trainer import train
+from schemas.settings import RetrainSettings
 from streams.demo import ROOT, Scenario, Timeline, LoopRun, RECOVERY_FACTOR, WINDOW
 from streams.workload import Phase, Workload
 
@@ -34,6 +39,7 @@ ORACLE_ROWS = 5_000
 CLASSIFICATION_POINTS = 0.02  # "within 2 points of the oracle's accuracy"
 TARGET_EVENTS = {"covariate": 5_000, "concept": 6_000, "covariate+concept": 6_000}
 MAX_PROMOTIONS_PER_CHANGE = 2
+ROLLBACK_SLACK_EVENTS = 500  # a bad promotion rolled back within watch_rows + this many events
 
 
 def scenarios(quick: bool, stationary_minutes: float) -> list[Scenario]:
@@ -45,6 +51,9 @@ def scenarios(quick: bool, stationary_minutes: float) -> list[Scenario]:
         Scenario("concept", events=pre + post, concept_change_at=pre, rate=RATE),
         Scenario("both", events=pre + 2 * post, covariate_shift_at=pre, concept_change_at=pre + post, rate=RATE),
         Scenario("classification", events=pre + post, concept_change_at=pre, task="classification", rate=RATE),
+        Scenario("bad_challenger", events=pre + post, covariate_shift_at=pre, rate=RATE,
+                 train_command=(sys.executable, str(ROOT / "bench" / "bad_challenger.py"), "{data}", "{output}",
+                                "{target}", "{task}", "{work}/trainings")),
     ]
 
 
@@ -122,9 +131,31 @@ def counts(scenario: Scenario, timeline: Timeline) -> dict[str, object]:
         "promotions": sum(o.outcome == "promoted" for o in outcomes),
         "rejected/failed": sum(o.outcome in ("rejected", "failed") for o in outcomes),
         "skipped": sum(o.outcome == "skipped" for o in outcomes),
+        "rollbacks": sum(o.outcome == "rolled_back" for o in outcomes),
         "stationary retrains": sum(1 for o in started if by_id.get(o.trigger_id, math.inf) < first_onset),
         "max lag in retrains": int(max(lags)) if lags else 0,
     }
+
+
+@dataclass
+class Rollback:
+    version: str
+    promoted_at: int  # simulator events when the promotion, then its rollback, were seen
+    rolled_back_at: int
+    champion_error: float  # the old champion's windowed error when the bad version was promoted
+    error_after: float  # the windowed error once its window is wholly after the rollback
+
+    @property
+    def target_met(self) -> bool:
+        return (self.rolled_back_at - self.promoted_at <= RetrainSettings().watch_rows + ROLLBACK_SLACK_EVENTS
+                and self.error_after <= RECOVERY_FACTOR * self.champion_error)
+
+
+def rollbacks(timeline: Timeline) -> list[Rollback]:
+    promoted_at = {o.new_version: at for at, o in timeline.outcomes if o.outcome == "promoted"}
+    return [Rollback(o.previous_version, promoted_at.get(o.previous_version, -1), at,
+                     timeline.error_at(promoted_at.get(o.previous_version, -1)), timeline.error_at(at + WINDOW))
+            for at, o in timeline.outcomes if o.outcome == "rolled_back"]
 
 
 def _events(value: tuple[int, float] | None) -> str:
@@ -148,14 +179,27 @@ def table(results: list[tuple[Scenario, Timeline]]) -> str:
                 f"{'-' if change.delay is None else f'{change.delay:,} ev'} | {_events(change.recovered)} | "
                 f"{_events(change.recovered_vs_baseline)} | {change.oracle:.3f} / {change.baseline:.3f} | "
                 f"{change.promotions} | {'met' if change.target_met else 'NOT met'} |")
-    lines += ["", "| scenario | triggers | retrains started | promotions | rejected/failed | skipped "
+    lines += ["", "| scenario | triggers | retrains started | promotions | rejected/failed | skipped | rollbacks "
               "| retrains on stationary data | max worker lag during retrains (messages) | wall time |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for scenario, timeline in results:
         c = counts(scenario, timeline)
         lines.append(f"| {scenario.name} | {c['triggers']} | {c['retrains']} | {c['promotions']} | "
-                     f"{c['rejected/failed']} | {c['skipped']} | {c['stationary retrains']} | "
+                     f"{c['rejected/failed']} | {c['skipped']} | {c['rollbacks']} | {c['stationary retrains']} | "
                      f"{c['max lag in retrains']:,} | {timeline.seconds:.0f} s |")
+    lines += ["", "| scenario | bad version promoted at | rolled back at | events between | error: old champion "
+              "/ after the rollback | target |", "|---|---|---|---|---|---|"]
+    for scenario, timeline in results:
+        found = rollbacks(timeline)
+        expected = bool(scenario.train_command)
+        if not found:
+            lines.append(f"| {scenario.name} | - | - | - | - | {'NOT met' if expected else 'met'} "
+                         f"({'a rollback' if expected else '0 rollbacks'}) |")
+        for r in found:
+            met = expected and r.target_met and len(found) == 1
+            lines.append(f"| {scenario.name} | version {r.version} @ {r.promoted_at:,} | {r.rolled_back_at:,} | "
+                         f"{r.rolled_back_at - r.promoted_at:,} ev | {r.champion_error:.3f} / {r.error_after:.3f} | "
+                         f"{'met' if met else 'NOT met'} |")
     return "\n".join(lines)
 
 

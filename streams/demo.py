@@ -14,6 +14,7 @@ Kafka and PostgreSQL must run (`make up` starts them).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -60,6 +61,9 @@ class Scenario:
     task: Task = "regression"
     rate: float = 500.0
     seed: int = 11
+    # The model's train_command, "{work}" standing for the run's folder (default: the
+    # built-in trainer), e.g. bench/bad_challenger.py.
+    train_command: tuple[str, ...] = ()
 
     @property
     def schedule(self) -> Schedule:
@@ -125,6 +129,8 @@ class LoopRun:
         self.work.mkdir(parents=True)
         Workload(task=self.scenario.task, seed=self.scenario.seed).frame(4000).to_csv(
             self.work / "reference.csv", index=False)
+        train_command = [part.replace("{work}", str(self.work)) for part in self.scenario.train_command]
+        trainer = f"train_command = {json.dumps(train_command)}\n" if train_command else ""
         run_id = f"{self.schema}-{time.time_ns()}"
         self.worker_port = _free_port()
         topics = {name: f"{run_id}-{name}" for name in
@@ -169,7 +175,7 @@ post_trigger_wait_seconds = 30
 [models.{self.model}]
 reference_path = "{self.work / 'reference.csv'}"
 task = "{self.scenario.task}"
-""")
+{trainer}""")
         return config
 
     def fresh_schema(self, settings: Settings) -> None:
