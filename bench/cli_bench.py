@@ -1,4 +1,4 @@
-"""The command line as a user feels it (issue 11's first two targets), each against a
+"""The command line as a user feels it (start-up and a whole backtest), each against a
 yardstick run in the same process tree.
 
 `python -m bench.cli_bench [--quick] [--repeats N] [--rows N]`:

@@ -1,11 +1,11 @@
-"""Bench of driftline's streaming core: the targets of issue 13, speed, baselines.
+"""Bench of driftline's streaming core: the quality targets, speed, baselines.
 
 Run ``python -m bench.detectors_bench [--quick] [--baselines] [--speed-only]``. Speed is
 rows per second of CPU time on one core (the process is pinned to one CPU; on a shared
 machine wall-clock time measures the neighbours), each next to in-process baselines
 measured in the same run on the same rows: scipy's ``ks_2samp`` repeated on the
 sliding window (the design's check) and River's ADWIN, one per column. Prints the table
-of issue 13's target cases (fixed seeds; delays are the mean over 10 seeded runs,
+of the target cases (fixed seeds; delays are the mean over 10 seeded runs,
 3 with --quick, the median and slowest printed beside it; serially dependent Gaussian-copula AR(1)
 streams with mixed marginals whose reference is the 5,000 rows before the stream, as a
 time-ordered training export would be; independent streams; shifts, variance, outliers,
@@ -195,7 +195,7 @@ def cpu_rate(fn, rows, repeats=1, setup=None):
 
 
 def speed_table(args, cfg):
-    """Issue 11's speed targets: rows/s (not column updates) of the streaming core on
+    """The speed targets: rows/s (not column updates) of the streaming core on
     mixed marginals (normal, lognormal, uniform, exponential, t, Poisson with ties),
     CPU time on one core, best of 3 on a fresh monitor each (batches of 10,000 rows;
     building the monitor, once per model, is not timed), with in-process baselines on
@@ -219,7 +219,7 @@ def speed_table(args, cfg):
         na = 5_000 if cols == 10 else 1_000
         adwin = cpu_rate(lambda: river_alarms(drift.ADWIN, x[:na]), na)
         rows.append((cols, ours, wall, ks, adwin, target))
-    print(f"\n## speed of the streaming core (issue 11): rows/s of CPU time on one core "
+    print(f"\n## speed of the streaming core: rows/s of CPU time on one core "
           f"({where}), mixed marginals with ties\n")
     print("| columns | driftline rows/s (CPU) | wall clock (shared machine) | scipy ks_2samp "
           "every 500 rows | ratio | River ADWIN per column | ratio | target | met |")
@@ -326,7 +326,7 @@ def baseline_speed(args, speeds):
           f"driftline/naive KS {speeds[10] / base['naive']:,.1f}x")
 
 
-# -- issue 13: serially dependent streams and the target table ---------------------
+# -- serially dependent streams and the target table ---------------------
 
 REF_ROWS = 5_000  # the time-ordered reference: the rows just before the stream
 NAMES10 = [f"x{j}" for j in range(10)]
@@ -431,7 +431,7 @@ def concept_stream(rng, task, n=8000, change=4000):
 
 
 def targets(args, cfg):
-    """Issue 13's target table (fixed seeds)."""
+    """The target table (fixed seeds)."""
     quick = args.quick
     rows = []  # (case, target, result, met)
 
@@ -439,7 +439,7 @@ def targets(args, cfg):
         rows.append((case, target, result, "yes" if met else "NO"))
         print(f"  {case}: {result}", flush=True)
 
-    print("## issue 13 targets (computing)")
+    print("## targets (computing)")
     n_ar = 200_000 if quick else 1_000_000
     for phi, allowed in ((0.3, 0), (0.5, 0), (0.8, 1)):
         x = ar_mixed(np.random.default_rng(int(phi * 10)), REF_ROWS + n_ar, 10, phi)
@@ -594,7 +594,7 @@ def main(argv=None):
                     help="also River's detectors and the naive repeated KS (slow)")
     ap.add_argument("--targets-only", action="store_true")
     ap.add_argument("--speed-only", action="store_true",
-                    help="only the speed table of issue 11")
+                    help="only the speed table")
     args = ap.parse_args(argv)
     cfg = DetectorConfig()
     print(f"# driftline bench (quick={args.quick})")

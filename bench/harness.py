@@ -79,11 +79,11 @@ def start_worker(config: Path, log: Path, *, module: str = "streams.cli", **env:
     )
 
 
-def producer(bootstrap: str) -> Producer:
+def producer(bootstrap: str, partitioner: str = "murmur2_random") -> Producer:
     # murmur2: the Java client's (and aiokafka's) partitioner, so every topic puts a
     # model in the same partition number.
     return Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
-                     "linger.ms": 5, "partitioner": "murmur2_random"})
+                     "linger.ms": 5, "partitioner": partitioner})
 
 
 def feature_event(model: str, seq: int, values: np.ndarray, *, version: str = "1") -> bytes:
@@ -105,9 +105,10 @@ def feature_stream(models: list[str], per_model: int, *, drift_after: int | None
     return [(m, feature_event(m, i, data[k, i])) for i in range(per_model) for k, m in enumerate(models)]
 
 
-def produce(bootstrap: str, topic: str, messages: Iterable[tuple]) -> int:
+def produce(bootstrap: str, topic: str, messages: Iterable[tuple], *,
+            partitioner: str = "murmur2_random") -> int:
     """(key, value) or (key, value, Kafka timestamp in ms), in order; waits for every ack."""
-    p, count = producer(bootstrap), 0
+    p, count = producer(bootstrap, partitioner), 0
     for key, value, *timestamp in messages:
         extra = {"timestamp": timestamp[0]} if timestamp and timestamp[0] is not None else {}
         while True:
@@ -166,6 +167,10 @@ def committed_total(bootstrap: str, app_id: str, topic: str, *, group: str | Non
     try:
         offsets = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
         return sum(max(tp.offset, 0) for tp in offsets)
+    except KafkaException as error:
+        if _transient(error.args[0]):  # the group's coordinator is still loading: none yet
+            return 0
+        raise
     finally:
         consumer.close()
 

@@ -1,5 +1,5 @@
 """A long run of one worker at a steady rate over many models: is its memory flat and its
-lag bounded? (Issue 15's soak; a bench, not a test.)
+lag bounded? (A soak: a bench, not a test.)
 
 `python -m bench.soak [--minutes 30] [--rate 20000] [--models 100] [--bootstrap HOST:PORT]`
 produces single-event feature records (10 columns, keyed by model, murmur2) at `--rate`

@@ -12,6 +12,7 @@ from scipy import stats
 from .config import DetectorConfig
 from .errors import DetectorError
 from .fusion import DriftType, fuse
+from .prediction_error import prediction_errors
 from .profile import DEPENDENCE_ROWS, ReferenceProfile, regression_metrics
 
 BANNER_RULE = "═" * 44
@@ -183,7 +184,7 @@ class ConceptDriftDetector:
         self.trend_windows = trend_windows
 
     def detect_prediction_error_drift(self, predictions, actuals):
-        e = prediction_errors(predictions, actuals)
+        e = _errors(predictions, actuals)
         w = self.window_size
         if len(e) < 2 * w:
             return False, {"reason": f"need at least {2 * w} predictions", "n": len(e)}
@@ -216,14 +217,14 @@ def _relative_rise(before: float, after: float) -> float:
     return float(after > 0)
 
 
-def prediction_errors(predictions, actuals) -> np.ndarray:
-    """Absolute errors of numeric predictions; 0/1 mismatches of class labels (strings).
+def _errors(predictions, actuals) -> np.ndarray:
+    """The design's detector takes text labels as classes and numbers as regression.
 
-    >>> prediction_errors(["a", "b"], ["a", "c"]).tolist(), prediction_errors([1, 2], [1.5, 2]).tolist()
+    >>> _errors(["a", "b"], ["a", "c"]).tolist(), _errors([1, 2], [1.5, 2]).tolist()
     ([0.0, 1.0], [0.5, 0.0])
     """
     p, a, labels = _pairs(predictions, actuals)
-    return (p != a).astype(np.float64) if labels else np.abs(a - p)
+    return prediction_errors("classification" if labels else "regression", p, a)
 
 
 def _pairs(predictions, actuals) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -564,7 +565,7 @@ def current_metrics(predictions, actuals) -> dict[str, float]:
     if not len(a):
         return {}
     if labels or (len(np.unique(a)) <= 20 and np.all(a == np.round(a))):
-        return {"accuracy": float(np.mean(p == a))}
+        return {"accuracy": float(1.0 - prediction_errors("classification", p, a).mean())}
     return regression_metrics(p, a)
 
 

@@ -31,7 +31,7 @@ length of ``target_arl * n_tests``.
   baseline error variance) is checked once per ``concept_window`` labelled events and
   gets the level ``concept_window / ARL`` the same way.
 
-Serial dependence (issue 13). Each series has a long-run variance factor ``tau``
+Serial dependence. Each series has a long-run variance factor ``tau``
 (:mod:`detectors.dependence`; 1 for independent events): a sum of ``n`` dependent
 increments varies like ``n * tau`` independent ones. In the diffusion approximation a
 CUSUM whose increments are divided by ``tau`` runs on ``tau``-event blocks that behave

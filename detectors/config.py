@@ -2,7 +2,7 @@
 
 The defaults are the design document's thresholds (p < 0.05, |z| > 3, 5 % outliers,
 15 % MAE rise, R2 drop 5 %, RMSE rise 10 %, accuracy drop 5 %, 100 minimum samples)
-plus the streaming calibration target of issue 3 (a mean of 10,000,000 events between
+plus the streaming calibration target (a mean of 10,000,000 events between
 false alarms for a whole model).
 """
 
@@ -78,7 +78,7 @@ class DetectorConfig:
     strong_factor: float = 2.0  # strength >= this is a "strong" signal
     very_strong_factor: float = 4.0
     seed: int = 0
-    # -- serial dependence (issue 13, see detectors.dependence) --
+    # -- serial dependence (see detectors.dependence) --
     # "time": the reference rows are in event order (a training export), so each
     # series' dependence is estimated from it; "shuffled": it is not, and the
     # dependence is learnt from the first ``dependence_warmup`` events of the stream

@@ -10,6 +10,7 @@ from .base import StreamDetector
 from .calibration import cusum_lambda, dependent_threshold
 from .cusum import lindley
 from .dependence import long_run_factor
+from .prediction_error import prediction_errors
 from .ranks import RankTransform
 
 
@@ -24,7 +25,7 @@ class LabelledSignals(StreamDetector):
     baseline by ``z`` standard errors. Until ``baseline_size`` errors are seen, when
     the reference had no predictions, the first ones are the baseline.
 
-    Trend (issue 3, item 5): the MAE of each successive block of ``concept_window``
+    Trend: the MAE of each successive block of ``concept_window``
     events; at the end of every block, the least-squares slope of the last
     ``trend_windows`` block MAEs is tested with ``z = slope / se`` where ``se`` uses the
     baseline error variance (the block MAEs are independent under no drift), against
@@ -133,8 +134,7 @@ class LabelledSignals(StreamDetector):
         """Buffer the first ``warmup`` errors (baseline from the reference, dependence
         unknown) and estimate ``tau`` from them; return how many were used."""
         take = min(self.warmup - len(self.err_buffer), len(pred))
-        e = (pred[:take] != act[:take]).astype(float) if self.task == "classification" \
-            else np.abs(act[:take] - pred[:take])
+        e = prediction_errors(self.task, pred[:take], act[:take])
         self.err_buffer = np.concatenate([self.err_buffer, e])
         if len(self.err_buffer) >= self.warmup:
             self.tau_e = float(max(long_run_factor(self.err_buffer)[0], 1.0))
@@ -149,7 +149,7 @@ class LabelledSignals(StreamDetector):
         self.buffer = np.concatenate([self.buffer, np.c_[pred[:take], act[:take]]])
         if len(self.buffer) >= self.baseline_size:
             p, a = self.buffer[:, 0], self.buffer[:, 1]
-            e = (p != a).astype(float) if self.task == "classification" else np.abs(a - p)
+            e = prediction_errors(self.task, p, a)
             self.base_errors = e
             if not np.isfinite(self.tau_e):  # the baseline's errors are time-ordered
                 self.tau_e = float(max(long_run_factor(e)[0], 1.0))
@@ -191,8 +191,7 @@ class LabelledSignals(StreamDetector):
         return out
 
     def _roll(self, pred, act, skip_only=False):
-        e = (pred != act).astype(float) if self.task == "classification" \
-            else np.abs(act - pred)
+        e = prediction_errors(self.task, pred, act)
         rows = np.c_[np.ones_like(e), e, e * e, act, act * act]
         hist = np.concatenate([self.ring, rows])
         self.ring = hist[-self.window:].copy()

@@ -13,6 +13,7 @@ from ._state import pack, unpack
 from . import dependence as dep
 from .config import DetectorConfig
 from .errors import DetectorError, EmptyReferenceError
+from .prediction_error import prediction_errors
 
 
 def regression_metrics(pred: np.ndarray, actual: np.ndarray) -> dict[str, float]:
@@ -61,10 +62,10 @@ def _reference_errors(pred: np.ndarray, act: np.ndarray
     ok = pd.notna(pred) & pd.notna(act)
     pred, act = pred[ok], act[ok]
     if not (pd.api.types.is_float_dtype(act) and len(np.unique(act)) > 20):
-        errors = (pred != act).astype(np.float64)
+        errors = prediction_errors("classification", pred, act)
         return errors, "classification", {"accuracy": float(1.0 - errors.mean())}
     pred, act = pred.astype(np.float64), act.astype(np.float64)
-    return np.abs(act - pred), "regression", regression_metrics(pred, act)
+    return prediction_errors("regression", pred, act), "regression", regression_metrics(pred, act)
 
 
 @dataclass(frozen=True)

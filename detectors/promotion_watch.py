@@ -4,7 +4,7 @@ validation figures of the champion it replaced.
 The retrainer promotes a challenger that beat the champion on a holdout; a holdout can
 mislead (too small, a leak, a regime already gone). Over the new champion's first
 ``rows`` labelled events this compares its live MAE, RMSE (regression) or accuracy
-(classification) with the old champion's figures on that holdout, with the design's
+(classification; errors as ``detectors.prediction_error`` defines them) with the old champion's figures on that holdout, with the design's
 relative thresholds (``DetectorConfig``: MAE ``error_threshold`` +15 %, RMSE
 ``rmse_threshold`` +10 %, accuracy ``accuracy_threshold`` -5 %). One verdict, when the
 ``rows``-th event arrives; then the watch is over.
@@ -26,6 +26,7 @@ import numpy as np
 
 from detectors.config import DetectorConfig
 from detectors.fusion import Decision
+from detectors.prediction_error import prediction_errors
 
 TRIGGER_TYPE = "promotion_regression"
 
@@ -68,9 +69,8 @@ class PromotionWatch:
         self.thresholds = {"mae": config.error_threshold, "rmse": config.rmse_threshold,
                            "accuracy": config.accuracy_threshold}
         self.seen = 0
-        self.abs_sum = 0.0
-        self.sq_sum = 0.0
-        self.correct = 0
+        self.error_sum = 0.0
+        self.squared_sum = 0.0
 
     @property
     def watching(self) -> bool:
@@ -78,36 +78,28 @@ class PromotionWatch:
         return bool(self.baseline) and self.seen < self.rows
 
     def update_many(self, predictions: Any, actuals: Any) -> WatchVerdict | None:
-        """Adds a batch of labelled events (a pair without a finite error is not counted);
+        """Adds a batch of labelled events (a pair with a missing side is not counted);
         the verdict when this batch completes the watch."""
         if not self.watching:
             return None
-        predicted, actual = np.asarray(predictions), np.asarray(actuals)
-        if self.task == "classification":
-            hits = predicted.astype(str) == actual.astype(str)
-            usable = np.ones(len(actual), dtype=bool)
-        else:
-            errors = actual.astype(np.float64) - predicted.astype(np.float64)
-            usable = np.isfinite(errors)
+        errors = prediction_errors(self.task, predictions, actuals)
+        usable = ~np.isnan(errors)
         counted = np.cumsum(usable)
         needed = self.rows - self.seen
         done = counted.size > 0 and counted[-1] >= needed
-        end = int(np.searchsorted(counted, needed)) + 1 if done else len(actual)  # events used
-        if self.task == "classification":
-            self.correct += int(np.count_nonzero(hits[:end]))
-        else:
-            used = errors[:end][usable[:end]]
-            self.abs_sum += float(np.abs(used).sum())
-            self.sq_sum += float(used @ used)
-        self.seen += int(np.count_nonzero(usable[:end]))
+        end = int(np.searchsorted(counted, needed)) + 1 if done else len(errors)  # events used
+        used = errors[:end][usable[:end]]
+        self.error_sum += float(used.sum())  # absolute errors, or mismatches
+        self.squared_sum += float(used @ used)
+        self.seen += len(used)
         return self._verdict(end - 1) if done else None
 
     def _verdict(self, index: int) -> WatchVerdict:
         n = self.seen
         if self.task == "classification":
-            live = {"accuracy": self.correct / n}
+            live = {"accuracy": 1.0 - self.error_sum / n}
         else:
-            live = {"mae": self.abs_sum / n, "rmse": float(np.sqrt(self.sq_sum / n))}
+            live = {"mae": self.error_sum / n, "rmse": float(np.sqrt(self.squared_sum / n))}
         live = {m: v for m, v in live.items() if m in self.baseline}
         regressed = [m for m in live if _change(m, live[m], self.baseline[m]) > self.thresholds[m]]
         return WatchVerdict(index, live, dict(self.baseline), regressed, {m: self.thresholds[m] for m in live})
@@ -115,14 +107,14 @@ class PromotionWatch:
     # -- state ---------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
         return {"task": self.task, "rows": self.rows, "baseline": self.baseline, "thresholds": self.thresholds,
-                "seen": self.seen, "abs_sum": self.abs_sum, "sq_sum": self.sq_sum, "correct": self.correct}
+                "seen": self.seen, "error_sum": self.error_sum, "squared_sum": self.squared_sum}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> PromotionWatch:
         watch = cls(state["task"], state["baseline"], state["rows"])
         watch.thresholds = dict(state["thresholds"])
-        watch.seen, watch.abs_sum = int(state["seen"]), float(state["abs_sum"])
-        watch.sq_sum, watch.correct = float(state["sq_sum"]), int(state["correct"])
+        watch.seen = int(state["seen"])
+        watch.error_sum, watch.squared_sum = float(state["error_sum"]), float(state["squared_sum"])
         return watch
 
 

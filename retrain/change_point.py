@@ -17,21 +17,6 @@ MIN_SEGMENT = 30  # rows on each side of an estimated change point
 MIN_Z = 5.0  # how clear the rise of the mean error must be
 
 
-def errors(task: str, predictions: Any, actuals: Any) -> np.ndarray:
-    """Absolute errors (regression) or misclassifications (1.0 / 0.0); NaN where the
-    prediction is missing."""
-    predicted = np.asarray(predictions, dtype=object)
-    actual = np.asarray(actuals, dtype=object)
-    missing = np.array([p is None or (isinstance(p, float) and p != p) for p in predicted], dtype=bool)
-    if task == "classification":
-        result = (predicted.astype(str) != actual.astype(str)).astype(np.float64)
-    else:
-        filled = np.where(missing, 0.0, predicted).astype(np.float64)
-        result = np.abs(actual.astype(np.float64) - filled)
-    result[missing] = np.nan
-    return result
-
-
 def estimate(values: Any, min_segment: int = MIN_SEGMENT, min_z: float = MIN_Z) -> int | None:
     """Index of the first value after the most likely rise of the mean of `values` (in
     time order; NaN values are skipped), or None without a clear rise.

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from detectors.prediction_error import prediction_errors
 from retrain import change_point as change_points
 from retrain.errors import DataPreparationError
 from retrain.labelled_source import read_window
@@ -105,7 +106,7 @@ def resolve_change_point(
     if concept and PREDICTION in recent.columns and EVENT_TIME in recent.columns and len(recent):
         ordered = recent.assign(**{EVENT_TIME: pd.to_datetime(recent[EVENT_TIME], utc=True)})
         ordered = ordered.sort_values(EVENT_TIME, kind="stable")
-        index = change_points.estimate(change_points.errors(task, ordered[PREDICTION], ordered[target]))
+        index = change_points.estimate(prediction_errors(task, ordered[PREDICTION], ordered[target]))
         if index is not None:
             return ChangePoint(ordered[EVENT_TIME].iloc[index], "estimated")
     if trigger_time is not None:

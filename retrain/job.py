@@ -153,14 +153,14 @@ class RetrainJob:
             },
             sha256=self._process.files.artifact_sha256(),
         )
-        return self._validate(version, training_seconds=result.seconds)
+        return self._decided(self._validate(version, training_seconds=result.seconds))
 
     def _finish_reused(self, metadata: dict[str, Any]) -> OutcomeRecord:
         version = metadata["version"]
         self.previous_version = metadata["parent_version"]  # the current one may be this version now
         decision = metadata.get("decision")
         if decision is None:  # crashed between storing and deciding
-            return self._validate(version, reused=True)
+            return self._decided(self._validate(version, reused=True))
         if decision == "failed":
             return OutcomeRecord.failed(
                 self.trigger, metadata["reason"], self.previous_version, version, **self._execution(reused=True)
@@ -172,6 +172,12 @@ class RetrainJob:
         if decision == "promoted" and "promoted_at" not in metadata:
             self.store.promote(self.model_id, version)
         return self._record(version, decision, metadata["validation"], reused=True)
+
+    def _decided(self, outcome: OutcomeRecord) -> OutcomeRecord:
+        """Every decision prunes the store, so rejected and failed versions do not pile up
+        (a promotion prunes too)."""
+        self.store.prune(self.model_id)
+        return outcome
 
     def _validate(self, version: str, **execution: Any) -> OutcomeRecord:
         """Scores both models on the holdout, writes the profile and the decision, promotes."""
@@ -190,8 +196,21 @@ class RetrainJob:
             return OutcomeRecord.failed(
                 self.trigger, reason, self.previous_version, version, **self._execution(**execution)
             )
+        try:
+            current_metrics = self._current_metrics()
+        except Exception as exc:  # e.g. a current model trained on other columns
+            unscorable = f"the current version {self.previous_version} cannot score the holdout: " \
+                         f"{type(exc).__name__}: {exc}"
+            if not self.retrain.promote_over_unscorable_model:
+                reason = f"{unscorable} (set retrain.promote_over_unscorable_model to promote anyway)"
+                self.store.update_metadata(self.model_id, version, decision="failed", reason=reason)
+                return OutcomeRecord.failed(
+                    self.trigger, reason, self.previous_version, version, **self._execution(**execution)
+                )
+            log.warning("current_model_cannot_score", model=self.model_id, error=unscorable)
+            current_metrics = None
         checked = validation.compare(
-            self.model.task, new_metrics, self._current_metrics(), self.retrain.promotion_margin
+            self.model.task, new_metrics, current_metrics, self.retrain.promotion_margin
         )
         summary = {
             "new": checked.new,
@@ -206,15 +225,13 @@ class RetrainJob:
         return self._record(version, decision, summary, **execution)
 
     def _current_metrics(self) -> dict[str, float] | None:
+        """The current model's scores on the holdout (None: there is none); raises when it
+        cannot score it."""
         if self.previous_version is None:
             return None
-        try:
-            current = self.store.load_model(self.model_id, self.previous_version)
-            predictions = current.predict(self.prepared.holdout_features)
-            return validation.score(self.model.task, predictions, self.prepared.holdout[self.prepared.target])
-        except Exception as exc:  # e.g. a current model trained on other columns
-            log.warning("current_model_cannot_score", model=self.model_id, error=f"{type(exc).__name__}: {exc}")
-            return None
+        current = self.store.load_model(self.model_id, self.previous_version)
+        predictions = current.predict(self.prepared.holdout_features)
+        return validation.score(self.model.task, predictions, self.prepared.holdout[self.prepared.target])
 
     def _record(self, version: str, decision: str, summary: dict[str, Any], **execution: Any) -> OutcomeRecord:
         promoted = decision == "promoted"

@@ -1,6 +1,7 @@
 """The model store in an MLflow model registry (`model_store = "mlflow"`).
 
-    registered model <model_id>            one per model, tagged driftline=true
+    registered model <model_id>            one per model, tagged driftline=true; its newest
+                                           retrain.keep_versions versions are kept (and the current)
     its alias `champion`                   the current version (aliases, not the deprecated stages)
     model version <n>                      a candidate: source runs:/<run>/model, tags = the metadata
                                            (trigger_id, decision, data_ranges, parent_version,
@@ -62,7 +63,8 @@ def _missing(error: MlflowException) -> bool:
 
 
 class MlflowModelStore(ModelStore):
-    def __init__(self, settings: MlflowSettings) -> None:
+    def __init__(self, settings: MlflowSettings, keep_versions: int) -> None:
+        self.keep_versions = keep_versions
         uri = settings.tracking_uri
         if uri.startswith("sqlite:///"):
             Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
@@ -260,6 +262,11 @@ class MlflowModelStore(ModelStore):
             raise ModelStoreError(f"version {version} of {model_id} has no reference profile")
         self.client.set_registered_model_alias(found.name, CHAMPION, str(version))
         self.update_metadata(model_id, version, promoted_at=dt.datetime.now(dt.timezone.utc).isoformat())
+        self.prune(model_id)
+
+    def _delete_version(self, model_id: str, version: str) -> None:
+        """The registered version goes; its run, with the model and profile, stays."""
+        self.client.delete_model_version(self._name(model_id), str(version))
 
 
 def _encode(metadata: dict[str, Any]) -> dict[str, str]:

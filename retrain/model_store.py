@@ -62,6 +62,8 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 class ModelStore(ABC):
     """Where retrained models live; see the module's docstring for the contract."""
 
+    keep_versions: int  # versions kept per model by `prune`; the current one always stays
+
     @abstractmethod
     def models(self) -> list[str]:
         """The models that have versions."""
@@ -110,6 +112,19 @@ class ModelStore(ABC):
     def promote(self, model_id: str, version: str) -> None:
         """Makes `version` current in one atomic step; it must have a reference profile."""
 
+    @abstractmethod
+    def _delete_version(self, model_id: str, version: str) -> None:
+        """Removes a version for good (`prune`)."""
+
+    def prune(self, model_id: str) -> list[str]:
+        """Deletes all but the newest `keep_versions` versions; the current one stays."""
+        versions = self.versions(model_id)
+        current = self.current_version(model_id)
+        doomed = [v for v in versions[: -self.keep_versions] if v != current]
+        for version in doomed:
+            self._delete_version(model_id, version)
+        return doomed
+
     def rollback(self, model_id: str, version: str | None = None) -> str:
         """Back to `version`, or to the version that was current before the current one."""
         current = self.current_version(model_id)
@@ -128,7 +143,7 @@ def open_model_store(settings: Settings, root: Path | None = None) -> ModelStore
     if settings.model_store == "mlflow":
         from retrain.mlflow_store import MlflowModelStore
 
-        return MlflowModelStore(settings.mlflow)
+        return MlflowModelStore(settings.mlflow, settings.retrain.keep_versions)
     return FileModelStore(root or settings.model_store_path, settings.retrain.keep_versions)
 
 
@@ -263,11 +278,5 @@ class FileModelStore(ModelStore):
         self.update_metadata(model_id, version, promoted_at=dt.datetime.now(dt.timezone.utc).isoformat())
         self.prune(model_id)
 
-    def prune(self, model_id: str) -> list[str]:
-        """Deletes all but the newest `keep_versions` versions; the current one stays."""
-        versions = self.versions(model_id)
-        current = self.current_version(model_id)
-        doomed = [v for v in versions[: -self.keep_versions] if v != current]
-        for version in doomed:
-            shutil.rmtree(self._model_dir(model_id) / "versions" / version)
-        return doomed
+    def _delete_version(self, model_id: str, version: str) -> None:
+        shutil.rmtree(self._model_dir(model_id) / "versions" / version)

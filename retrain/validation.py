@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from detectors.prediction_error import prediction_errors
+
 
 @dataclass(frozen=True)
 class Validation:
@@ -28,10 +30,10 @@ def score(task: str, predictions: Any, actuals: Any) -> dict[str, float]:
     actual = np.asarray(actuals)
     if predicted.shape != actual.shape:
         raise ValueError(f"{predicted.shape[0]} predictions for {actual.shape[0]} rows")
+    errors = prediction_errors(task, predicted, actual)
     if task == "classification":
-        return {"accuracy": float(np.mean(predicted.astype(str) == actual.astype(str)))}
-    predicted, actual = predicted.astype(np.float64), actual.astype(np.float64)
-    errors = actual - predicted
+        return {"accuracy": float(1.0 - errors.mean())}
+    actual = actual.astype(np.float64)
     sse = float(errors @ errors)
     sst = float(((actual - actual.mean()) ** 2).sum())
     return {

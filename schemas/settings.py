@@ -182,6 +182,9 @@ class RetrainSettings(_Section):
     max_concurrent_retrains: int = Field(default=1, ge=1)
     min_severity: Severity = "MEDIUM"
     min_recent_samples: int = Field(default=100, ge=1)  # the design's min_samples
+    # A current model that cannot score the holdout (broken, trained on other columns)
+    # fails the retrain, visibly; true promotes the new model over it, with a warning.
+    promote_over_unscorable_model: bool = False
     # Data: the newest `holdout_fraction` of the recent labelled rows validate both models.
     holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
     labelled_read_timeout_seconds: float = Field(default=30.0, gt=0)
@@ -215,7 +218,7 @@ class RetrainSettings(_Section):
     # Validation: the new model may be worse than the current one by at most this
     # fraction (RMSE at most (1 + m) times, accuracy at least (1 - m) times the current's).
     promotion_margin: float = Field(default=0.0, ge=0, lt=1)
-    keep_versions: int = Field(default=5, ge=1)  # per model in the files store; current always kept
+    keep_versions: int = Field(default=5, ge=1)  # per model in the store; current always kept
     # Watched promotion: the monitor compares a new champion's errors over its first
     # watch_rows labelled events with the validation figures of the champion it replaced
     # (on the same holdout); worse by more than the detectors' thresholds (error_threshold

@@ -174,14 +174,14 @@ def _describe(timeline: Timeline, profile, columns: dict[str, np.ndarray], trigg
     learns it)."""
     import numpy as np
 
+    from detectors.prediction_error import prediction_errors
     from streams.report import MAX_TRIGGER_DETAILS, column_distributions
 
     if profile.errors is not None and len(profile.errors):
         timeline.baseline["mae"] = float(np.mean(profile.errors))
     elif first_predictions is not None and len(first_predictions):
-        errors = np.abs(first_actuals - first_predictions) if profile.task == "regression" and timeline.task == "regression" \
-            else (first_actuals != first_predictions).astype(float)
-        timeline.baseline["mae"] = float(np.mean(errors))
+        task = "regression" if profile.task == "regression" and timeline.task == "regression" else "classification"
+        timeline.baseline["mae"] = float(np.nanmean(prediction_errors(task, first_predictions, first_actuals)))
     for k, trigger in enumerate(triggers):
         distributions = {}
         if k < MAX_TRIGGER_DETAILS:

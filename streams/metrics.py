@@ -85,8 +85,8 @@ class MonitorMetrics:
             "reference or the detector settings (windows restarted)", ["model"], registry=r)
         self.partition_mismatch = Counter(
             "driftline_partition_mismatch", "events of a model read from a partition other than "
-            "murmur2(model_id): its producer does not use the murmur2 partitioner, so the model's "
-            "events may be split across workers", ["model", "topic"], registry=r)
+            "murmur2(model_id), dead-lettered (wrong_partition): its producer does not use the "
+            "murmur2 partitioner", ["model", "topic"], registry=r)
         self.consumer_lag = Gauge(
             "driftline_consumer_lag_messages", "high watermark minus committed offset of an "
             "assigned input partition", ["topic", "partition"], registry=r)

@@ -196,6 +196,11 @@ class ModelRuntime:
         progress = self.state.progress.get(items[0][0].topic)
         if progress is None:
             return items
+        # A model's events of a topic come from one partition (the monitor loop
+        # dead-letters the others), in offset order. An offset is only comparable within
+        # its partition: after the topic gained partitions, the new one's are all unseen.
+        if items[0][0].partition != progress.partition:
+            return items
         first_new = 0
         while first_new < len(items) and items[first_new][0].offset <= progress.last_offset:
             first_new += 1

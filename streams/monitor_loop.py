@@ -291,10 +291,10 @@ class MonitorLoop:
 
     def _check_routing(self, model_id: str, items: dict[str, list]) -> list[DeadLetter]:
         """The topics' contract: keyed by model_id, partitioned by murmur2. An event whose
-        record key is another is taken out (it would start a second state of its model in
-        another partition) and dead-lettered; events in another partition than
-        murmur2(model_id) are counted and warned about (the producer's partitioner splits
-        the model across workers), and processed."""
+        record key is another (`key_mismatch`), or that sits in another partition than
+        murmur2(model_id) (`wrong_partition`), is taken out and dead-lettered: the model's
+        state lives with its murmur2 partition, and an event read elsewhere may be owned
+        by another worker, so monitoring it would split the model into two states."""
         key = model_id.encode()
         rejected = []
         for kind, pairs in items.items():
@@ -314,18 +314,26 @@ class MonitorLoop:
                 if not pairs:
                     continue
                 records = list(map(_first, pairs))
-            topic = pairs[0][0].topic
-            expected = self._murmur2_partition(model_id, topic)
-            wrong = len(records) - list(map(_partition, records)).count(expected)
-            if wrong:
-                self.metrics.partition_mismatch.labels(model_id, topic).inc(wrong)
-                if (model_id, topic) not in self._misrouted:
-                    self._misrouted.add((model_id, topic))
-                    log.warning("events of a model outside its murmur2 partition: its producer must use "
-                                "the murmur2 partitioner (confluent-kafka: partitioner=murmur2_random), or "
-                                "the model is split across workers", model_id=model_id, topic=topic,
-                                expected_partition=expected, partition=pairs[0][0].partition)
+            expected = self._murmur2_partition(model_id, records[0].topic)
+            if list(map(_partition, records)).count(expected) != len(records):
+                items[kind] = [pair for pair in pairs if pair[0].partition == expected]
+                rejected.extend(self._misrouted_events(model_id, expected, pairs))
         return dead_letters(rejected)
+
+    def _misrouted_events(self, model_id: str, expected: int,
+                          pairs: list) -> list[tuple[Record, SchemaError]]:
+        wrong = [record for record, _ in pairs if record.partition != expected]
+        topic = wrong[0].topic
+        self.metrics.partition_mismatch.labels(model_id, topic).inc(len(wrong))
+        if (model_id, topic) not in self._misrouted:
+            self._misrouted.add((model_id, topic))
+            log.warning("events of a model outside its murmur2 partition are dead-lettered: its "
+                        "producer must use the murmur2 partitioner (confluent-kafka: "
+                        "partitioner=murmur2_random)", model_id=model_id, topic=topic,
+                        expected_partition=expected, partition=wrong[0].partition)
+        error = SchemaError("wrong_partition", f"model {model_id!r} belongs in partition {expected} of "
+                            f"{topic!r} (murmur2 of its key); its producer must use the murmur2 partitioner")
+        return [(record, error) for record in wrong]
 
     def _murmur2_partition(self, model_id: str, topic: str) -> int:
         count = self._partition_counts.get(topic)

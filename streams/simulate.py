@@ -119,6 +119,7 @@ class InferenceSimulator:
         import numpy as np
         import pandas as pd
 
+        from detectors.prediction_error import prediction_errors
         from streams.workload import FEATURES
 
         frame = pd.DataFrame(x, columns=list(FEATURES))
@@ -138,8 +139,8 @@ class InferenceSimulator:
             )
             truth = ActualEvent(**{**header, "timestamp": known_at}, actual=_label(actual[i]))
             heapq.heappush(self.pending_actuals, (due, self.progress.events + i, encode(truth)))
-        errors = prediction != actual if self.workload.task == "classification" else np.abs(prediction - actual)
-        self.progress.recent_errors = [*self.progress.recent_errors[-5000:], *errors.astype(float).tolist()]
+        errors = prediction_errors(self.workload.task, prediction, actual)
+        self.progress.recent_errors = [*self.progress.recent_errors[-5000:], *errors.tolist()]
         self.progress.events += count
         self._release_actuals(time.monotonic())
         self.producer.poll(0)

@@ -160,7 +160,7 @@ def test_outliers_above_five_percent_trigger_at_the_retrainers_default_minimum(f
     assert document["severity"] in ("MEDIUM", "HIGH", "CRITICAL")
 
 
-# -- the error trend (issue 13, part 4) -------------------------------------------------------
+# -- the error trend -------------------------------------------------------
 def _rising_errors(seed: int, rise_per_window: float, windows: int = 10, size: int = 100):
     rng = np.random.default_rng(seed)
     scale = np.repeat(1.0 + rise_per_window * np.arange(windows), size)
@@ -215,7 +215,7 @@ def test_class_labels_as_text_give_accuracy_and_the_error_rate(files: Path) -> N
     assert document["performance"]["degraded"] == ["accuracy"]
 
 
-# -- backtest on class labels that are text (issue 15) --------------------------------------
+# -- backtest on class labels that are text --------------------------------------
 def test_backtest_takes_class_labels_that_are_text(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     labels = np.array(["cat", "dog", "bird"])

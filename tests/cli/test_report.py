@@ -68,6 +68,26 @@ def test_the_report_is_one_offline_file_with_a_trigger_lane_and_panels_per_trigg
     assert any(trace["name"].startswith("baseline MAE") for trace in overview)
     rows = page.table_with("root cause")
     assert [r["offset"] for r in rows] == [str(t["offset"]) for t in triggers]
+    _the_data_drawn_is_the_streams(overview, triggers)
+
+
+def _the_data_drawn_is_the_streams(overview: list[dict], triggers: list[dict]) -> None:
+    """x0 and x1 shift at row 3000, the error grows at row 4000, x2 never moves: the lines
+    say so, and the trigger lane sits at the triggers' rows."""
+    lane = [trace for trace in overview if trace["name"].startswith("trigger ")]
+    assert sorted(x for trace in lane for x in trace["x"]) == sorted(t["offset"] for t in triggers)
+    series = {trace["name"]: dict(zip(trace["x"], trace["y"])) for trace in overview}
+    for moved in ("x0 (KS)", "x1 (KS)"):
+        before = [v for row, v in series[moved].items() if row < 3000]
+        after = [v for row, v in series[moved].items() if row >= 4000]
+        assert min(after) > 5 * max(before), series[moved]
+    assert max(series["x2 (KS)"].values()) < 1.0  # stationary: below its threshold throughout
+    error = series["MAE (error)"]
+    noise = 0.3 * np.sqrt(2 / np.pi)  # the mean absolute error of N(0, 0.3) prediction noise
+    assert all(abs(v - noise) < 0.05 for row, v in error.items() if v is not None and row < 4000)
+    assert all(v > 3 * noise for row, v in error.items() if row >= 4499)
+    [baseline] = {v for v in series["baseline MAE (error)"].values()}
+    assert abs(baseline - noise) < 0.02
 
 
 def test_the_report_has_the_serial_dependence_per_column(report) -> None:

@@ -1,4 +1,4 @@
-"""Serial dependence (issue 13): the long-run variance factor, the calibration that
+"""Serial dependence: the long-run variance factor, the calibration that
 uses it, the warm-up that learns it, and its place in the saved state."""
 
 import json

@@ -18,11 +18,12 @@ PROFILE = ReferenceProfile.from_frame(
 
 
 def _first_after(shift, cols, seed, change=3000, config=DetectorConfig()):
+    """The first decision, which must come after the change: one before it is a false alarm."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(change + 3000, 10))
     x[change:, cols] += shift
-    fired = [d for d in ModelMonitor(PROFILE, config).update_features(x)
-             if d.offset >= change]
+    fired = ModelMonitor(PROFILE, config).update_features(x)
+    assert fired and all(d.offset >= change for d in fired), "a false alarm before the change"
     return fired[0]
 
 
@@ -168,7 +169,7 @@ def test_confidence_is_the_probability_statement_of_its_lambda():
 def test_outliers_over_five_percent_are_at_least_medium_even_when_variance_fires_first(seed):
     # 8 % outliers at 6 sd in three columns: the variance test on the same events often
     # passes its threshold first; the outlier share is above the design's 5 % all the
-    # same, so the first trigger is actionable (issue 13)
+    # same, so the first trigger is actionable
     rng = np.random.default_rng(100 + seed)
     x = rng.normal(size=(6000, 10))
     hit = rng.random(3000) < 0.08

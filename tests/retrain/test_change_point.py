@@ -7,6 +7,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
+from detectors.prediction_error import prediction_errors
 from retrain import change_point
 from retrain.datasets import policy_from, prepare_for_training
 from retrain.preparation import records_to_frame
@@ -35,11 +36,11 @@ def prepare(recent, trigger_types=("concept_drift",), change_at=None, trigger_ti
 
 def test_the_change_point_is_estimated_from_the_served_model_errors() -> None:
     recent = window_frame()
-    errors = change_point.errors("regression", recent["_prediction"], recent["actual"])
+    errors = prediction_errors("regression", recent["_prediction"], recent["actual"])
     assert abs(change_point.estimate(errors) - BEFORE) <= 3
     assert change_point.estimate(errors[:BEFORE]) is None  # no change, no estimate
-    flips = change_point.errors("classification", ["a", "b", None], ["a", "a", "a"])
-    assert flips[:2].tolist() == [0.0, 1.0] and np.isnan(flips[2])
+    flips = prediction_errors("classification", ["a", "b", None, 1], ["a", "a", "a", 1.0])
+    assert flips[[0, 1, 3]].tolist() == [0.0, 1.0, 0.0] and np.isnan(flips[2])
 
 
 def test_a_change_of_concept_trains_from_the_estimated_change_point_and_holds_out_new_rows() -> None:

@@ -32,7 +32,7 @@ def test_full_pipeline_detects_prepares_trains_validates_and_logs(harness: Harne
         current_metrics={"r2": 0.5, "rmse": 2.0},
     )
     assert [line.split(":")[0] for line in lines] == [f"{n}. ✓ {step}" for n, step in enumerate(STEPS, 1)]
-    assert result.logged and result.outcome.outcome in ("promoted", "rejected")
+    assert result.logged and result.outcome.outcome == "promoted"
     [row] = harness.rows()
     assert row["model_id"] == MODEL and row["execution_successful"] is True
     assert row["retraining_model_version"] == "2" == FileModelStore(settings.model_store_path, 5).versions(MODEL)[-1]
@@ -186,3 +186,18 @@ def test_current_metrics_are_compared_with_the_serving_versions_record(harness: 
     given = executor.detect(pd.read_csv(training_csv), regression_frame(400, seed=13),
                             current_metrics={"rmse": 1.0}, baseline_metrics={"rmse": 1.0})
     assert given.metrics["performance"]["degraded"] == [] and not given.triggered
+
+
+def test_a_worse_challenger_is_rejected_logged_and_the_champion_still_serves(
+    harness: Harness, training_csv: Path
+) -> None:
+    settings = harness.settings(model={"trainer": "tests.retrain.trainers:constant"})
+    executor = RetrainingExecutor(project_root=".", settings=settings)
+    result = executor.execute_full_retraining_pipeline(
+        reference_data=pd.read_csv(training_csv), recent_data=regression_frame(400, seed=12, drifted=True),
+        current_metrics={"r2": 0.5, "rmse": 2.0},
+    )
+    assert result.logged and result.outcome.outcome == "rejected"
+    [row] = harness.rows()
+    assert row["execution_metrics"]["outcome"] == "rejected" and row["retraining_model_version"] == "2"
+    assert FileModelStore(settings.model_store_path, 5).current_version(MODEL) == "1"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from detectors import DetectorConfig
 from retrain.job import RetrainJob
-from retrain.model_store import ARTIFACT, FileModelStore
+from retrain.model_store import ARTIFACT, PROFILE, FileModelStore
 from retrain.outcome import Trigger
 from retrain.preparation import clean, records_to_frame, split_at_change
 from schemas.settings import ModelSettings, RetrainSettings
@@ -42,3 +42,70 @@ def test_a_stored_undecided_version_is_validated_not_retrained_and_promoted_once
     assert [(o.outcome, o.previous_version, o.new_version) for o in outcomes] == [("promoted", "1", "2")] * 2
     assert store.versions(MODEL) == ["1", "2"] and store.current_version(MODEL) == "2"
     assert store.metadata(MODEL, "2")["decision"] == "promoted"
+
+
+def _prepared():
+    recent = records_to_frame(labelled_records(MODEL, regression_frame(150, seed=4, drifted=True)), FEATURES, "actual")
+    cleaned = clean(regression_frame(500, seed=1), recent, feature_columns=FEATURES, target="actual", task="regression")
+    return split_at_change(cleaned, feature_columns=FEATURES, target="actual", holdout_fraction=0.2,
+                           change_point=None, concept=False, keep_history=True,
+                           old_concept_share=0.0, min_rows=1)[1]
+
+
+def _run(store: FileModelStore, model: ModelSettings, retrain: RetrainSettings, trigger_id: str):
+    trigger = Trigger(trigger_id, MODEL, "1", ["data_drift"], "HIGH", "drift", {}, dt.datetime.now(dt.timezone.utc))
+    job = RetrainJob(trigger, model, retrain, store, _prepared(), DetectorConfig())
+    job.start()
+    return job.wait(poll_seconds=0.01)
+
+
+def test_a_worse_challenger_is_rejected_and_the_champion_still_serves(
+    store_template: Path, training_csv: Path, tmp_path: Path
+) -> None:
+    store = FileModelStore(tmp_path / "store", keep_versions=5)
+    shutil.copytree(store_template, store.root)
+    model = ModelSettings(reference_path=training_csv, trainer="tests.retrain.trainers:constant")
+    outcome = _run(store, model, RetrainSettings(), "t-worse")
+    assert (outcome.outcome, outcome.previous_version, outcome.new_version) == ("rejected", "1", "2")
+    assert outcome.reason.startswith("rejected: rmse")
+    assert outcome.new_metrics["rmse"] > 10 * outcome.current_metrics["rmse"]
+    assert store.current_version(MODEL) == "1" and store.metadata(MODEL, "2")["decision"] == "rejected"
+
+
+def test_a_champion_that_cannot_score_fails_the_retrain_unless_promotion_over_it_is_set(
+    store_template: Path, training_csv: Path, tmp_path: Path
+) -> None:
+    import joblib
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+
+    store = FileModelStore(tmp_path / "store", keep_versions=5)
+    shutil.copytree(store_template, store.root)
+    other_columns = tmp_path / "other.joblib"  # a champion trained on columns the data lacks
+    joblib.dump(LinearRegression().fit(pd.DataFrame({"z": [0.0, 1.0]}), [0.0, 1.0]), other_columns)
+    version = store.add_version(MODEL, other_columns, {"trigger_id": "manual"})
+    shutil.copy(store.version_dir(MODEL, "1") / PROFILE, store.version_dir(MODEL, version) / PROFILE)
+    store.promote(MODEL, version)
+    model = ModelSettings(reference_path=training_csv)
+
+    failed = _run(store, model, RetrainSettings(), "t-broken")
+    assert (failed.outcome, failed.previous_version, failed.new_version) == ("failed", "2", "3")
+    assert "current version 2 cannot score the holdout" in failed.reason
+    assert "promote_over_unscorable_model" in failed.reason
+    assert store.current_version(MODEL) == "2" and store.metadata(MODEL, "3")["decision"] == "failed"
+
+    promoted = _run(store, model, RetrainSettings(promote_over_unscorable_model=True), "t-over")
+    assert (promoted.outcome, promoted.previous_version, promoted.new_version) == ("promoted", "2", "4")
+    assert store.current_version(MODEL) == "4"
+
+
+def test_rejected_versions_are_pruned_after_every_decision(
+    store_template: Path, training_csv: Path, tmp_path: Path
+) -> None:
+    store = FileModelStore(tmp_path / "store", keep_versions=2)
+    shutil.copytree(store_template, store.root)
+    model = ModelSettings(reference_path=training_csv, trainer="tests.retrain.trainers:constant")
+    for k in range(4):
+        assert _run(store, model, RetrainSettings(), f"t-worse-{k}").outcome == "rejected"
+    assert store.versions(MODEL) == ["1", "4", "5"]  # the two newest, and the current one
+    assert store.current_version(MODEL) == "1"

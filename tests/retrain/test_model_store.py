@@ -1,17 +1,15 @@
-"""The files backend of the model store: the pointer swap and pruning. No services.
+"""The files backend of the model store: the pointer swap. No services.
 The contract both backends keep is test_model_store_contract.py."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import joblib
 import pytest
 
-from retrain.errors import ModelStoreError
-from retrain.model_store import ARTIFACT, POINTER, FileModelStore
+from retrain.model_store import POINTER, FileModelStore
 
 
 class Constant:
@@ -47,12 +45,3 @@ def test_promotion_swaps_the_pointer_atomically(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(OSError):
         store.promote("m", "1")
     assert store.current_version("m") == "2"  # a failed promotion leaves the old pointer
-
-
-def test_only_the_newest_versions_are_kept_but_never_the_current_one(tmp_path: Path) -> None:
-    store = FileModelStore(tmp_path / "store", keep_versions=2)
-    store.promote("m", add(store, tmp_path, 1.0, "t1"))
-    for value in (2.0, 3.0, 4.0):
-        add(store, tmp_path, value, f"t{value}")
-    store.prune("m")
-    assert store.versions("m") == ["1", "3", "4"]

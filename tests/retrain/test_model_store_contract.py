@@ -95,6 +95,16 @@ def test_versions_promote_and_roll_back(store: ModelStore, tmp_path: Path) -> No
     assert store.reference_profile_path(MODEL, "2") != store.reference_profile_path(MODEL, "1")
 
 
+def test_only_the_newest_versions_are_kept_but_never_the_current_one(store: ModelStore, tmp_path: Path) -> None:
+    store.keep_versions = 2
+    store.promote(MODEL, add(store, tmp_path, 1.0, "t1"))
+    for value in (2.0, 3.0, 4.0):
+        add(store, tmp_path, value, f"t{value}")
+    assert store.prune(MODEL) == ["2"]
+    assert store.versions(MODEL) == ["1", "3", "4"]
+    assert store.find_by_trigger(MODEL, "t2.0") is None and store.load_model(MODEL).value == 1.0
+
+
 def test_metadata_fields_are_added_and_kept(store: ModelStore, tmp_path: Path) -> None:
     version = add(store, tmp_path, 1.0, "t1")
     validation = {"new": {"rmse": 0.5}, "current": {"rmse": 0.7}, "improvements": {}, "reason": "better"}

@@ -62,6 +62,26 @@ def test_trigger_is_retrained_promoted_logged_and_committed(harness: Harness) ->
     assert sample("driftline_retrain_last_improvement_ratio", model=MODEL, metric="rmse") > 0
 
 
+def test_a_worse_challenger_is_rejected_logged_published_and_the_champion_still_serves(harness: Harness) -> None:
+    settings = harness.settings(model={"trainer": "tests.retrain.trainers:constant"})
+    harness.trigger("t-worse", harness.labelled_window(300, seed=2))
+    rejected_before = sample("driftline_retrains_total", model=MODEL, outcome="rejected")
+    harness.start(settings)
+
+    wait_for(lambda: harness.committed() == 1, "the trigger's offset to be committed")
+    [row] = harness.rows()
+    assert row["trigger_id"] == "t-worse" and row["execution_attempted"] and row["execution_successful"]
+    assert row["execution_metrics"]["outcome"] == "rejected"
+    assert row["execution_metrics"]["reason"].startswith("rejected: rmse")
+    assert row["retraining_model_version"] == "2" and row["improvement_rmse_percent"] < 0
+    [event] = [decode(RetrainOutcome, v) for v in harness.read(settings.kafka.retrain_events_topic, 1)]
+    assert (event.outcome, event.previous_version, event.new_version) == ("rejected", "1", "2")
+    assert event.reference_profile is None  # nothing for the monitor to re-baseline on
+    assert FileModelStore(settings.model_store_path, settings.retrain.keep_versions).current_version(MODEL) == "1"
+    assert sample("driftline_retrains_total", model=MODEL, outcome="rejected") == rejected_before + 1
+    assert sample("driftline_model_current_version", model=MODEL) != 2
+
+
 def test_design_queries_run_unchanged_on_the_retrainer_rows(harness: Harness, db) -> None:
     settings = harness.settings(cooldown_seconds=60)
     now = dt.datetime.now(dt.timezone.utc)

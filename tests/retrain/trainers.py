@@ -53,3 +53,10 @@ def probe(frame: pd.DataFrame, target: str):
     seen["pools"] = sorted({pool["num_threads"] for pool in threadpool_info()})
     Path(os.environ[PROBE_ENV]).write_text(json.dumps(seen))
     return model
+
+
+def constant(frame: pd.DataFrame, target: str):
+    """A challenger far worse than any champion: it predicts one value, whatever the inputs."""
+    from sklearn.dummy import DummyRegressor
+
+    return DummyRegressor(strategy="constant", constant=1e3).fit(frame.drop(columns=[target]), frame[target])

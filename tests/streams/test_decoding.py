@@ -1,12 +1,15 @@
 """The monitor loop's fast decoding path gives what the per-record path gives: the same
 (Record, event) pairs per model in record order, the same dead letters, for single
 events, batch records and every kind of bad record; and the routing check keeps its
-semantics (key mismatches dead-lettered, partition mismatches counted)."""
+semantics (key and partition mismatches dead-lettered, and counted)."""
 
 from __future__ import annotations
 
 import json
 from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
 
 from aiokafka.partitioner import murmur2
 
@@ -95,7 +98,7 @@ def _mismatches(loop: MonitorLoop, model: str) -> float:
     return loop.metrics.partition_mismatch.labels(model, TOPIC)._value.get()
 
 
-def test_routing_keeps_rightly_keyed_events_and_counts_misplaced_ones() -> None:
+def test_routing_keeps_rightly_keyed_events_and_dead_letters_the_others() -> None:
     loop = _loop()
     right = (murmur2(b"m1") & 0x7FFFFFFF) % 4
     wrong = (right + 1) % 4
@@ -109,8 +112,10 @@ def test_routing_keeps_rightly_keyed_events_and_counts_misplaced_ones() -> None:
     items = {"features": list(pairs), "labelled": []}
     dead = loop._check_routing("m1", items)
     assert [(d.reason, d.source_offset, d.source_key) for d in dead] == [("key_mismatch", 1, "m2"),
-                                                                          ("key_mismatch", 3, None)]
-    assert items["features"] == [pairs[0], pairs[2], pairs[4]]
+                                                                          ("key_mismatch", 3, None),
+                                                                          ("wrong_partition", 2, "m1")]
+    assert f"partition {right} " in dead[2].detail
+    assert items["features"] == [pairs[0], pairs[4]]
     assert _mismatches(loop, "m1") == 1
     # all keyed right and in their partition: nothing taken out, nothing counted
     items = {"features": [pairs[0], pairs[4]], "labelled": []}
@@ -209,3 +214,19 @@ def test_a_key_whose_records_all_fit_is_decoded_as_one_group() -> None:
         assert _letters(rejected) == _letters(expected_bad)
         assert [(r.offset, r.index) for r, _ in groups["m2"]] == [(i, j) for i in range(3) for j in range(3)]
         assert {type(e.features).__name__ for _, e in groups["m2"]} == {"FeatureColumns"}
+
+
+def test_a_state_compares_offsets_only_within_its_partition() -> None:
+    """A state that holds partition 3 up to offset 999 skips offsets <= 999 of partition
+    3 (replays) and nothing of partition 1 (the topic gained partitions)."""
+    from detectors import ModelMonitor, ReferenceProfile
+    from streams.model_state import ModelRuntime, TopicProgress
+
+    profile = ReferenceProfile.from_frame(pd.DataFrame({"x": np.random.default_rng(0).normal(size=500)}))
+    runtime = ModelRuntime.fresh("m1", "1", ModelMonitor(profile), features_topic=TOPIC, labelled_topic="l")
+    runtime.state.progress[TOPIC] = TopicProgress(partition=3, last_offset=999, window_start=0)
+    event = object()
+    replayed = [(Record(TOPIC, 3, offset, b"{}"), event) for offset in (998, 999, 1000)]
+    assert runtime.unseen(replayed) == replayed[2:]
+    elsewhere = [(Record(TOPIC, 1, offset, b"{}"), event) for offset in (5, 6)]
+    assert runtime.unseen(elsewhere) == elsewhere

@@ -556,3 +556,39 @@ def test_the_worker_creates_its_topics_and_starts_every_time(
 
 class _NoState:
     events_seen = 0
+
+
+def test_events_of_a_model_in_another_partition_are_dead_lettered_never_counted_as_replays(
+    kafka_bootstrap, unique_name, tmp_path, reference, workers
+):
+    """One model, two producers: murmur2 puts "m0" in partition 3, librdkafka's default
+    (consistent_random, a CRC32 of the key) in partition 1. The second half was once
+    skipped as replays of the first (offsets compared across partitions) and lost."""
+    topics = h.create_topics(kafka_bootstrap, unique_name)
+    port = h.free_port()
+    config = h.write_config(tmp_path, kafka_bootstrap, unique_name, ["m0"], reference, metrics_port=port)
+    stream = h.feature_stream(["m0"], 2000, seed=5)
+    h.produce(kafka_bootstrap, topics["features_topic"], stream[:1000])
+    h.produce(kafka_bootstrap, topics["features_topic"], stream[1000:], partitioner="consistent_random")
+    ends = h.high_watermarks(kafka_bootstrap, topics["features_topic"])
+    assert ends[3] == 1000 and ends[1] == 1000  # the two partitioners really disagree
+    workers.worker(config)
+    h.wait_until(lambda: h.committed_total(kafka_bootstrap, unique_name, topics["features_topic"]) == 2000,
+                 DEADLINE, "every record committed", workers.alive)
+    assert h.events_seen(h.read_states(kafka_bootstrap, unique_name)["m0"]) == 1000
+    letters = [json.loads(m.value()) for m in h.read_to_end(kafka_bootstrap, topics["dead_letter_topic"])]
+    assert len(letters) == 1000
+    assert {(l["reason"], l["source_partition"]) for l in letters} == {("wrong_partition", 1)}
+    assert "partition 3" in letters[0]["detail"] and "murmur2" in letters[0]["detail"]
+    # One saved state, in the model's murmur2 partition.
+    states = [m for m in h.read_to_end(kafka_bootstrap, topics_state(unique_name)) if m.value()]
+    assert {m.partition() for m in states} == {3}
+    metrics = _scrape(port)
+    assert 'driftline_partition_mismatch_total{model="m0",topic="%s"} 1000.0' % topics["features_topic"] in metrics
+    assert 'driftline_events_replayed_total{topic="%s"}' % topics["features_topic"] not in metrics
+
+
+def topics_state(app_id: str) -> str:
+    from schemas.settings import MonitorSettings
+
+    return MonitorSettings(app_id=app_id).state_topic
