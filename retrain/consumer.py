@@ -404,6 +404,12 @@ class Retrainer:
 
     def _admit(self, item: InFlight) -> None:
         trigger = item.trigger
+        if is_regression(trigger):
+            # A rollback waits for nothing (neither the model's running retrain, which would
+            # replace the bad version only later, nor a training slot); no retrain policy applies.
+            if not self._republished(item):
+                self._outcome(item, roll_back(self.store, trigger, enabled=self.retrain.auto_rollback))
+            return
         if not item.admitted:
             if self._blocked(item) is not None:
                 item.waiting = True  # the model's follow-up
@@ -411,13 +417,7 @@ class Retrainer:
             item.admitted, item.waiting = True, False
         if item.waiting and self._running() >= self.retrain.max_concurrent_retrains:
             return  # still no free slot; nothing else changed for this trigger
-        existing = self.repository.find(trigger.trigger_id)
-        if existing is not None:
-            log.info("trigger_already_recorded", trigger_id=trigger.trigger_id)
-            self._to_publish(item, (self.settings.kafka.retrain_events_topic, encode(event_from_row(existing))))
-            return
-        if is_regression(trigger):  # no retrain: the policy's cooldown and severity do not apply
-            self._outcome(item, roll_back(self.store, trigger, enabled=self.retrain.auto_rollback))
+        if self._republished(item):
             return
         serving = self.store.current_version(trigger.model_id)
         if serving is not None and self.store.find_by_trigger(trigger.model_id, trigger.trigger_id) is not None:
@@ -437,6 +437,16 @@ class Retrainer:
             self._outcome(item, OutcomeRecord.skipped(trigger, decision.reason))
         elif decision.verdict is Verdict.RUN:
             self._start(item)
+
+    def _republished(self, item: InFlight) -> bool:
+        """Whether the trigger was recorded before (a redelivery): its outcome is then
+        published again from its row."""
+        existing = self.repository.find(item.trigger.trigger_id)
+        if existing is None:
+            return False
+        log.info("trigger_already_recorded", trigger_id=item.trigger.trigger_id)
+        self._to_publish(item, (self.settings.kafka.retrain_events_topic, encode(event_from_row(existing))))
+        return True
 
     def _high_watermark(self, topic: str, partition: int) -> int:
         _, high = self.consumer.get_watermark_offsets(

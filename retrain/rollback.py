@@ -2,7 +2,8 @@
 worse on live traffic than the champion it replaced, so that champion comes back.
 
 The trigger names the regressed version (its `model_version`). It is rolled back only
-while it is still the current version; the version's metadata records the trigger
+while it is still the current version, to the version before it (passing over versions
+rolled back before); the version's metadata records the trigger
 (`decision` rolled_back, `rolled_back_by`), so a redelivered trigger finishes a rollback
 it began and is never applied twice, and the trigger that promoted the version, if it
 is handled again, does not promote it again (retrain/job.py). With
@@ -33,7 +34,7 @@ def roll_back(store: ModelStore, trigger: Trigger, *, enabled: bool) -> OutcomeR
     if regressed not in store.versions(model_id):
         return OutcomeRecord.skipped(trigger, f"model {model_id} has no version {regressed} to roll back")
     metadata = store.metadata(model_id, regressed)
-    parent = metadata.get("parent_version")
+    parent = _restorable(store, model_id, metadata.get("parent_version"))
     if metadata.get("rolled_back_by") != trigger.trigger_id:
         current = store.current_version(model_id)
         if current != regressed:
@@ -41,7 +42,9 @@ def roll_back(store: ModelStore, trigger: Trigger, *, enabled: bool) -> OutcomeR
                 trigger, f"version {regressed} is no longer current (version {current} is): nothing to roll back"
             )
         if parent is None:
-            return OutcomeRecord.skipped(trigger, f"version {regressed} has no earlier version to roll back to")
+            return OutcomeRecord.skipped(
+                trigger, f"version {regressed} has no earlier version to roll back to (none kept, or all rolled back)"
+            )
         store.update_metadata(
             model_id,
             regressed,
@@ -63,3 +66,15 @@ def roll_back(store: ModelStore, trigger: Trigger, *, enabled: bool) -> OutcomeR
         reference_profile=store.reference_profile_path(model_id, parent),
         execution={"rolled_back_version": regressed},
     )
+
+
+def _restorable(store: ModelStore, model_id: str, version: str | None) -> str | None:
+    """`version`, or the nearest version before it that was not rolled back itself (a
+    retrain that began under a bad version has it as parent); None when none is kept."""
+    kept = set(store.versions(model_id))
+    while version is not None and version in kept:
+        metadata = store.metadata(model_id, version)
+        if metadata.get("decision") != "rolled_back":
+            return version
+        version = metadata.get("parent_version")
+    return None

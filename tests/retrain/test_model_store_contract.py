@@ -222,6 +222,7 @@ def test_a_regression_rolls_back_once_and_the_version_is_never_promoted_again_by
     store.update_metadata(MODEL, promoted, decision="promoted", validation={
         "new": {"rmse": 1.0}, "current": {"rmse": 1.1}, "improvements": {}, "reason": "promoted: better"})
     store.promote(MODEL, promoted)
+    running = add(store, tmp_path, 0.0, "t-running")  # a retrain that began under the bad version
     regression = trigger("r-1", promoted, "promotion_regression")
 
     assert roll_back(store, regression, enabled=False).outcome == "skipped"
@@ -245,4 +246,9 @@ def test_a_regression_rolls_back_once_and_the_version_is_never_promoted_again_by
     assert later.outcome == "skipped" and "no longer current" in later.reason
     again = handled_again(store, trigger("t-promote", "1", "data_drift"), training_csv)
     assert again.outcome == "skipped" and "rolled back by r-1" in again.reason
-    assert store.current_version(MODEL) == "1" and store.versions(MODEL) == ["1", promoted]
+    assert store.current_version(MODEL) == "1" and store.versions(MODEL) == ["1", promoted, running]
+
+    store.promote(MODEL, running)  # its retrain ends after the rollback; then it regresses too
+    assert store.metadata(MODEL, running)["parent_version"] == promoted
+    past = roll_back(store, trigger("r-3", running, "promotion_regression"), enabled=True)
+    assert (past.outcome, past.new_version) == ("rolled_back", "1")  # never back to a rolled-back version

@@ -2,7 +2,8 @@
 is retrained and promoted (its outcome carries the replaced champion's figures, which
 the monitor watches the new version against), then a `promotion_regression` trigger
 rolls that version back: the row (execution_status rolled_back), the outcome on
-retrain-events, the store's current version and the counter."""
+retrain-events, the store's current version and the counter; without waiting for a
+retrain of the model that is running."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from retrain.models_cli import bootstrap
 from schemas.messages import RetrainOutcome, decode
 from schemas.settings import MlflowSettings, Settings
 from tests.retrain.conftest import MODEL, Harness, wait_for
+from tests.retrain.test_models_cli import second_version
+from tests.retrain.trainers import MARKER_ENV, RELEASE_ENV
 
 pytestmark = pytest.mark.services
 
@@ -58,3 +61,24 @@ def test_a_promotion_regression_rolls_the_promoted_version_back(harness: Harness
     assert rolled_back.reference_profile == store.reference_profile_path(MODEL, "1")
     assert store.current_version(MODEL) == "1" and store.metadata(MODEL, "2")["decision"] == "rolled_back"
     assert rollbacks() == before + 1
+
+
+def test_a_rollback_does_not_wait_for_the_models_running_retrain(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker, release = tmp_path / "training-started", tmp_path / "release-training"
+    monkeypatch.setenv(MARKER_ENV, str(marker))
+    monkeypatch.setenv(RELEASE_ENV, str(release))
+    settings = harness.settings(model={"trainer": "tests.retrain.trainers:gated"})
+    store = open_model_store(settings)
+    store.promote(MODEL, second_version(store))  # version 2 serves, over version 1
+    harness.trigger("t-running", harness.labelled_window(300, seed=2), model_version="2")
+    harness.start(settings)
+    wait_for(marker.exists, "the retrain under version 2 to start training")
+    harness.trigger("r-1", None, model_version="2", trigger_types=("promotion_regression",))
+    wait_for(lambda: [r for r in harness.rows() if r["trigger_id"] == "r-1"], "the rollback's row")
+    assert store.current_version(MODEL) == "1" and not release.exists()  # rolled back while training ran
+    release.touch()
+    wait_for(lambda: harness.committed() == 2, "both offsets committed, in order")
+    assert [r["trigger_id"] for r in harness.rows()] == ["r-1", "t-running"]
+    assert store.current_version(MODEL) == "3" and store.metadata(MODEL, "3")["parent_version"] == "1"
