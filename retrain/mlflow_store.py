@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -36,7 +35,7 @@ from mlflow.exceptions import MlflowException
 
 from retrain.errors import ModelStoreError
 from retrain.launch import sha256_of
-from retrain.model_store import ARTIFACT, PROFILE, ModelStore
+from retrain.model_store import ARTIFACT, PROFILE, SAFE_NAME, ModelStore
 from schemas.logs import get_logger
 from schemas.settings import MlflowSettings
 
@@ -46,7 +45,6 @@ CHAMPION = "champion"
 JSON_FIELDS = "driftline.json_fields"
 MODEL_PATH = "model"  # the run's artifact folder that a version's source names
 MAX_TAG_CHARS = 100_000  # the registry's limit on a model version tag's value
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
 def default_artifact_location(tracking_uri: str) -> str | None:
@@ -79,7 +77,7 @@ class MlflowModelStore(ModelStore):
     # -- names ---------------------------------------------------------------------------
     @staticmethod
     def _name(model_id: str) -> str:
-        if not _SAFE_NAME.match(model_id):
+        if not SAFE_NAME.match(model_id):
             raise ModelStoreError(f"model id {model_id!r} is not a safe registered model name")
         return model_id
 

@@ -8,15 +8,16 @@ numbered strings; a version is added as a candidate with its metadata (`trigger_
 among it, by which a redelivered trigger finds it again instead of training twice) and
 the SHA-256 its training wrote; `load_model` unpickles only an artifact whose digest
 matches the recorded one; `promote` switches the current version in one atomic step,
-only to a version with a reference profile; `rollback` goes back to the version current
-before.
+only to a version with a reference profile, and prunes all but `keep_versions`;
+`rollback` goes back to the version current before.
 
 The files backend: per model, numbered version folders and a pointer to the current one.
 
     <root>/<model_id>/versions/<n>/model.joblib            the fitted model
     <root>/<model_id>/versions/<n>/metadata.json           metrics, data ranges, parent, trigger_id,
                                                            artifact_sha256, decision (promoted,
-                                                           rejected, failed; absent while validating)
+                                                           rejected, failed, rolled_back; absent
+                                                           while validating)
     <root>/<model_id>/versions/<n>/reference_profile.bin   ReferenceProfile.to_bytes(), for the monitor
     <root>/<model_id>/CURRENT                              the current version number
 
@@ -56,7 +57,7 @@ ARTIFACT = "model.joblib"
 METADATA = "metadata.json"
 PROFILE = "reference_profile.bin"
 POINTER = "CURRENT"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
 class ModelStore(ABC):
@@ -168,7 +169,7 @@ class FileModelStore(ModelStore):
 
     # -- layout --------------------------------------------------------------------------
     def _model_dir(self, model_id: str) -> Path:
-        if not _SAFE_NAME.match(model_id):
+        if not SAFE_NAME.match(model_id):
             raise ModelStoreError(f"model id {model_id!r} is not a safe folder name")
         return self.root / model_id
 
