@@ -71,11 +71,13 @@ def create_topics(bootstrap: str, name: str) -> dict[str, str]:
 
 
 def start_worker(config: Path, log: Path, *, module: str = "streams.cli", **env: str) -> subprocess.Popen:
-    """`driftline worker` (or a test module wrapping its command line) as a subprocess."""
+    """`driftline worker` (or a test module wrapping its command line) as a subprocess;
+    named after its log in its consumer groups (workers of one group on this host must
+    not share a name; a restart with the same log comes back as the same member)."""
     return subprocess.Popen(
         [sys.executable, "-m", module, "--config", str(config), "worker"],
         cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-        env={**os.environ, **env},
+        env={**os.environ, "DRIFTLINE_INSTANCE_ID": f"{config.stem}-{log.stem}", **env},
     )
 
 
@@ -323,7 +325,8 @@ class Processes:
         log = self.directory / f"retrainer-{len(self.procs)}.log"
         proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "--config", str(config), "retrainer", "--no-metrics"],
-            cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT, env={**os.environ, **env})
+            cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+            env={**os.environ, "DRIFTLINE_INSTANCE_ID": f"{config.stem}-{log.stem}", **env})
         return self._add(proc, log)
 
     def _add(self, proc: subprocess.Popen, log: Path) -> subprocess.Popen:

@@ -53,6 +53,7 @@ from retrain.policy import PolicyDecision, Verdict, superseded
 from retrain.preparation import PreparedData
 from retrain.repository import RetrainEventRepository
 from retrain.rollback import is_regression, roll_back
+from retrain.training_process import remove_stale_scratch
 from schemas.messages import (
     DeadLetter,
     OffsetRange,
@@ -124,6 +125,8 @@ class Retrainer:
         self.retrain = settings.retrain
         self.stop = stop
         self.policy = datasets.policy_from(self.retrain)
+        for folder in remove_stale_scratch(self.retrain.work_dir):  # of retrainers killed while training
+            log.info("stale_training_folder_removed", folder=str(folder))
         self.store = open_model_store(settings)
         self.repository = RetrainEventRepository(
             settings.postgres.dsn.get_secret_value(),
@@ -136,6 +139,7 @@ class Retrainer:
                 **kafka,
                 **librdkafka_callbacks("retrainer", settings.kafka.bootstrap_servers),
                 "group.id": self.retrain.group_id,
+                "group.instance.id": settings.group_instance_id("retrainer"),
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": self.retrain.session_timeout_ms,

@@ -14,9 +14,12 @@ the model store checks before the retrainer ever unpickles it.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +38,57 @@ THREAD_VARIABLES = (
     "NUMEXPR_NUM_THREADS",
     "VECLIB_MAXIMUM_THREADS",
 )
+
+
+SCRATCH_PARENT = "driftline-training"  # under `retrain.work_dir` (default: the system's temp dir)
+# A run's folder: `<owner pid>.<owner start time>-<model>-<random>`; the start time tells
+# a dead owner from a new process that got its pid again.
+_OWNED = re.compile(r"^(\d+)\.(\d+)-")
+
+
+def scratch_root(work_dir: Path | None) -> Path:
+    return Path(work_dir or tempfile.gettempdir()) / SCRATCH_PARENT
+
+
+def new_scratch_folder(work_dir: Path | None, model_id: str) -> Path:
+    """A fresh folder for one training run, named after this process."""
+    root = scratch_root(work_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    pid = os.getpid()
+    return Path(tempfile.mkdtemp(prefix=f"{pid}.{_start_time(pid)}-{model_id}-", dir=root))
+
+
+def remove_stale_scratch(work_dir: Path | None) -> list[Path]:
+    """Removes the run folders whose owner process is dead (a retrainer killed during
+    a training); a running owner's folders, and anything not named like ours, stay."""
+    root = scratch_root(work_dir)
+    removed = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        owner = _OWNED.match(folder.name)
+        if owner is None or not folder.is_dir() or _start_time(int(owner[1])) == int(owner[2]):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _start_time(pid: int) -> int:
+    """The process's start time in clock ticks since boot (Linux's /proc), 0 without
+    /proc (the pid alone then tells); -1 if no process has that pid."""
+    if not Path("/proc/self/stat").is_file():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return -1
+        except PermissionError:
+            pass
+        return 0
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return -1
+    # The command name may hold spaces and parentheses: fields count from the last ')'.
+    return int(stat[stat.rindex(")") + 2:].split()[19])
 
 
 @dataclass(frozen=True)
@@ -94,12 +148,29 @@ def training_argv(model: ModelSettings, files: TrainingFiles, seed: int) -> list
 
 
 def launch_argv(argv: list[str], files: TrainingFiles, nice: int) -> list[str]:
-    """`argv` under `retrain.launch`: niceness, the artifact's digest, orphan check."""
-    return [sys.executable, "-m", "retrain.launch", "--nice", str(nice), "--output", str(files.output), "--", *argv]
+    """`argv` under `retrain.launch`: niceness, the artifact's digest, death with this process."""
+    return [sys.executable, "-m", "retrain.launch", "--nice", str(nice), "--output", str(files.output),
+            "--parent", str(os.getpid()), "--", *argv]
 
 
 def training_env(threads: int) -> dict[str, str]:
     return {**os.environ, **{name: str(threads) for name in THREAD_VARIABLES}}
+
+
+class FinishedTraining:
+    """A training whose artifact (and digest) is already in its files: a fit reused
+    from `retrain.job.FittedModels`, with the interface of `TrainingProcess`."""
+
+    pid = None
+
+    def __init__(self, files: TrainingFiles) -> None:
+        self.files = files
+
+    def poll(self) -> TrainingResult:
+        return TrainingResult(True, 0.0)
+
+    def kill(self) -> None:
+        pass
 
 
 class TrainingProcess:

@@ -9,6 +9,7 @@ them receives the parts it needs as arguments.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -298,6 +299,12 @@ class Settings(BaseSettings):
     retrain: RetrainSettings = RetrainSettings()
     log_level: str = "INFO"
     log_repeats: LogRepeatSettings = LogRepeatSettings()
+    # This process's stable name in its consumer groups (Kafka's static membership,
+    # `group.instance.id`): restarted under the same name, it gets its partitions back at
+    # once instead of waiting for the killed member's session to expire. None: the host's
+    # name. Two running processes of one group must not share it (the newer one fences
+    # the older out): give each worker or retrainer on one host its own.
+    instance_id: str | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -313,6 +320,11 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
+
+    def group_instance_id(self, role: str) -> str:
+        """`group.instance.id` of this process's consumer of `role` ("monitor", "join",
+        "retrainer"): each consumer group gets one name per process."""
+        return f"{self.instance_id or socket.gethostname()}-{role}"
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: Any) -> Settings:

@@ -85,6 +85,7 @@ class MonitorApp:
             broker_commit_interval=conf.commit_interval_seconds,
             broker_session_timeout=conf.broker_session_timeout_seconds,
             broker_heartbeat_interval=conf.broker_heartbeat_interval_seconds,
+            consumer_group_instance_id=settings.group_instance_id("join"),
             producer_acks=-1,
             producer_max_request_size=conf.state_max_bytes,
             stream_wait_empty=True,

@@ -345,6 +345,54 @@ def decode_record(message_type: type[M], record: Record, out: Decoded[M]) -> Non
 
 _model_id = attrgetter("model_id")
 _value = attrgetter("value")
+_features = attrgetter("features")
+
+UNKNOWN_COLUMN_NAMES = 20  # tracked per model; the rest are counted under OTHER_COLUMNS
+OTHER_COLUMNS = "_other"
+COLUMN_NAME_CHARS = 64  # of an unknown column's name kept as a label
+
+
+class UnknownColumns:
+    """Feature columns that a model's reference does not know. The monitor never reads
+    them, so their values are dropped from the decoded events (one large unknown column
+    must not stay in memory); the events carrying each are counted per model, under the
+    column's name (its first `COLUMN_NAME_CHARS`) for the first `max_names` names of a
+    model, under `OTHER_COLUMNS` after that: the labels stay bounded. Only events of
+    the general decoding path hold a dict that may have them: a `ColumnDecoder`'s
+    struct has the reference's columns only."""
+
+    def __init__(self, max_names: int = UNKNOWN_COLUMN_NAMES) -> None:
+        self.max_names = max_names
+        self._names: dict[str, set[str]] = {}
+        self._overflowed: set[str] = set()  # models past `max_names`
+
+    def strip(self, model_id: str, known: frozenset[str], events: Sequence[object]) -> tuple[dict[str, int], list[str]]:
+        """Drops the unknown columns of `events` (feature events of `model_id`); returns
+        the events per label, and the labels this model has not shown before (to be
+        logged once)."""
+        counts: dict[str, int] = {}
+        new: list[str] = []
+        kinds = list(map(type, map(_features, events)))  # C loops: the common case ends here
+        if dict not in kinds:
+            return counts, new
+        tracked = self._names.setdefault(model_id, set())
+        for features in map(_features, events):
+            if type(features) is not dict or features.keys() <= known:
+                continue
+            for name in [name for name in features if name not in known]:
+                del features[name]
+                label = name[:COLUMN_NAME_CHARS]
+                if label not in tracked:
+                    if len(tracked) < self.max_names:
+                        tracked.add(label)
+                        new.append(label)
+                    else:
+                        label = OTHER_COLUMNS
+                        if model_id not in self._overflowed:
+                            self._overflowed.add(model_id)
+                            new.append(label)
+                counts[label] = counts.get(label, 0) + 1
+        return counts, new
 
 
 def _batch_error(value: bytes, error: Exception) -> SchemaError:

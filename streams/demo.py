@@ -38,6 +38,7 @@ from schemas.messages import RetrainOutcome, RetrainRequest, decode
 from schemas.migrate import apply_migrations
 from schemas.settings import CONFIG_ENV_VAR, Settings
 from streams.simulate import InferenceSimulator, Progress, Schedule
+from streams.topics import ensure_monitor_topics
 from streams.workload import Task, Workload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,6 +197,7 @@ task = "{self.scenario.task}"
         config = self.write_config()
         self.settings = settings = Settings.load(config)
         self.fresh_schema(settings)
+        ensure_monitor_topics(settings.kafka, settings.monitor)  # the broker creates none
         bootstrap(settings, self.model)
         worker, retrainer = self.start("worker", config), self.start("retrainer", config)
         began = time.monotonic()

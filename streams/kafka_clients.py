@@ -1,18 +1,15 @@
 """Kafka clients configured from `KafkaSettings`: faust's credentials, the idempotent
-aiokafka producer of the monitor's outputs, and topic creation before the worker starts.
+aiokafka producer of the monitor's outputs, the gap probe (topics: `streams.topics`).
 SASL and SSL pass through unchanged; the password is read only here, never logged."""
 
 from __future__ import annotations
 
 import ssl
-import time
-from collections.abc import Iterable
 from typing import Any
 
 import faust
 from aiokafka import AIOKafkaProducer
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, TopicPartition
 
 from schemas.logs import librdkafka_callbacks
 from schemas.settings import KafkaSettings
@@ -63,42 +60,6 @@ def output_producer(kafka: KafkaSettings, *, max_request_size: int) -> AIOKafkaP
         max_request_size=max_request_size,
         **aiokafka_security(kafka),
     )
-
-
-def ensure_topics(
-    kafka: KafkaSettings, names: Iterable[str], *, partitions: int, replication_factor: int,
-    config: dict[str, str] | None = None, timeout_seconds: float = 30.0,
-) -> dict[str, int]:
-    """Creates the topics that do not exist yet (blocking: call before the event loop) and
-    waits, up to `timeout_seconds`, until the metadata shows every one with its partitions:
-    a topic just created is not in the next metadata answer at once. Returns the
-    partition count of each named topic."""
-    admin = AdminClient({**kafka.client_config(), **librdkafka_callbacks("topics", kafka.bootstrap_servers)})
-    names = list(dict.fromkeys(names))
-    deadline = time.monotonic() + timeout_seconds
-    existing = admin.list_topics(timeout=timeout_seconds).topics
-    missing = [n for n in names if n not in existing]
-    if missing:
-        futures = admin.create_topics([
-            NewTopic(n, num_partitions=partitions, replication_factor=replication_factor, config=config or {})
-            for n in missing
-        ])
-        for name, future in futures.items():
-            try:
-                future.result(timeout=timeout_seconds)
-            except KafkaException as exc:  # another worker created it first
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
-    while True:
-        topics = admin.list_topics(timeout=max(0.1, deadline - time.monotonic())).topics
-        ready = {n: len(topics[n].partitions) for n in names
-                 if n in topics and topics[n].error is None and topics[n].partitions}
-        if len(ready) == len(names):
-            return ready
-        if time.monotonic() >= deadline:
-            absent = sorted(set(names) - set(ready))
-            raise TimeoutError(f"topics not in the cluster's metadata after {timeout_seconds} s: {absent}")
-        time.sleep(0.1)  # polling the broker's metadata; there is no event to wait on
 
 
 class GapProbe:

@@ -2,7 +2,8 @@
 
 Label values are bounded by configuration: `model` is a configured model id, `column` a
 column of its reference profile, `reason` one of `schemas.messages` dead-letter reasons,
-`severity` and `trigger_type` the detectors' closed sets. Each worker owns one
+`severity` and `trigger_type` the detectors' closed sets; an unknown feature column's
+name is one of at most 20 per model (`streams.decoding.UnknownColumns`). Each worker owns one
 `MonitorMetrics` on its own registry (no process-global state; tests can build many).
 """
 
@@ -83,6 +84,10 @@ class MonitorMetrics:
         self.state_discarded = Counter(
             "driftline_state_discarded", "saved detector states that no longer fit the "
             "reference or the detector settings (windows restarted)", ["model"], registry=r)
+        self.unknown_columns = Counter(
+            "driftline_unknown_feature_columns", "feature events carrying a column that the model's "
+            "reference does not know (its values are dropped), per column; past 20 names per model "
+            "the rest are counted as column=\"_other\"", ["model", "column"], registry=r)
         self.partition_mismatch = Counter(
             "driftline_partition_mismatch", "events of a model read from a partition other than "
             "murmur2(model_id), dead-lettered (wrong_partition): its producer does not use the "

@@ -47,7 +47,17 @@ from aiokafka.partitioner import murmur2
 
 from detectors import ModelMonitor, ReferenceProfile, StateError
 from schemas.messages import DeadLetter, FeatureEvent, LabelledRecord, SchemaError, encode
-from streams.decoding import ColumnDecoder, Record, column_decoder, dead_letters, decode_by_model, letter_key
+from streams.decoding import (
+    OTHER_COLUMNS,
+    UNKNOWN_COLUMN_NAMES,
+    ColumnDecoder,
+    Record,
+    UnknownColumns,
+    column_decoder,
+    dead_letters,
+    decode_by_model,
+    letter_key,
+)
 from schemas.logs import get_logger, librdkafka_callbacks
 from streams.metrics import MonitorMetrics
 from streams.model_state import Firing, ModelRuntime, decode_state, promotion_watch
@@ -86,6 +96,7 @@ class MonitorLoop:
         self.on_fatal = on_fatal
         self.topics = (self.kafka.features_topic, self.kafka.labelled_topic)
         self.runtimes: dict[str, ModelRuntime] = {}
+        self.unknown_columns = UnknownColumns()
         self.saved: dict[str, bytes] = {}  # states of the assigned partitions, read at assignment
         self._profiles: dict[tuple[str, str | None], ReferenceProfile] = {}
         self._promotion_failures: dict[str, float] = {}  # trigger_id -> monotonic time
@@ -113,6 +124,7 @@ class MonitorLoop:
                 **self.kafka.client_config(),
                 **librdkafka_callbacks("monitor", self.kafka.bootstrap_servers),
                 "group.id": self.conf.monitor_group_id,
+                "group.instance.id": self.settings.group_instance_id("monitor"),
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "partition.assignment.strategy": "range",
@@ -369,6 +381,7 @@ class MonitorLoop:
             error = SchemaError("unknown_model", f"model {model_id!r} is not configured")
             return ModelResult(None, [], _all_dead(items, error))
         self._maybe_rebaseline(model_id, runtime)
+        self._drop_unknown_columns(model_id, runtime, items["features"])
         firings: list[Firing] = []
         dead: list[DeadLetter] = []
         for kind, apply in (("features", runtime.apply_features), ("labelled", runtime.apply_labelled)):
@@ -383,6 +396,23 @@ class MonitorLoop:
             dead.extend(dead_letters(rejected))
         self.metrics.record_snapshot(model_id, runtime.monitor.snapshot())
         return ModelResult(runtime, firings, dead)
+
+    def _drop_unknown_columns(self, model_id: str, runtime: ModelRuntime, items: list) -> None:
+        """Counts (and logs once per column) the feature columns the model's reference
+        does not know, and drops their values; a batch applied again (isolating a failure)
+        finds them gone."""
+        profile = runtime.monitor.profile
+        known = frozenset((*profile.numeric_columns, *profile.categorical_columns))
+        counts, new = self.unknown_columns.strip(model_id, known, list(map(itemgetter(1), items)))
+        for column in new:
+            if column == OTHER_COLUMNS:
+                log.warning("more unknown feature columns than tracked: the rest are counted together",
+                            model_id=model_id, column=column, tracked=UNKNOWN_COLUMN_NAMES)
+            else:
+                log.warning("feature column unknown to the model's reference: counted, its values dropped",
+                            model_id=model_id, column=column)
+        for column, events in counts.items():
+            self.metrics.unknown_columns.labels(model_id, column).inc(events)
 
     def _apply_isolating(self, runtime: ModelRuntime, apply, items):
         saved = runtime.to_bytes()

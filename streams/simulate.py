@@ -193,9 +193,12 @@ def _event_or_never(text: str) -> int | None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from schemas.logs import configure_logging
 
+    from streams.topics import ensure_monitor_topics
     from streams.workload import Workload
 
     configure_logging(settings.log_level, settings.log_repeats)
+    # It may start before the worker, and the broker creates no topic: same ones, same counts.
+    ensure_monitor_topics(settings.kafka, settings.monitor)
     schedule = Schedule(args.rate, args.events, args.covariate_shift_at, args.concept_change_at, args.actual_delay_seconds)
     simulator = InferenceSimulator(settings, args.model, Workload(task=args.task, seed=args.seed), schedule)
     progress = simulator.run(threading.Event())

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-create-topics",
         action="store_true",
-        help="do not create missing input/output topics (they must exist)",
+        help="do not create missing topics (they must exist); their partition counts are checked all the same",
     )
 
 
@@ -24,32 +24,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from schemas.logs import configure_logging
     from streams.app import MonitorApp
-    from streams.kafka_clients import ensure_topics
+    from streams.topics import ensure_monitor_topics
 
     configure_logging(settings.log_level, settings.log_repeats)
     kafka, monitor = settings.kafka, settings.monitor
-    if not args.no_create_topics:
-        counts = ensure_topics(
-            kafka,
-            [
-                kafka.features_topic,
-                kafka.predictions_topic,
-                kafka.actuals_topic,
-                kafka.labelled_topic,
-                kafka.retrain_requests_topic,
-                kafka.retrain_events_topic,
-                kafka.dead_letter_topic,
-            ],
-            partitions=monitor.partitions,
-            replication_factor=monitor.replication_factor,
-        )
-        # A model's state goes to the partition number of its inputs.
-        ensure_topics(
-            kafka, [monitor.state_topic], partitions=counts[kafka.features_topic],
-            replication_factor=monitor.replication_factor,
-            config={"cleanup.policy": "compact", "max.message.bytes": str(monitor.state_max_bytes),
-                    "segment.bytes": str(monitor.state_segment_bytes)},
-        )
+    # Refuses (one line, exit 2) existing topics of another partition count.
+    ensure_monitor_topics(kafka, monitor, create=not args.no_create_topics)
     monitor.data_dir.mkdir(parents=True, exist_ok=True)
     tune_gc(monitor)
     service = MonitorApp(settings)

@@ -167,7 +167,10 @@ class Harness:
     def start(self, settings: Settings) -> threading.Event:
         metrics.TRIGGERS_WAITING.set(0)  # a gauge of the process: no earlier test's value
         stop = threading.Event()
-        retrainer = Retrainer(settings, stop)
+        # Retrainers running at once in one group and process: each its own member name
+        # (a restart reuses a name, as a restarted process would).
+        running = sum(thread.is_alive() for thread, _ in self._threads)
+        retrainer = Retrainer(settings.model_copy(update={"instance_id": f"{self.name}-{running}"}), stop)
         thread = threading.Thread(target=retrainer.run, daemon=True)
         thread.start()
         self._threads.append((thread, stop))

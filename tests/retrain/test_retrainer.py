@@ -288,3 +288,42 @@ def test_over_the_concurrency_limit_a_trigger_waits_then_trains(
     assert all(row["execution_successful"] for row in harness.rows())
     store = FileModelStore(settings.model_store_path, 5)
     assert (store.current_version(MODEL), store.current_version("m2")) == ("2", "1")
+
+
+def test_a_retrainer_restarted_under_its_name_takes_the_place_of_the_killed_one(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """Static membership: the restarted process replaces the dead member at once (a
+    new member would share the group with the dead one until its session expired)."""
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    settings = harness.settings()
+    config = tmp_path / "driftline.toml"
+    _write_config(config, settings)
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    group = settings.retrain.group_id
+    argv = [sys.executable, "-m", "streams.cli", "--config", str(config), "retrainer", "--no-metrics"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DRIFTLINE_INSTANCE_ID": "r1"}
+
+    def sole_member(other_than: str | None = None):
+        described = admin.describe_consumer_groups([group])[group].result(timeout=10)
+        if described.state != ConsumerGroupState.STABLE or len(described.members) != 1:
+            return None
+        [member] = described.members
+        return member if member.member_id != other_than and member.assignment.topic_partitions else None
+
+    first = subprocess.Popen(argv, env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
+    try:
+        killed = wait_for(sole_member, "the first retrainer to get its partitions")
+    finally:
+        first.kill()
+        first.wait()
+    assert killed.group_instance_id == "r1-retrainer"
+    second = subprocess.Popen(argv, env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
+    try:
+        member = wait_for(lambda: sole_member(other_than=killed.member_id), "the restarted retrainer alone in the group")
+    finally:
+        second.terminate()
+        second.wait(30)
+    assert member.group_instance_id == "r1-retrainer"

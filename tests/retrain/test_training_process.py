@@ -5,13 +5,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import joblib
+import pytest
 
 from schemas.tables import write_table
-from retrain.training_process import TrainingFiles, TrainingProcess, training_argv
+from retrain.training_process import (
+    TrainingFiles,
+    TrainingProcess,
+    new_scratch_folder,
+    remove_stale_scratch,
+    scratch_root,
+    training_argv,
+)
 from schemas.settings import ModelSettings
 from tests.retrain.synthetic import regression_frame
 from tests.retrain.trainers import PROBE_ENV
@@ -93,3 +103,60 @@ def test_a_hanging_trainer_is_killed_at_the_timeout(tmp_path: Path) -> None:
     result = process.wait(poll_seconds=0.05)
     assert not result.ok and result.reason == "training timed out after 0.5 s"
     assert process.poll() is not None
+
+
+# A retrainer's stand-in: starts a training that would run for ten minutes, says where
+# it is, and waits to be killed.
+_PARENT = """
+import os, sys, time
+from pathlib import Path
+from retrain.training_process import TrainingFiles, TrainingProcess, new_scratch_folder
+work_dir, pid_file = Path(sys.argv[1]), sys.argv[2]
+folder = new_scratch_folder(work_dir, "m")
+trainer = [sys.executable, "-c", f"import os, time; open({pid_file!r}, 'w').write(str(os.getpid())); time.sleep(600)"]
+process = TrainingProcess(trainer, TrainingFiles(folder, "parquet"), timeout_seconds=600)
+print(process.pid, folder, flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie waiting for its reaper."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+def _wait_for(condition, seconds: float, what: str) -> None:
+    """Polls a process's state (an event outside this process) until the deadline."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and PR_SET_PDEATHSIG are Linux's")
+def test_a_killed_retrainer_takes_its_training_along_and_its_folder_is_removed_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    pid_file = tmp_path / "trainer.pid"
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(tmp_path), str(pid_file)],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    launcher, folder = parent.stdout.readline().split()
+    _wait_for(lambda: pid_file.exists() and pid_file.read_text(), 60, "the trainer started")
+    trainer = int(pid_file.read_text())
+    assert _running(int(launcher)) and _running(trainer)
+    live = new_scratch_folder(tmp_path, "mine")  # this process's: it stays
+
+    parent.kill()  # SIGKILL: no clean-up of its own
+    parent.wait()
+    _wait_for(lambda: not _running(int(launcher)) and not _running(trainer), 30,
+              "the launcher and the trainer outlived their retrainer")
+
+    assert Path(folder).is_dir()
+    assert remove_stale_scratch(tmp_path) == [Path(folder)]
+    assert not Path(folder).exists() and live.is_dir()
+    (scratch_root(tmp_path) / "not-ours").mkdir()
+    assert remove_stale_scratch(tmp_path) == []

@@ -15,7 +15,7 @@ from aiokafka.partitioner import murmur2
 
 from schemas.messages import FeatureEvent, LabelledRecord
 from schemas.settings import Settings
-from streams.decoding import Record, decode_by_model, decode_records
+from streams.decoding import Record, column_decoder, decode_by_model, decode_records
 from streams.metrics import MonitorMetrics
 from streams.monitor_loop import MonitorLoop
 
@@ -214,6 +214,53 @@ def test_a_key_whose_records_all_fit_is_decoded_as_one_group() -> None:
         assert _letters(rejected) == _letters(expected_bad)
         assert [(r.offset, r.index) for r, _ in groups["m2"]] == [(i, j) for i in range(3) for j in range(3)]
         assert {type(e.features).__name__ for _, e in groups["m2"]} == {"FeatureColumns"}
+
+
+def _general(*events: dict) -> list[FeatureEvent]:
+    """Feature events as the general decoding path gives them (features: a dict)."""
+    groups, _ = decode_by_model(FeatureEvent, [Record(TOPIC, 0, i, json.dumps(e).encode())
+                                               for i, e in enumerate(events)])
+    return [event for pairs in groups.values() for _, event in pairs]
+
+
+def test_unknown_columns_are_counted_per_model_under_bounded_labels_and_their_values_dropped() -> None:
+    from streams.decoding import OTHER_COLUMNS, UnknownColumns
+
+    unknown = UnknownColumns(max_names=2)
+    known = frozenset({"a"})
+    events = _general(_event("m1", 0, a=1.0, blob="x" * 100_000), _event("m1", 1, a=2.0, blob="y", z=1.0),
+                      _event("m1", 2, a=3.0))
+    assert unknown.strip("m1", known, events) == ({"blob": 2, "z": 1}, ["blob", "z"])
+    assert [e.features for e in events] == [{"a": 1.0}, {"a": 2.0}, {"a": 3.0}]  # values not kept
+    # Known names are not new again; past two names, one label for the rest, logged once.
+    more = _general(_event("m1", 3, a=1.0, blob=1.0, w=1.0, v=1.0), _event("m1", 4, a=1.0, u=1.0))
+    assert unknown.strip("m1", known, more) == ({"blob": 1, OTHER_COLUMNS: 3}, [OTHER_COLUMNS])
+    assert unknown.strip("m1", known, _general(_event("m1", 5, t=1.0))) == ({OTHER_COLUMNS: 1}, [])
+    # Per model: another model has its own names; a long name is cut to a bounded label.
+    long_name = "c" * 1000
+    assert unknown.strip("m2", known, _general(_event("m2", 0, **{long_name: 1.0}))) == (
+        {"c" * 64: 1}, ["c" * 64])
+    assert unknown.strip("m1", known, _general(_event("m1", 6, a=1.0))) == ({}, [])
+
+
+def test_the_monitor_counts_unknown_columns_and_still_monitors_the_event(tmp_path) -> None:
+    from bench import harness as h
+
+    reference = h.write_reference(tmp_path / "reference.csv", rows=500)
+    settings = Settings(models={"m1": {"reference_path": str(reference)}})
+    loop = MonitorLoop(settings, MonitorMetrics(), SimpleNamespace(latest=lambda m: None), on_fatal=print)
+    columns = {c: 0.5 for c in h.COLUMNS}
+    records = [Record(TOPIC, 0, i, json.dumps(_event("m1", i, **columns, **extra)).encode(), None, b"m1")
+               for i, extra in enumerate([{}, {"blob": "x" * 2_000_000}, {"blob": "y", "other": 1}, {}])]
+    groups, bad = decode_by_model(FeatureEvent, records, {b"m1": column_decoder("m1", h.COLUMNS, [])})
+    assert not bad.rejected
+    items = {"features": groups["m1"], "labelled": []}
+    result = loop._advance_model("m1", items, isolate=False)
+    assert not result.dead and result.runtime.monitor.events_seen == 4
+    counted = loop.metrics.unknown_columns
+    assert (counted.labels("m1", "blob")._value.get(), counted.labels("m1", "other")._value.get()) == (2, 1)
+    assert all(set(event.features.keys()) <= set(h.COLUMNS) if isinstance(event.features, dict) else True
+               for _, event in items["features"])
 
 
 def test_a_state_compares_offsets_only_within_its_partition() -> None:

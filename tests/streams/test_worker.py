@@ -534,7 +534,7 @@ def test_the_worker_creates_its_topics_and_starts_every_time(
     kafka_bootstrap, unique_name, tmp_path, reference, workers
 ):
     from schemas.settings import KafkaSettings
-    from streams.kafka_clients import ensure_topics
+    from streams.topics import ensure_topics
 
     # A topic just created is not in the next metadata answer at once: wait for it.
     kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
@@ -556,6 +556,42 @@ def test_the_worker_creates_its_topics_and_starts_every_time(
 
 class _NoState:
     events_seen = 0
+
+
+def test_the_worker_refuses_a_topic_of_another_partition_count(kafka_bootstrap, unique_name, tmp_path, reference):
+    """What a producer started first did when the broker auto-created `features` with
+    one partition: the worker must say so and stop, not crash-loop."""
+    import subprocess
+    import sys
+
+    topics = h.topics_for(unique_name)
+    admin = h.AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for future in admin.create_topics([h.NewTopic(topics["features_topic"], num_partitions=1,
+                                                  replication_factor=1)]).values():
+        future.result(timeout=30)
+    config = h.write_config(tmp_path, kafka_bootstrap, unique_name, ["m0"], reference)
+    done = subprocess.run([sys.executable, "-m", "streams.cli", "--config", str(config), "worker"],
+                          cwd=h.ROOT, capture_output=True, text=True, timeout=DEADLINE)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr[-2000:]
+    assert f"{topics['features_topic']} has 1" in lines[0]
+    assert f"monitor.partitions ({h.PARTITIONS})" in lines[0]
+    assert "recreate it with 4 partitions" in lines[0] and "Traceback" not in done.stderr
+    # Refused before creating anything: the other topics are not there.
+    assert topics["labelled_topic"] not in admin.list_topics(timeout=10).topics
+
+
+def test_the_partition_check_names_every_topic_and_the_fix():
+    from streams.topics import PartitionMismatch, check_partitions
+
+    check_partitions({"a": 4, "b": 4}, 4)
+    with pytest.raises(PartitionMismatch, match=r"a has 1, b has 1; .*recreate them with 4 partitions.*"
+                                                r"or set monitor.partitions = 1"):
+        check_partitions({"a": 1, "b": 1}, 4)
+    with pytest.raises(PartitionMismatch, match=r"b has 2; .*recreate it with 4 partitions \(") as raised:
+        check_partitions({"a": 4, "b": 2}, 4)
+    assert "monitor.partitions =" not in str(raised.value)
 
 
 def test_events_of_a_model_in_another_partition_are_dead_lettered_never_counted_as_replays(
