@@ -56,8 +56,9 @@ def store_path(store_root: Path, relative_path: str) -> Path:
 MLFLOW_PROFILE = re.compile(r"^runs:/[0-9a-f]{32}/reference_profile\.bin$")
 
 
-def profile_from_store(store_root: Path, reference: str, *, tracking_uri: str) -> ReferenceProfile:
-    """The profile a promotion names, from either backend of the model store."""
+def profile_from_store(store_root: Path, reference: str, *, tracking_uri: str | None = None) -> ReferenceProfile:
+    """The profile a promotion names, from either backend of the model store (`tracking_uri`:
+    the MLflow backend's, for a runs:/ reference)."""
     from detectors import ReferenceProfile
 
     where = reference
@@ -73,9 +74,11 @@ def profile_from_store(store_root: Path, reference: str, *, tracking_uri: str) -
         raise ReferenceUnavailable(f"promoted reference profile {where}: {error}") from error
 
 
-def _mlflow_artifact(tracking_uri: str, uri: str) -> bytes:
+def _mlflow_artifact(tracking_uri: str | None, uri: str) -> bytes:
     if not MLFLOW_PROFILE.match(uri):
         raise ReferenceUnavailable(f"promoted reference profile {uri!r} is not a retrain run's profile")
+    if tracking_uri is None:
+        raise ReferenceUnavailable(f"promoted reference profile {uri} is in MLflow, and no tracking URI is given")
     try:
         import mlflow.artifacts
         from mlflow.exceptions import MlflowException
