@@ -9,12 +9,14 @@ order of the monitor's passes, of its root causes at equal strength and of its s
 from .base import (Checks, Context, FeatureBatch, SequentialSignal, Signal, WindowedSignal,
                    feature_arrays)
 from .categorical import Categorical
+from .estimated_performance import EstimatedPerformanceSignal
 from .ks import KS
 from .mean_shift import MeanShift
 from .outlier_rate import Outliers
 from .variance import Variance
 
-FEATURE_SIGNALS: tuple[type[Signal], ...] = (MeanShift, Variance, Outliers, KS, Categorical)
+FEATURE_SIGNALS: tuple[type[Signal], ...] = (MeanShift, Variance, Outliers,
+                                             EstimatedPerformanceSignal, KS, Categorical)
 
 __all__ = ["FEATURE_SIGNALS", "Checks", "Context", "FeatureBatch", "SequentialSignal",
            "Signal", "WindowedSignal", "feature_arrays"]
