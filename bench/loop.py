@@ -11,21 +11,30 @@ one table. For each change it reports:
   on 5,000 rows of the post-change data alone, scored on 5,000 fresh ones), and the same
   against the pre-change baseline (the first version's error before the change);
 - triggers, retrains started, promotions, rejected or failed retrains, skipped triggers
-  (superseded, stale, cooldown), retrains started on stationary data, and the worker's
-  largest input lag while a retrain ran.
+  (superseded, stale, cooldown), rollbacks, retrains started on stationary data, and the
+  worker's largest input lag while a retrain ran.
+`bad_challenger` retrains with bench/bad_challenger.py, whose first retrained model beats
+the champion on the holdout and serves worse: the monitor's watch of that promotion must
+roll it back within `retrain.watch_rows` + 500 labelled events (the labelled topic's
+records between the two outcomes), the error then back within 1.2x of the old champion's;
+every other scenario must roll nothing back.
 A classifier's error is its error rate; "recovered" is then within 2 points of the oracle.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import math
 import sys
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
+from confluent_kafka import Consumer, TopicPartition
 
 from retrain.builtin_trainer import train
+from schemas.settings import KafkaSettings, RetrainSettings
 from streams.demo import ROOT, Scenario, Timeline, LoopRun, RECOVERY_FACTOR, WINDOW
 from streams.workload import Phase, Workload
 
@@ -34,6 +43,7 @@ ORACLE_ROWS = 5_000
 CLASSIFICATION_POINTS = 0.02  # "within 2 points of the oracle's accuracy"
 TARGET_EVENTS = {"covariate": 5_000, "concept": 6_000, "covariate+concept": 6_000}
 MAX_PROMOTIONS_PER_CHANGE = 2
+ROLLBACK_SLACK_EVENTS = 500  # a bad promotion rolled back within watch_rows + this many events
 
 
 def scenarios(quick: bool, stationary_minutes: float) -> list[Scenario]:
@@ -45,6 +55,9 @@ def scenarios(quick: bool, stationary_minutes: float) -> list[Scenario]:
         Scenario("concept", events=pre + post, concept_change_at=pre, rate=RATE),
         Scenario("both", events=pre + 2 * post, covariate_shift_at=pre, concept_change_at=pre + post, rate=RATE),
         Scenario("classification", events=pre + post, concept_change_at=pre, task="classification", rate=RATE),
+        Scenario("bad_challenger", events=pre + 2 * post, covariate_shift_at=pre, rate=RATE,
+                 train_command=(sys.executable, str(ROOT / "bench" / "bad_challenger.py"), "{data}", "{output}",
+                                "{target}", "{task}", "{work}/trainings")),
     ]
 
 
@@ -122,16 +135,65 @@ def counts(scenario: Scenario, timeline: Timeline) -> dict[str, object]:
         "promotions": sum(o.outcome == "promoted" for o in outcomes),
         "rejected/failed": sum(o.outcome in ("rejected", "failed") for o in outcomes),
         "skipped": sum(o.outcome == "skipped" for o in outcomes),
+        "rollbacks": sum(o.outcome == "rolled_back" for o in outcomes),
         "stationary retrains": sum(1 for o in started if by_id.get(o.trigger_id, math.inf) < first_onset),
         "max lag in retrains": int(max(lags)) if lags else 0,
     }
+
+
+@dataclass
+class Rollback:
+    version: str
+    promoted_at: int  # simulator events when the promotion, then its rollback, were seen
+    rolled_back_at: int
+    labelled: int  # labelled records the join produced from the promotion to the rollback
+    champion_error: float  # the old champion's windowed error when the bad version was promoted
+    error_after: float  # once the window is wholly served by the restored version
+
+    @property
+    def target_met(self) -> bool:
+        return (self.labelled <= RetrainSettings().watch_rows + ROLLBACK_SLACK_EVENTS
+                and self.error_after <= RECOVERY_FACTOR * self.champion_error)
+
+
+def rollbacks(timeline: Timeline, kafka: KafkaSettings) -> list[Rollback]:
+    promoted = {o.new_version: (at, o) for at, o in timeline.outcomes if o.outcome == "promoted"}
+    found = []
+    for at, o in timeline.outcomes:
+        if o.outcome != "rolled_back" or o.previous_version not in promoted:
+            continue
+        promoted_at, promotion = promoted[o.previous_version]
+        # the simulated service follows the champion at its next request batch
+        served = next((t.events for t in timeline.ticks if t.events >= at and t.version == o.new_version), None)
+        after = math.nan if served is None else timeline.error_at(served + WINDOW)
+        labelled = labelled_between(kafka, promotion.completed_at, o.completed_at)
+        found.append(Rollback(o.previous_version, promoted_at, at, labelled, timeline.error_at(promoted_at), after))
+    return found
+
+
+def labelled_between(kafka: KafkaSettings, start: dt.datetime, end: dt.datetime) -> int:
+    """Records appended to the labelled topic between two moments (their broker timestamps)."""
+    consumer = Consumer({**kafka.client_config(), "group.id": f"bench-loop-{uuid.uuid4().hex}"})
+    try:
+        topic = kafka.labelled_topic
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+
+        def offsets(moment: dt.datetime) -> list[int]:
+            asked = [TopicPartition(topic, p, int(moment.timestamp() * 1000)) for p in partitions]
+            found = consumer.offsets_for_times(asked, timeout=30)
+            return [tp.offset if tp.offset >= 0 else consumer.get_watermark_offsets(tp, timeout=30)[1]
+                    for tp in found]
+
+        return sum(b - a for a, b in zip(offsets(start), offsets(end)))
+    finally:
+        consumer.close()
 
 
 def _events(value: tuple[int, float] | None) -> str:
     return f"{value[0]:,} ev / {value[1]:.0f} s" if value else "not recovered"
 
 
-def table(results: list[tuple[Scenario, Timeline]]) -> str:
+def table(results: list[tuple[Scenario, Timeline]], rolled_back: dict[str, list[Rollback]]) -> str:
     lines = ["| scenario | change at | detection delay | recovered (<= 1.2x oracle) | vs pre-change baseline "
              "| oracle / baseline error | promotions | target |",
              "|---|---|---|---|---|---|---|---|"]
@@ -148,14 +210,27 @@ def table(results: list[tuple[Scenario, Timeline]]) -> str:
                 f"{'-' if change.delay is None else f'{change.delay:,} ev'} | {_events(change.recovered)} | "
                 f"{_events(change.recovered_vs_baseline)} | {change.oracle:.3f} / {change.baseline:.3f} | "
                 f"{change.promotions} | {'met' if change.target_met else 'NOT met'} |")
-    lines += ["", "| scenario | triggers | retrains started | promotions | rejected/failed | skipped "
+    lines += ["", "| scenario | triggers | retrains started | promotions | rejected/failed | skipped | rollbacks "
               "| retrains on stationary data | max worker lag during retrains (messages) | wall time |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for scenario, timeline in results:
         c = counts(scenario, timeline)
         lines.append(f"| {scenario.name} | {c['triggers']} | {c['retrains']} | {c['promotions']} | "
-                     f"{c['rejected/failed']} | {c['skipped']} | {c['stationary retrains']} | "
+                     f"{c['rejected/failed']} | {c['skipped']} | {c['rollbacks']} | {c['stationary retrains']} | "
                      f"{c['max lag in retrains']:,} | {timeline.seconds:.0f} s |")
+    lines += ["", "| scenario | bad version promoted at | rolled back at | labelled events between | error: old "
+              "champion / after the rollback | target |", "|---|---|---|---|---|---|"]
+    for scenario, timeline in results:
+        found = rolled_back[scenario.name]
+        expected = bool(scenario.train_command)
+        if not found:
+            lines.append(f"| {scenario.name} | - | - | - | - | {'NOT met' if expected else 'met'} "
+                         f"({'a rollback' if expected else '0 rollbacks'}) |")
+        for r in found:
+            met = expected and r.target_met and len(found) == 1
+            lines.append(f"| {scenario.name} | version {r.version} @ {r.promoted_at:,} | {r.rolled_back_at:,} | "
+                         f"{r.labelled:,} | {r.champion_error:.3f} / {r.error_after:.3f} | "
+                         f"{'met' if met else 'NOT met'} |")
     return "\n".join(lines)
 
 
@@ -168,13 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [s for s in scenarios(args.quick, args.stationary_minutes)
               if not args.scenario or s.name in args.scenario]
     results = []
+    rolled_back: dict[str, list[Rollback]] = {}
     for scenario in chosen:
         print(f"bench.loop: {scenario.name}, {scenario.events:,} events at {scenario.rate:.0f}/s ...", flush=True)
         run = LoopRun(scenario, ROOT / ".driftline" / "bench-loop" / scenario.name, schema=f"bench_loop_{scenario.name}")
         results.append((scenario, run.run()))
+        rolled_back[scenario.name] = rollbacks(results[-1][1], run.settings.kafka)
     print(f"\nbench.loop: the served model's error over the last {WINDOW} requests; "
           f"{'quick' if args.quick else 'full'} run\n")
-    print(table(results))
+    print(table(results, rolled_back))
     return 0
 
 

@@ -47,11 +47,12 @@ from retrain import datasets, metrics
 from retrain.backoff import Backoff, RetryClock
 from retrain.errors import RetrainError
 from retrain.job import RetrainJob
-from retrain.model_store import ModelStore
+from retrain.model_store import open_model_store
 from retrain.outcome import OutcomeRecord, Trigger, event_from_row
 from retrain.policy import PolicyDecision, Verdict, superseded
 from retrain.preparation import PreparedData
 from retrain.repository import RetrainEventRepository
+from retrain.rollback import is_regression, roll_back
 from retrain.training_process import remove_stale_scratch
 from schemas.messages import (
     DeadLetter,
@@ -126,7 +127,7 @@ class Retrainer:
         self.policy = datasets.policy_from(self.retrain)
         for folder in remove_stale_scratch(self.retrain.work_dir):  # of retrainers killed while training
             log.info("stale_training_folder_removed", folder=str(folder))
-        self.store = ModelStore(settings.model_store_path, self.retrain.keep_versions)
+        self.store = open_model_store(settings)
         self.repository = RetrainEventRepository(
             settings.postgres.dsn.get_secret_value(),
             settings.postgres.db_schema,
@@ -263,8 +264,8 @@ class Retrainer:
         if not self.policy.eligible(newest.trigger.severity):
             return
         for item in list(self._of_model(newest.model_id)):
-            if item is newest or item.stage is not Stage.ADMIT or item.admitted:
-                continue
+            if item is newest or item.stage is not Stage.ADMIT or item.admitted or is_regression(item.trigger):
+                continue  # a rollback is never superseded by a retrain
             blocked = self._blocked(item)
             if blocked is None:
                 continue  # first in line: it keeps its place
@@ -407,6 +408,12 @@ class Retrainer:
 
     def _admit(self, item: InFlight) -> None:
         trigger = item.trigger
+        if is_regression(trigger):
+            # A rollback waits for nothing (neither the model's running retrain, which would
+            # replace the bad version only later, nor a training slot); no retrain policy applies.
+            if not self._republished(item):
+                self._outcome(item, roll_back(self.store, trigger, enabled=self.retrain.auto_rollback))
+            return
         if not item.admitted:
             if self._blocked(item) is not None:
                 item.waiting = True  # the model's follow-up
@@ -414,10 +421,7 @@ class Retrainer:
             item.admitted, item.waiting = True, False
         if item.waiting and self._running() >= self.retrain.max_concurrent_retrains:
             return  # still no free slot; nothing else changed for this trigger
-        existing = self.repository.find(trigger.trigger_id)
-        if existing is not None:
-            log.info("trigger_already_recorded", trigger_id=trigger.trigger_id)
-            self._to_publish(item, (self.settings.kafka.retrain_events_topic, encode(event_from_row(existing))))
+        if self._republished(item):
             return
         serving = self.store.current_version(trigger.model_id)
         if serving is not None and self.store.find_by_trigger(trigger.model_id, trigger.trigger_id) is not None:
@@ -437,6 +441,16 @@ class Retrainer:
             self._outcome(item, OutcomeRecord.skipped(trigger, decision.reason))
         elif decision.verdict is Verdict.RUN:
             self._start(item)
+
+    def _republished(self, item: InFlight) -> bool:
+        """Whether the trigger was recorded before (a redelivery): its outcome is then
+        published again from its row."""
+        existing = self.repository.find(item.trigger.trigger_id)
+        if existing is None:
+            return False
+        log.info("trigger_already_recorded", trigger_id=item.trigger.trigger_id)
+        self._to_publish(item, (self.settings.kafka.retrain_events_topic, encode(event_from_row(existing))))
+        return True
 
     def _high_watermark(self, topic: str, partition: int) -> int:
         _, high = self.consumer.get_watermark_offsets(
@@ -605,6 +619,8 @@ class Retrainer:
                 )
         if item.model_id in self.settings.models:  # only configured models label metrics
             metrics.RETRAINS.labels(item.model_id, record.outcome).inc()
+            if record.outcome == "rolled_back":
+                metrics.ROLLBACKS.labels(item.model_id).inc()
             for name, value in record.improvements.items():
                 if value is not None:
                     metric = name.removeprefix("improvement_").removesuffix("_percent")

@@ -112,7 +112,7 @@ class RetrainingExecutor:
         prediction_column: str | None = None,
     ) -> None:
         from retrain import datasets
-        from retrain.model_store import ModelStore
+        from retrain.model_store import open_model_store
         from schemas.settings import ModelSettings, Settings
 
         self.settings = settings or Settings.load()
@@ -126,9 +126,8 @@ class RetrainingExecutor:
         columns = {"actual_column": target_column, "prediction_column": prediction_column}
         self.model = model.model_copy(update={k: v for k, v in columns.items() if v})
         store_root = self.settings.model_store_path
-        self.store = ModelStore(
-            store_root if store_root.is_absolute() else self.project_root / store_root,
-            self.settings.retrain.keep_versions,
+        self.store = open_model_store(
+            self.settings, store_root if store_root.is_absolute() else self.project_root / store_root
         )
         self.policy = datasets.policy_from(self.settings.retrain)
         self.report = report or (lambda step: None)

@@ -185,13 +185,17 @@ class RetrainJob:
             )
         if self.fitted is not None and not isinstance(self._process, FinishedTraining):
             self.fitted.put(self._fitted_key, self._process.files.output)
+        execution = self._execution()
         version = self.store.add_version(
             self.model_id,
             self._process.files.output,
             {
                 "trigger_id": self.trigger.trigger_id,
+                "trigger_types": self.trigger.trigger_types,
                 "data_counts": self.prepared.counts,
                 "data_ranges": self.prepared.ranges,
+                "trainer": execution["trainer"],
+                **{key: value for key, value in execution.items() if key.endswith("_window")},
             },
             sha256=self._process.files.artifact_sha256(),
         )
@@ -206,6 +210,10 @@ class RetrainJob:
         if decision == "failed":
             return OutcomeRecord.failed(
                 self.trigger, metadata["reason"], self.previous_version, version, **self._execution(reused=True)
+            )
+        if decision == "rolled_back":  # retrain/rollback.py: never promoted again by this trigger
+            return OutcomeRecord.skipped(
+                self.trigger, f"version {version} of this trigger was rolled back by {metadata.get('rolled_back_by')}"
             )
         if decision == "promoted" and "promoted_at" not in metadata:
             self.store.promote(self.model_id, version)

@@ -24,6 +24,13 @@ ROWS_PREPARED = Counter(
     ["model", "kind"],
     registry=REGISTRY,
 )
+ROLLBACKS = Counter(
+    "driftline_rollbacks_total",
+    "Promoted versions rolled back after doing worse on live traffic than the champion they replaced "
+    "(promotion_regression triggers, retrain.auto_rollback)",
+    ["model"],
+    registry=REGISTRY,
+)
 CURRENT_VERSION = Gauge(
     "driftline_model_current_version", "The current version number in the model store", ["model"], registry=REGISTRY
 )

@@ -1,9 +1,23 @@
-"""The model store: per model, numbered version folders and a pointer to the current one.
+"""The model store: one interface, `ModelStore`, and two backends chosen by the
+`model_store` setting (`open_model_store`): `FileModelStore` here, and
+`MlflowModelStore` (retrain/mlflow_store.py, an MLflow model registry; imported only
+when configured, so nothing else loads MLflow).
+
+Both keep the same contract (tests/retrain/test_model_store_contract.py): versions are
+numbered strings; a version is added as a candidate with its metadata (`trigger_id`
+among it, by which a redelivered trigger finds it again instead of training twice) and
+the SHA-256 its training wrote; `load_model` unpickles only an artifact whose digest
+matches the recorded one; `promote` switches the current version in one atomic step,
+only to a version with a reference profile, and prunes all but `keep_versions`;
+`rollback` goes back to the version current before.
+
+The files backend: per model, numbered version folders and a pointer to the current one.
 
     <root>/<model_id>/versions/<n>/model.joblib            the fitted model
     <root>/<model_id>/versions/<n>/metadata.json           metrics, data ranges, parent, trigger_id,
                                                            artifact_sha256, decision (promoted,
-                                                           rejected, failed; absent while validating)
+                                                           rejected, failed, rolled_back; absent
+                                                           while validating)
     <root>/<model_id>/versions/<n>/reference_profile.bin   ReferenceProfile.to_bytes(), for the monitor
     <root>/<model_id>/CURRENT                              the current version number
 
@@ -24,8 +38,9 @@ import os
 import re
 import shutil
 import uuid
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import joblib
 
@@ -33,13 +48,104 @@ from retrain.errors import ModelStoreError
 from retrain.launch import sha256_of
 from schemas.logs import get_logger
 
+if TYPE_CHECKING:
+    from schemas.settings import Settings
+
 log = get_logger(__name__)
 
 ARTIFACT = "model.joblib"
 METADATA = "metadata.json"
 PROFILE = "reference_profile.bin"
 POINTER = "CURRENT"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+class ModelStore(ABC):
+    """Where retrained models live; see the module's docstring for the contract."""
+
+    keep_versions: int  # versions kept per model by `prune`; the current one always stays
+
+    @abstractmethod
+    def models(self) -> list[str]:
+        """The models that have versions."""
+
+    @abstractmethod
+    def versions(self, model_id: str) -> list[str]:
+        """A model's versions, oldest first."""
+
+    @abstractmethod
+    def current_version(self, model_id: str) -> str | None:
+        """The version serving now (the files' CURRENT, MLflow's `champion` alias)."""
+
+    @abstractmethod
+    def metadata(self, model_id: str, version: str) -> dict[str, Any]:
+        """Metrics, data ranges, parent_version, trigger_id, artifact_sha256, decision."""
+
+    @abstractmethod
+    def load_model(self, model_id: str, version: str | None = None) -> Any:
+        """The fitted model of `version` (default: the current one), digest checked."""
+
+    @abstractmethod
+    def find_by_trigger(self, model_id: str, trigger_id: str) -> dict[str, Any] | None:
+        """The metadata of the version a trigger already produced (after a crash), if any."""
+
+    @abstractmethod
+    def add_version(
+        self, model_id: str, artifact: Path, metadata: dict[str, Any], sha256: str | None = None
+    ) -> str:
+        """Adds a candidate version (not current, no profile yet) and returns its number.
+        `sha256`, the digest the training process wrote, must match the stored copy."""
+
+    @abstractmethod
+    def write_profile(self, model_id: str, version: str, profile: bytes) -> None:
+        """Stores the version's reference profile (`ReferenceProfile.to_bytes()`)."""
+
+    @abstractmethod
+    def reference_profile_path(self, model_id: str, version: str) -> str:
+        """Where the monitor reads the version's profile (the `reference_profile` of a
+        promotion on retrain-events)."""
+
+    @abstractmethod
+    def update_metadata(self, model_id: str, version: str, **fields: Any) -> dict[str, Any]:
+        """Adds or replaces metadata fields; returns the whole metadata."""
+
+    @abstractmethod
+    def promote(self, model_id: str, version: str) -> None:
+        """Makes `version` current in one atomic step; it must have a reference profile."""
+
+    @abstractmethod
+    def _delete_version(self, model_id: str, version: str) -> None:
+        """Removes a version for good (`prune`)."""
+
+    def prune(self, model_id: str) -> list[str]:
+        """Deletes all but the newest `keep_versions` versions; the current one stays."""
+        versions = self.versions(model_id)
+        current = self.current_version(model_id)
+        doomed = [v for v in versions[: -self.keep_versions] if v != current]
+        for version in doomed:
+            self._delete_version(model_id, version)
+        return doomed
+
+    def rollback(self, model_id: str, version: str | None = None) -> str:
+        """Back to `version`, or to the version that was current before the current one."""
+        current = self.current_version(model_id)
+        if version is None:
+            if current is None:
+                raise ModelStoreError(f"model {model_id} has no current version")
+            version = self.metadata(model_id, current).get("parent_version")
+            if version is None:
+                raise ModelStoreError(f"version {current} of {model_id} has no earlier version")
+        self.promote(model_id, version)
+        return version
+
+
+def open_model_store(settings: Settings, root: Path | None = None) -> ModelStore:
+    """The configured backend; `root` replaces `model_store_path` (files backend)."""
+    if settings.model_store == "mlflow":
+        from retrain.mlflow_store import MlflowModelStore
+
+        return MlflowModelStore(settings.mlflow, settings.retrain.keep_versions)
+    return FileModelStore(root or settings.model_store_path, settings.retrain.keep_versions)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -56,14 +162,14 @@ def _write_atomically(path: Path, data: bytes) -> None:
         os.close(directory)
 
 
-class ModelStore:
+class FileModelStore(ModelStore):
     def __init__(self, root: Path, keep_versions: int) -> None:
         self.root = Path(root)
         self.keep_versions = keep_versions
 
     # -- layout --------------------------------------------------------------------------
     def _model_dir(self, model_id: str) -> Path:
-        if not _SAFE_NAME.match(model_id):
+        if not SAFE_NAME.match(model_id):
             raise ModelStoreError(f"model id {model_id!r} is not a safe folder name")
         return self.root / model_id
 
@@ -74,7 +180,7 @@ class ModelStore:
         return path
 
     def reference_profile_path(self, model_id: str, version: str) -> str:
-        """Where the version's reference profile is, relative to the store root."""
+        """Relative to the store root."""
         return str((self.version_dir(model_id, version) / PROFILE).relative_to(self.root))
 
     # -- reading -------------------------------------------------------------------------
@@ -111,7 +217,6 @@ class ModelStore:
         return joblib.load(artifact)
 
     def find_by_trigger(self, model_id: str, trigger_id: str) -> dict[str, Any] | None:
-        """The version a trigger already produced (after a crash), if any."""
         for version in reversed(self.versions(model_id)):
             metadata = self.metadata(model_id, version)
             if metadata.get("trigger_id") == trigger_id:
@@ -122,8 +227,6 @@ class ModelStore:
     def add_version(
         self, model_id: str, artifact: Path, metadata: dict[str, Any], sha256: str | None = None
     ) -> str:
-        """Adds a candidate version (not current, no profile yet) and returns its number.
-        `sha256`, the digest the training process wrote, must match the stored copy."""
         versions_dir = self._model_dir(model_id) / "versions"
         versions_dir.mkdir(parents=True, exist_ok=True)
         staging = versions_dir / f".staging-{uuid.uuid4().hex}"
@@ -176,23 +279,5 @@ class ModelStore:
         self.update_metadata(model_id, version, promoted_at=dt.datetime.now(dt.timezone.utc).isoformat())
         self.prune(model_id)
 
-    def rollback(self, model_id: str, version: str | None = None) -> str:
-        """Back to `version`, or to the version that was current before the current one."""
-        current = self.current_version(model_id)
-        if version is None:
-            if current is None:
-                raise ModelStoreError(f"model {model_id} has no current version")
-            version = self.metadata(model_id, current).get("parent_version")
-            if version is None:
-                raise ModelStoreError(f"version {current} of {model_id} has no earlier version")
-        self.promote(model_id, version)
-        return version
-
-    def prune(self, model_id: str) -> list[str]:
-        """Deletes all but the newest `keep_versions` versions; the current one stays."""
-        versions = self.versions(model_id)
-        current = self.current_version(model_id)
-        doomed = [v for v in versions[: -self.keep_versions] if v != current]
-        for version in doomed:
-            shutil.rmtree(self._model_dir(model_id) / "versions" / version)
-        return doomed
+    def _delete_version(self, model_id: str, version: str) -> None:
+        shutil.rmtree(self._model_dir(model_id) / "versions" / version)

@@ -94,14 +94,14 @@ def bootstrap(settings: Settings, model_id: str) -> str:
     `holdout_fraction` of the rows (in file order) validate it and feed its profile."""
     from retrain import datasets
     from retrain.job import RetrainJob
-    from retrain.model_store import ModelStore
+    from retrain.model_store import open_model_store
     from retrain.outcome import Trigger
     from retrain.preparation import PreparedData, clean
 
     model = settings.models.get(model_id)
     if model is None:
         raise UnknownModel(f"model {model_id!r} is not configured")
-    store = ModelStore(settings.model_store_path, settings.retrain.keep_versions)
+    store = open_model_store(settings)
     if store.versions(model_id):
         raise ModelStoreError(f"model {model_id} already has versions; retraining adds new ones")
     historical = datasets.historical_frame(model)
@@ -140,9 +140,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from retrain.model_store import ModelStore
+    from retrain.model_store import open_model_store
 
-    store = ModelStore(settings.model_store_path, settings.retrain.keep_versions)
+    store = open_model_store(settings)
     if args.action != "list" and not args.model:
         raise ModelStoreError(f"models {args.action} needs a MODEL")
     if args.action == "list":

@@ -76,7 +76,7 @@ class Trigger:
 @dataclass(frozen=True)
 class OutcomeRecord:
     trigger: Trigger
-    outcome: str  # promoted, rejected, failed, skipped
+    outcome: str  # promoted, rejected, failed, skipped, rolled_back
     reason: str
     attempted: bool
     successful: bool | None = None
@@ -109,12 +109,15 @@ class OutcomeRecord:
         return replace(self, execution={**self.execution, **execution})
 
     def event_metrics(self) -> dict[str, float | None]:
+        """The row's metric columns, and the replaced champion's validation figures
+        (`champion_*`), against which the monitor watches a promoted version."""
         return {
             "retraining_r2": self.new_metrics.get("r2"),
             "retraining_rmse": self.new_metrics.get("rmse"),
             "retraining_accuracy": self.new_metrics.get("accuracy"),
             "comparison_previous_r2": (self.current_metrics or {}).get("r2"),
             **self.improvements,
+            **champion_metrics(self.current_metrics),
         }
 
     def row(self) -> dict[str, Any]:
@@ -133,6 +136,7 @@ class OutcomeRecord:
             "trigger_reason": trigger.reason,
             "trigger_metrics": jsonable(trigger.metrics),
             "execution_attempted": self.attempted,
+            "execution_status": self.outcome,
             "execution_successful": self.successful,
             "execution_metrics": jsonable(
                 {
@@ -184,7 +188,7 @@ def data_window(summary: dict[str, Any] | None) -> DataWindow | None:
 def event_from_row(row: dict[str, Any]) -> RetrainOutcome:
     """The event of a row written earlier (its event may never have been published)."""
     execution = row["execution_metrics"] or {}
-    metrics = {key: row[key] for key in METRIC_COLUMNS}
+    metrics = {**{key: row[key] for key in METRIC_COLUMNS}, **champion_metrics(execution.get("current_metrics"))}
     return RetrainOutcome(
         trigger_id=row["trigger_id"],
         model_id=row["model_id"],
@@ -198,6 +202,10 @@ def event_from_row(row: dict[str, Any]) -> RetrainOutcome:
         training=data_window(row.get("training_window")),
         holdout=data_window(row.get("holdout_window")),
     )
+
+
+def champion_metrics(current: dict[str, float] | None) -> dict[str, float | None]:
+    return {f"champion_{name}": value for name, value in (current or {}).items()}
 
 
 def jsonable(value: Any) -> Any:

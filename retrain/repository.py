@@ -27,6 +27,7 @@ COLUMNS = (
     "trigger_reason",
     "trigger_metrics",
     "execution_attempted",
+    "execution_status",
     "execution_successful",
     "execution_metrics",
     "retraining_model_version",

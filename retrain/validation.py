@@ -1,8 +1,9 @@
 """Validation, pure: the current model against the new one on the same holdout.
 
-Regression is scored by R2 and RMSE (on one holdout they rank two models the same way,
-so RMSE decides), classification by accuracy. The new model is promoted unless it is
-worse than the current one by more than the margin.
+Regression is scored by R2, RMSE and MAE (on one holdout R2 and RMSE rank two models
+the same way, so RMSE decides; MAE serves the watch after a promotion), classification
+by accuracy. The new model is promoted unless it is worse than the current one by more
+than the margin.
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ def score(task: str, predictions: Any, actuals: Any) -> dict[str, float]:
     actual = actual.astype(np.float64)
     sse = float(errors @ errors)
     sst = float(((actual - actual.mean()) ** 2).sum())
-    return {"r2": 1.0 - sse / sst if sst > 0 else 0.0, "rmse": float(np.sqrt(sse / len(errors)))}
+    return {
+        "r2": 1.0 - sse / sst if sst > 0 else 0.0,
+        "rmse": float(np.sqrt(sse / len(errors))),
+        "mae": float(np.abs(errors).mean()),  # the promotion watch's first figure
+    }
 
 
 def _percent(new: float, old: float, higher_is_better: bool) -> float | None:

@@ -105,7 +105,11 @@ class ExpectedImpact(msgspec.Struct, kw_only=True):
 
 
 class Decision(msgspec.Struct, kw_only=True):
-    trigger_types: list[str]
+    trigger_types: Annotated[list[str], msgspec.Meta(description=(
+        "data_drift, concept_drift, performance_degradation, outliers, "
+        "estimated_performance_degradation (the detectors), or "
+        "promotion_regression: a promoted version worse on live traffic than the champion it "
+        "replaced, on which the retrainer rolls back"))]
     severity: Severity
     confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
     reason: str
@@ -196,10 +200,13 @@ class RetrainOutcome(_Message, kw_only=True):
 
     trigger_id: Identifier
     model_id: Identifier
-    outcome: Literal["promoted", "rejected", "failed", "skipped"]
+    # rolled_back: a promotion_regression trigger put previous_version's parent back as
+    # the current version, new_version; the monitor re-baselines as on a promotion.
+    outcome: Literal["promoted", "rejected", "failed", "skipped", "rolled_back"]
     previous_version: str | None = None
     new_version: str | None = None
-    reference_profile: str | None = None  # path inside the model store
+    # A path inside the files model store, or runs:/<run_id>/reference_profile.bin in MLflow.
+    reference_profile: str | None = None
     reason: str = ""
     metrics: dict[str, float | None] = {}
     completed_at: dt.datetime

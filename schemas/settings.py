@@ -223,6 +223,13 @@ class RetrainSettings(_Section):
     # fraction (RMSE at most (1 + m) times, accuracy at least (1 - m) times the current's).
     promotion_margin: float = Field(default=0.0, ge=0, lt=1)
     keep_versions: int = Field(default=5, ge=1)  # per model in the store; current always kept
+    # Watched promotion: the monitor compares a new champion's errors over its first
+    # watch_rows labelled events with the validation figures of the champion it replaced
+    # (on the same holdout); worse by more than the detectors' thresholds (error_threshold
+    # for MAE, rmse_threshold, accuracy_threshold) fires a `promotion_regression` trigger,
+    # on which the retrainer rolls back to that champion when auto_rollback is on.
+    watch_rows: int = Field(default=1000, ge=1)
+    auto_rollback: bool = True
     # PostgreSQL and Kafka writes are retried with exponential backoff, without end:
     # the trigger's offset is committed only once its outcome is written.
     retry_initial_seconds: float = Field(default=0.5, gt=0)
@@ -240,6 +247,19 @@ class RetrainSettings(_Section):
     # How soon the group notices a retrainer that died without leaving (librdkafka's
     # default; the broker accepts 6000 and up): its trigger then goes to another member.
     session_timeout_ms: int = Field(default=45000, ge=1)
+
+
+class MlflowSettings(_Section):
+    """The MLflow backend of the model store (`model_store = "mlflow"`, the extra
+    `driftline[mlflow]`): a tracking server's URI, or a local `sqlite:///` file that
+    needs no server. Each retrain is a run of `experiment`; each model a registered
+    model of its model id, whose `champion` alias is the current version."""
+
+    tracking_uri: str = "sqlite:///.driftline/mlflow.db"
+    experiment: str = "driftline"
+    # Where new runs' artifacts go: MLflow's default for a server; for a sqlite:/// file,
+    # a folder `mlflow-artifacts` beside it, so that every process finds the same one.
+    artifact_location: str | None = None
 
 
 class LogRepeatSettings(_Section):
@@ -273,7 +293,11 @@ class Settings(BaseSettings):
     # thresholds are the defaults (detectors/config.py).
     detectors: DetectorConfig = DetectorConfig()
     models: dict[str, ModelSettings] = {}
+    # Where versions are kept: "files" (folders under model_store_path) or "mlflow" (the
+    # registry at mlflow.tracking_uri).
+    model_store: Literal["files", "mlflow"] = "files"
     model_store_path: Path = Path(".driftline/models")
+    mlflow: MlflowSettings = MlflowSettings()
     monitor: MonitorSettings = MonitorSettings()
     retrain: RetrainSettings = RetrainSettings()
     log_level: str = "INFO"

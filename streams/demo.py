@@ -14,6 +14,7 @@ Kafka and PostgreSQL must run (`make up` starts them).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -61,6 +62,9 @@ class Scenario:
     task: Task = "regression"
     rate: float = 500.0
     seed: int = 11
+    # The model's train_command, "{work}" standing for the run's folder (default: the
+    # built-in trainer), e.g. bench/bad_challenger.py.
+    train_command: tuple[str, ...] = ()
 
     @property
     def schedule(self) -> Schedule:
@@ -126,6 +130,8 @@ class LoopRun:
         self.work.mkdir(parents=True)
         Workload(task=self.scenario.task, seed=self.scenario.seed).frame(4000).to_csv(
             self.work / "reference.csv", index=False)
+        train_command = [part.replace("{work}", str(self.work)) for part in self.scenario.train_command]
+        trainer = f"train_command = {json.dumps(train_command)}\n" if train_command else ""
         run_id = f"{self.schema}-{time.time_ns()}"
         self.worker_port = _free_port()
         topics = {name: f"{run_id}-{name}" for name in
@@ -134,6 +140,9 @@ class LoopRun:
         config = self.work / "driftline.toml"
         config.write_text(f"""\
 model_store_path = "{self.work / 'models'}"
+
+[mlflow]
+tracking_uri = "sqlite:///{self.work / 'mlflow.db'}"
 
 [kafka]
 features_topic = "{topics['features']}"
@@ -167,7 +176,7 @@ post_trigger_wait_seconds = 30
 [models.{self.model}]
 reference_path = "{self.work / 'reference.csv'}"
 task = "{self.scenario.task}"
-""")
+{trainer}""")
         return config
 
     def fresh_schema(self, settings: Settings) -> None:
@@ -376,6 +385,11 @@ def main() -> int:
         f"now serving version {final.version}, MAE of the last {WINDOW}: {final.mae(WINDOW):.3f} "
         f"(baseline {baseline['value']:.3f})")
     summary(run.settings)
+    if run.settings.model_store == "mlflow":
+        uri = run.settings.mlflow.tracking_uri
+        say(f"\nmodels in MLflow at {uri}: registered model '{run.model}', alias champion = version "
+            f"{final.version}, a run per retrain in experiment '{run.settings.mlflow.experiment}'. "
+            f"To browse them: pip install mlflow; mlflow ui --backend-store-uri {uri}")
     say(f"\ndemo finished in {time.monotonic() - began:.0f} s; stopped the worker and the retrainer.")
     return 0 if promoted else 1
 

@@ -52,7 +52,7 @@ import pandas as pd
 from detectors import Decision, ModelMonitor, ReferenceProfile
 from retrain import datasets
 from retrain.job import FittedModels, RetrainJob
-from retrain.model_store import ModelStore
+from retrain.model_store import FileModelStore
 from retrain.outcome import Trigger
 from retrain.policy import Verdict, superseded
 from retrain.preparation import EVENT_ID, EVENT_TIME, OFFSET, PARTITION, PREDICTION
@@ -258,10 +258,10 @@ class LoopReplay:
         return _DriftlineRun(self, timeline, sample_every).run()
 
     # -- shared steps --------------------------------------------------------------------
-    def _store(self, name: str) -> ModelStore:
+    def _store(self, name: str) -> FileModelStore:
         """The policy's own store, the reference model as its current version 1."""
         model_id = policy_model_id(name)
-        store = ModelStore(self.workdir / "stores" / model_id, keep_versions=2)
+        store = FileModelStore(self.workdir / "stores" / model_id, keep_versions=2)
         artifact = self.workdir / f"{model_id}-reference.joblib"
         recorded = pd.concat([self.reference[self.columns], self.stream.features], ignore_index=True)
         predictions = np.concatenate([self._reference_predictions(), self.stream.reference_predictions])
@@ -300,7 +300,7 @@ class LoopReplay:
         frame[OFFSET] = rows
         return frame
 
-    def _retrain(self, run: PolicyRun, store: ModelStore, trigger: Trigger, rows: np.ndarray, row: int, *,
+    def _retrain(self, run: PolicyRun, store: FileModelStore, trigger: Trigger, rows: np.ndarray, row: int, *,
                  historical: pd.DataFrame, profile_since: Any = None) -> Retrain:
         """Prepares, trains, validates; a promoted model serves `run` from `row` on."""
         recent = self.recent_frame(rows, run.served)

@@ -21,17 +21,21 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 from operator import attrgetter, itemgetter
 
 import msgspec
 import numpy as np
 
-from detectors import Decision, ModelMonitor, ReferenceProfile
+from detectors import Decision, DetectorConfig, ModelMonitor, ReferenceProfile
+from detectors.promotion_watch import TRIGGER_TYPE as PROMOTION_REGRESSION
+from detectors.promotion_watch import PromotionWatch, regression_decision
 from schemas.messages import (
     FeatureEvent,
     LabelledRecord,
     OffsetRange,
+    RetrainOutcome,
     SchemaError,
     TopicWindow,
     Window,
@@ -67,6 +71,8 @@ class ModelState(msgspec.Struct, kw_only=True):
     progress: dict[str, TopicProgress] = {}
     event_time_start: dt.datetime | None = None
     event_time_end: dt.datetime | None = None
+    # The watch of the promotion last applied, while it runs (PromotionWatch.to_state()).
+    watch: dict[str, Any] | None = None
 
 
 _state_encoder = msgspec.msgpack.Encoder()
@@ -75,6 +81,16 @@ _state_decoder = msgspec.msgpack.Decoder(ModelState)
 
 def decode_state(data: bytes) -> ModelState:
     return _state_decoder.decode(data)
+
+
+def promotion_watch(outcome: RetrainOutcome, task: str, rows: int, config: DetectorConfig) -> PromotionWatch | None:
+    """The watch of a promotion by the retrainer, against the validation figures of the
+    champion it replaced (`champion_*` in the outcome's metrics); None when it has none
+    (a first version, a promotion by hand, a rollback)."""
+    baseline = {key.removeprefix("champion_"): value for key, value in outcome.metrics.items()
+                if key.startswith("champion_") and value is not None}
+    watch = PromotionWatch(task, baseline, rows, config)
+    return watch if watch.watching else None
 
 
 def trigger_id(model_id: str, model_version: str, fingerprint: str, record: Record) -> str:
@@ -108,6 +124,7 @@ class ModelRuntime:
         self.monitor = monitor
         self.features_topic = features_topic
         self.labelled_topic = labelled_topic
+        self.watch = PromotionWatch.from_state(state.watch) if state.watch else None
         self.dirty = False
 
     @classmethod
@@ -130,22 +147,26 @@ class ModelRuntime:
         state.monitor = self.monitor.state_to_bytes()
         state.events_seen = self.monitor.events_seen
         state.labelled_seen = self.monitor.labelled_seen
+        state.watch = self.watch.to_state() if self.watch is not None else None
         return _state_encoder.encode(state)
 
     def reset_to(self, data: bytes) -> None:
         """Back to a state this runtime saved with `to_bytes` (same reference profile)."""
         self.state = decode_state(data)
+        self.watch = PromotionWatch.from_state(self.state.watch) if self.state.watch else None
         self.monitor = ModelMonitor.from_state(
             self.monitor.profile, self.state.monitor, config=self.monitor.config, task=self.monitor.task
         )
 
     # -- re-baselining -------------------------------------------------------------
     def rebaseline(
-        self, profile: ReferenceProfile, model_version: str, promotion_id: str, reference: str
+        self, profile: ReferenceProfile, model_version: str, promotion_id: str, reference: str,
+        watch: PromotionWatch | None = None,
     ) -> None:
         """The new reference and baseline; windows restart, so the drift the new model
-        was trained on does not trigger it again."""
+        was trained on does not trigger it again. `watch`: the promotion's watch, if any."""
         self.monitor.rebaseline(profile)
+        self.watch = watch
         self.state.fingerprint = profile.fingerprint
         self.state.model_version = model_version
         self.state.promotion_id = promotion_id
@@ -223,7 +244,23 @@ class ModelRuntime:
         actuals = label_values(list(map(_actual, events)))
         before = self.monitor.labelled_seen
         decisions = self.monitor.update_labelled(predictions, actuals)
-        return self._advance(items, decisions, before), []
+        if self.watch is None:
+            return self._advance(items, decisions, before), []
+        verdict = self.watch.update_many(predictions, actuals)
+        if verdict is None:
+            return self._advance(items, decisions, before), []
+        self.watch = None
+        if verdict.regressed:
+            regression = regression_decision(verdict, before + verdict.index, self.state.model_version)
+            decisions = sorted([*decisions, regression], key=attrgetter("offset"))
+        return [self._regression_firing(f) if PROMOTION_REGRESSION in f.decision.trigger_types else f
+                for f in self._advance(items, decisions, before)], []
+
+    def _regression_firing(self, firing: Firing) -> Firing:
+        """A promotion's regression names the promoted version (the one to roll back),
+        and has an id of its own beside a detectors' decision at the same event."""
+        own_id = hashlib.sha256(f"{firing.trigger_id}\x1f{PROMOTION_REGRESSION}".encode()).hexdigest()[:32]
+        return replace(firing, model_version=self.state.model_version, trigger_id=own_id)
 
     def _advance(self, items, decisions: list[Decision], before: int) -> list[Firing]:
         """Moves the window along the batch; cuts it at each decision."""

@@ -60,7 +60,7 @@ from streams.decoding import (
 )
 from schemas.logs import get_logger, librdkafka_callbacks
 from streams.metrics import MonitorMetrics
-from streams.model_state import Firing, ModelRuntime, decode_state
+from streams.model_state import Firing, ModelRuntime, decode_state, promotion_watch
 from streams.promotions import PromotionWatcher
 from streams.references import ReferenceUnavailable, profile_from_settings, profile_from_store
 from schemas.settings import Settings
@@ -443,7 +443,8 @@ class MonitorLoop:
                     raise ReferenceUnavailable(f"model {model_id!r} has no configured reference")
                 profile = profile_from_settings(model, self.settings.detectors)
             else:
-                profile = profile_from_store(self.settings.model_store_path, reference)
+                profile = profile_from_store(self.settings.model_store_path, reference,
+                                             tracking_uri=self.settings.mlflow.tracking_uri)
             self._profiles[key] = profile
         return profile
 
@@ -513,8 +514,10 @@ class MonitorLoop:
             self._promotion_failed(model_id, promoted, error)
             return
         self._promotion_failures.pop(promoted.trigger_id, None)
+        watch = promotion_watch(promoted, runtime.monitor.task, self.settings.retrain.watch_rows,
+                                self.settings.detectors)
         runtime.rebaseline(profile, promoted.new_version or "promoted", promoted.trigger_id,
-                           promoted.reference_profile)
+                           promoted.reference_profile, watch)
         self.metrics.rebaselines.labels(model_id).inc()
         log.info("re-baselined", model_id=model_id, new_version=promoted.new_version,
                  fingerprint=profile.fingerprint, trigger_id=promoted.trigger_id,

@@ -1,5 +1,6 @@
 """Every worker follows all of `retrain-events` (a small topic) to know each model's
-promoted version, whatever partitions of the inference topics it owns.
+promoted version (a promotion, or a rollback after a promotion's regression), whatever
+partitions of the inference topics it owns.
 
 A plain aiokafka consumer without a group, subscribed to the topic (without a group,
 aiokafka assigns it every partition, new ones included) and reading from the beginning:
@@ -23,6 +24,9 @@ from schemas.logs import get_logger
 from schemas.settings import KafkaSettings
 
 log = get_logger(__name__)
+
+# Outcomes that change the serving version: the monitor re-baselines on its profile.
+SERVING_CHANGED = ("promoted", "rolled_back")
 
 
 class PromotionWatcher:
@@ -92,7 +96,7 @@ class PromotionWatcher:
             log.warning("retrain event ignored", reason=error.reason, detail=error.detail,
                         partition=partition, offset=offset)
             return
-        if outcome.outcome != "promoted":
+        if outcome.outcome not in SERVING_CHANGED:
             return
         if not outcome.reference_profile:
             log.warning("promotion without a reference profile ignored", model_id=outcome.model_id,

@@ -80,9 +80,9 @@ class InferenceSimulator:
         import numpy as np
         from confluent_kafka import Producer
 
-        from retrain.model_store import ModelStore
+        from retrain.model_store import open_model_store
 
-        self.store = ModelStore(settings.model_store_path, settings.retrain.keep_versions)
+        self.store = open_model_store(settings)
         self.producer = Producer(settings.kafka.producer_config(**{"linger.ms": 20}))
         self.rng = np.random.default_rng(workload.seed + 1)
         self.pending_actuals: list[tuple[float, int, bytes]] = []  # (due, sequence, message)

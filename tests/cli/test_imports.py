@@ -16,7 +16,7 @@ import pytest
 from streams.cli import build_parser
 
 HEAVY = ("faust", "aiokafka", "matplotlib", "plotly", "sklearn", "scipy", "pandas", "pydantic", "psycopg", "structlog",
-         "confluent_kafka")
+         "confluent_kafka", "mlflow")
 HELP_LOADS_NONE_OF = (*HEAVY, "numpy", "pyarrow")
 PROBE = """
 import json, sys

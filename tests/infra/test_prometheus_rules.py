@@ -17,5 +17,5 @@ def test_promtool_checks_config_rules_and_rule_tests() -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "is valid prometheus config file syntax" in output
-    assert output.count("SUCCESS: 6 rules found") >= 1
+    assert output.count("SUCCESS: 7 rules found") >= 1
     assert "FAILED" not in output

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from retrain import metrics
-from retrain.model_store import ModelStore
+from retrain.model_store import FileModelStore
 from schemas.messages import RetrainOutcome, decode
 from tests.retrain.conftest import MODEL, Harness, wait_for
 from tests.retrain.trainers import FAIL_ONCE_ENV, MARKER_ENV, RELEASE_ENV
@@ -61,7 +61,7 @@ def test_triggers_during_a_retrain_coalesce_into_one_follow_up_with_the_newest_e
     assert rows["t4"]["execution_metrics"]["counts"]["recent_rows"] == 154  # t4's own window, the newest
     assert len(list(tmp_path.glob("training-started.*"))) == 2, "not exactly one follow-up training"
     assert dropped("superseded") == superseded_before + 2
-    store = ModelStore(settings.model_store_path, 5)
+    store = FileModelStore(settings.model_store_path, 5)
     assert store.metadata(MODEL, "2")["trigger_id"] == "t4" and store.current_version(MODEL) == "2"
     events = [decode(RetrainOutcome, v) for v in harness.read(settings.kafka.retrain_events_topic, 4)]
     assert sorted((e.trigger_id, e.outcome) for e in events) == [
@@ -89,4 +89,4 @@ def test_a_trigger_against_an_older_version_than_the_serving_one_is_dropped(
     assert rows["t-old"]["execution_metrics"]["reason"] == "stale: raised against version 1, version 2 is serving"
     assert dropped("stale") == stale_before + 1
     assert len(list(tmp_path.glob("training-started.*"))) == 1
-    assert ModelStore(settings.model_store_path, 5).versions(MODEL) == ["1", "2"]
+    assert FileModelStore(settings.model_store_path, 5).versions(MODEL) == ["1", "2"]

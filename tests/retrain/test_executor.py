@@ -14,7 +14,7 @@ import pytest
 
 from retrain import RetrainingExecutor
 from retrain.executor import STEPS
-from retrain.model_store import ModelStore
+from retrain.model_store import FileModelStore
 from tests.conftest import ROOT
 from tests.retrain.conftest import MODEL, Harness
 from tests.retrain.synthetic import regression_frame
@@ -35,7 +35,7 @@ def test_full_pipeline_detects_prepares_trains_validates_and_logs(harness: Harne
     assert result.logged and result.outcome.outcome == "promoted"
     [row] = harness.rows()
     assert row["model_id"] == MODEL and row["execution_successful"] is True
-    assert row["retraining_model_version"] == "2" == ModelStore(settings.model_store_path, 5).versions(MODEL)[-1]
+    assert row["retraining_model_version"] == "2" == FileModelStore(settings.model_store_path, 5).versions(MODEL)[-1]
 
 
 def test_no_drift_stops_after_detection_and_logs_nothing(harness: Harness, training_csv: Path) -> None:
@@ -200,4 +200,4 @@ def test_a_worse_challenger_is_rejected_logged_and_the_champion_still_serves(
     assert result.logged and result.outcome.outcome == "rejected"
     [row] = harness.rows()
     assert row["execution_metrics"]["outcome"] == "rejected" and row["retraining_model_version"] == "2"
-    assert ModelStore(settings.model_store_path, 5).current_version(MODEL) == "1"
+    assert FileModelStore(settings.model_store_path, 5).current_version(MODEL) == "1"

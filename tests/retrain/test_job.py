@@ -8,7 +8,7 @@ from pathlib import Path
 
 from detectors import DetectorConfig
 from retrain.job import RetrainJob
-from retrain.model_store import ARTIFACT, PROFILE, ModelStore
+from retrain.model_store import ARTIFACT, PROFILE, FileModelStore
 from retrain.outcome import Trigger
 from retrain.preparation import clean, records_to_frame, split_at_change
 from schemas.settings import ModelSettings, RetrainSettings
@@ -21,7 +21,7 @@ FEATURES = ["x1", "x2"]
 def test_a_stored_undecided_version_is_validated_not_retrained_and_promoted_once(
     store_template: Path, training_csv: Path, tmp_path: Path
 ) -> None:
-    store = ModelStore(tmp_path / "store", keep_versions=5)
+    store = FileModelStore(tmp_path / "store", keep_versions=5)
     shutil.copytree(store_template, store.root)
     # The crash: version 2 was stored for the trigger, then the retrainer died.
     store.add_version(MODEL, store.version_dir(MODEL, "1") / ARTIFACT, {"trigger_id": "t-crash"})
@@ -52,7 +52,7 @@ def _prepared():
                            old_concept_share=0.0, min_rows=1)[1]
 
 
-def _run(store: ModelStore, model: ModelSettings, retrain: RetrainSettings, trigger_id: str):
+def _run(store: FileModelStore, model: ModelSettings, retrain: RetrainSettings, trigger_id: str):
     trigger = Trigger(trigger_id, MODEL, "1", ["data_drift"], "HIGH", "drift", {}, dt.datetime.now(dt.timezone.utc))
     job = RetrainJob(trigger, model, retrain, store, _prepared(), DetectorConfig())
     job.start()
@@ -62,7 +62,7 @@ def _run(store: ModelStore, model: ModelSettings, retrain: RetrainSettings, trig
 def test_a_worse_challenger_is_rejected_and_the_champion_still_serves(
     store_template: Path, training_csv: Path, tmp_path: Path
 ) -> None:
-    store = ModelStore(tmp_path / "store", keep_versions=5)
+    store = FileModelStore(tmp_path / "store", keep_versions=5)
     shutil.copytree(store_template, store.root)
     model = ModelSettings(reference_path=training_csv, trainer="tests.retrain.trainers:constant")
     outcome = _run(store, model, RetrainSettings(), "t-worse")
@@ -79,7 +79,7 @@ def test_a_champion_that_cannot_score_fails_the_retrain_unless_promotion_over_it
     import pandas as pd
     from sklearn.linear_model import LinearRegression
 
-    store = ModelStore(tmp_path / "store", keep_versions=5)
+    store = FileModelStore(tmp_path / "store", keep_versions=5)
     shutil.copytree(store_template, store.root)
     other_columns = tmp_path / "other.joblib"  # a champion trained on columns the data lacks
     joblib.dump(LinearRegression().fit(pd.DataFrame({"z": [0.0, 1.0]}), [0.0, 1.0]), other_columns)
@@ -102,7 +102,7 @@ def test_a_champion_that_cannot_score_fails_the_retrain_unless_promotion_over_it
 def test_rejected_versions_are_pruned_after_every_decision(
     store_template: Path, training_csv: Path, tmp_path: Path
 ) -> None:
-    store = ModelStore(tmp_path / "store", keep_versions=2)
+    store = FileModelStore(tmp_path / "store", keep_versions=2)
     shutil.copytree(store_template, store.root)
     model = ModelSettings(reference_path=training_csv, trainer="tests.retrain.trainers:constant")
     for k in range(4):

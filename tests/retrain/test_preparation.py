@@ -68,7 +68,7 @@ def test_profile_rows_are_the_recent_rows_after_the_trigger() -> None:
 
 
 def test_scores() -> None:
-    assert score("regression", [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == {"r2": 1.0, "rmse": 0.0}
+    assert score("regression", [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == {"r2": 1.0, "rmse": 0.0, "mae": 0.0}
     assert score("classification", ["a", "b"], ["a", "a"]) == {"accuracy": 0.5}
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from detectors import ReferenceProfile
 from retrain import metrics
-from retrain.model_store import ModelStore
+from retrain.model_store import FileModelStore
 from schemas.messages import DeadLetter, RetrainOutcome, decode
 from tests.retrain.conftest import MODEL, Harness, wait_for
 from schemas.settings import Settings
@@ -49,7 +49,7 @@ def test_trigger_is_retrained_promoted_logged_and_committed(harness: Harness) ->
 
     [event] = [decode(RetrainOutcome, v) for v in harness.read(settings.kafka.retrain_events_topic, 1)]
     assert (event.outcome, event.previous_version, event.new_version) == ("promoted", "1", "2")
-    store = ModelStore(settings.model_store_path, settings.retrain.keep_versions)
+    store = FileModelStore(settings.model_store_path, settings.retrain.keep_versions)
     assert store.current_version(MODEL) == "2"
     assert (
         ReferenceProfile.from_bytes((settings.model_store_path / event.reference_profile).read_bytes()).baseline["rmse"]
@@ -77,7 +77,7 @@ def test_a_worse_challenger_is_rejected_logged_published_and_the_champion_still_
     [event] = [decode(RetrainOutcome, v) for v in harness.read(settings.kafka.retrain_events_topic, 1)]
     assert (event.outcome, event.previous_version, event.new_version) == ("rejected", "1", "2")
     assert event.reference_profile is None  # nothing for the monitor to re-baseline on
-    assert ModelStore(settings.model_store_path, settings.retrain.keep_versions).current_version(MODEL) == "1"
+    assert FileModelStore(settings.model_store_path, settings.retrain.keep_versions).current_version(MODEL) == "1"
     assert sample("driftline_retrains_total", model=MODEL, outcome="rejected") == rejected_before + 1
     assert sample("driftline_model_current_version", model=MODEL) != 2
 
@@ -114,7 +114,7 @@ def test_trainer_that_raises_is_a_failed_execution_and_committed(harness: Harnes
     assert row["execution_attempted"] is True and row["execution_successful"] is False
     assert "trainer exploded on purpose" in row["execution_metrics"]["reason"]
     assert row["retraining_model_version"] is None
-    assert ModelStore(settings.model_store_path, 5).current_version(MODEL) == "1"
+    assert FileModelStore(settings.model_store_path, 5).current_version(MODEL) == "1"
     [event] = [decode(RetrainOutcome, v) for v in harness.read(settings.kafka.retrain_events_topic, 1)]
     assert event.outcome == "failed" and event.new_version is None
 
@@ -153,7 +153,7 @@ def test_two_triggers_inside_the_cooldown_retrain_once(harness: Harness) -> None
         None,
     )
     assert second["execution_metrics"]["reason"].startswith("cooldown")
-    assert len(ModelStore(settings.model_store_path, 5).versions(MODEL)) == 2
+    assert len(FileModelStore(settings.model_store_path, 5).versions(MODEL)) == 2
 
 
 def test_redelivered_trigger_is_not_trained_or_written_twice(harness: Harness) -> None:
@@ -167,7 +167,7 @@ def test_redelivered_trigger_is_not_trained_or_written_twice(harness: Harness) -
     assert [r["trigger_id"] for r in harness.rows()] == ["t-dup"]
     events = [decode(RetrainOutcome, v) for v in harness.read(settings.kafka.retrain_events_topic, 2)]
     assert [(e.trigger_id, e.outcome) for e in events] == [("t-dup", "promoted")] * 2  # republished, same outcome
-    assert ModelStore(settings.model_store_path, 5).versions(MODEL) == ["1", "2"]
+    assert FileModelStore(settings.model_store_path, 5).versions(MODEL) == ["1", "2"]
 
 
 def test_postgres_outage_mid_run_holds_the_commit_and_writes_one_row_once_back(
@@ -195,7 +195,7 @@ def test_postgres_outage_mid_run_holds_the_commit_and_writes_one_row_once_back(
         wait_for(lambda: harness.committed() == 1, "the commit once PostgreSQL is back")
         [row] = harness.rows()
         assert row["trigger_id"] == "t-outage" and row["execution_successful"] is True
-        assert ModelStore(settings.model_store_path, 5).versions(MODEL) == ["1", "2"]  # trained once
+        assert FileModelStore(settings.model_store_path, 5).versions(MODEL) == ["1", "2"]  # trained once
     finally:
         proxy.close()
 
@@ -258,7 +258,7 @@ def test_retrainer_killed_mid_training_retrains_after_restart_and_promotes_once(
     assert db.execute("SELECT count(*) FROM retrain_trigger_starts").fetchone() == (0,)  # forgotten with the row
     [row] = harness.rows()
     assert row["trigger_id"] == "t-kill" and row["execution_successful"] is True
-    store = ModelStore(settings.model_store_path, 5)
+    store = FileModelStore(settings.model_store_path, 5)
     produced = [store.metadata(MODEL, v) for v in store.versions(MODEL)]
     promoted = [m["version"] for m in produced if m.get("trigger_id") == "t-kill" and m.get("decision") == "promoted"]
     assert promoted == [store.current_version(MODEL)]
@@ -286,7 +286,7 @@ def test_over_the_concurrency_limit_a_trigger_waits_then_trains(
     release.touch()
     wait_for(lambda: harness.committed(0) == 1 and harness.committed(1) == 1, "both triggers to be committed")
     assert all(row["execution_successful"] for row in harness.rows())
-    store = ModelStore(settings.model_store_path, 5)
+    store = FileModelStore(settings.model_store_path, 5)
     assert (store.current_version(MODEL), store.current_version("m2")) == ("2", "1")
 
 

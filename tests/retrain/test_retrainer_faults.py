@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from retrain import datasets, metrics
-from retrain.model_store import ModelStore
+from retrain.model_store import FileModelStore
 from schemas.messages import DeadLetter, RetrainOutcome, RetrainRequest, decode
 from tests.retrain.conftest import MODEL, Harness, wait_for
 
@@ -66,7 +66,7 @@ def test_a_trigger_that_always_raises_is_dead_lettered_recorded_and_committed(
     assert decode(RetrainRequest, letter.original) == poison  # the trigger, intact, for a replay
     events = [decode(RetrainOutcome, v) for v in harness.read(settings.kafka.retrain_events_topic, 2)]
     assert [(e.trigger_id, e.outcome) for e in events] == [("t-poison", "failed"), ("t-after", "promoted")]
-    assert ModelStore(settings.model_store_path, 5).versions(MODEL) == ["1", "2"]
+    assert FileModelStore(settings.model_store_path, 5).versions(MODEL) == ["1", "2"]
 
 
 def test_a_stage_that_raises_once_is_retried_and_the_trigger_trains(
@@ -104,7 +104,7 @@ def test_a_trigger_whose_handling_killed_the_retrainer_each_time_is_given_up(har
     [letter] = [decode(DeadLetter, v) for v in harness.read(settings.kafka.dead_letter_topic, 1)]
     assert letter.reason == "processing_failed" and decode(RetrainRequest, letter.original) == poison
     assert following["trigger_id"] == "t-next" and following["execution_successful"] is True
-    assert ModelStore(settings.model_store_path, 5).versions(MODEL) == ["1", "2"]  # never trained t-crashloop
+    assert FileModelStore(settings.model_store_path, 5).versions(MODEL) == ["1", "2"]  # never trained t-crashloop
     # a trigger's starts are forgotten once its outcome is written
     assert db.execute("SELECT count(*) FROM retrain_trigger_starts").fetchone() == (0,)
 
