@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from . import _monitor_state, labelled
 from .calibration import DEFAULT_CACHE, Calibration, CalibrationCache
@@ -26,6 +27,26 @@ from .warmup import Warmup
 def _rows(cats: dict[str, np.ndarray], start: int, stop: int | None) -> dict[str, np.ndarray]:
     """Events ``start:stop`` of every categorical column."""
     return {c: v[start:stop] for c, v in cats.items()}
+
+
+def _predictions(predictions, n: int) -> np.ndarray | None:
+    """The model's predictions as n floats (None or not a number: NaN), or None."""
+    if predictions is None:
+        return None
+    p = np.asarray(predictions, dtype=object).ravel()
+    if len(p) != n:
+        raise DetectorError("predictions must have one value per event")
+    return pd.to_numeric(pd.Series(p), errors="coerce").to_numpy(dtype=np.float64,
+                                                                   na_value=np.nan)
+
+
+def _cut(pred: np.ndarray | None, start: int, stop: int | None) -> np.ndarray | None:
+    return None if pred is None else pred[start:stop]
+
+
+def _causes(report) -> list[dict[str, Any]]:
+    """A sequential test's root causes (a multivariate test names several columns)."""
+    return report if isinstance(report, list) else [report]
 
 
 class ModelMonitor(_monitor_state.Saving):
@@ -109,23 +130,28 @@ class ModelMonitor(_monitor_state.Saving):
 
     # -- features -----------------------------------------------------------------
     def update_features(self, numeric: np.ndarray,
-                        categorical: dict[str, np.ndarray] | None = None) -> list[Decision]:
+                        categorical: dict[str, np.ndarray] | None = None,
+                        predictions=None) -> list[Decision]:
         """Process a micro-batch of feature events; return decisions fired in it.
 
         ``numeric`` is (n, len(profile.numeric_columns)) float with NaN for missing;
-        ``categorical`` maps each categorical column to an array of n values.
+        ``categorical`` maps each categorical column to an array of n values;
+        ``predictions`` (optional) the model's n predictions (NaN or None: none).
         """
         x, cats = feature_arrays(self.profile, numeric, categorical)
         n = len(x)
+        pred = _predictions(predictions, n)
         xt = np.ascontiguousarray(x.T)  # (columns, events): time runs along rows
         if self.warmup.until > self.events_seen:
             k = self.warmup.until - self.events_seen
             if n > k:  # the calibration changes at the warm-up's end: split there
-                first = self.update_features(x[:k], _rows(cats, 0, k))
-                return first + self.update_features(x[k:], _rows(cats, k, None))
+                first = self.update_features(x[:k], _rows(cats, 0, k), _cut(pred, 0, k))
+                return first + self.update_features(x[k:], _rows(cats, k, None),
+                                                    _cut(pred, k, None))
             self.warmup.keep(self.context.window.slots(xt),
                              self.signals["categorical"].codes(cats, n))
-        decisions = self._replay(n, lambda a, b: self._feature_step(xt[:, a:b], _rows(cats, a, b)),
+        decisions = self._replay(n, lambda a, b: self._feature_step(xt[:, a:b], _rows(cats, a, b),
+                                                                    _cut(pred, a, b)),
                                  self._fire_features, list(self.signals.values()), "events_seen",
                                  ("seq", *self._windowed))
         if self.warmup.until and self.events_seen >= self.warmup.until \
@@ -162,8 +188,8 @@ class ModelMonitor(_monitor_state.Saving):
     def _fire_features(self) -> Decision:
         """The decision gathered, with the state at its firing event; the sequential
         tests restart."""
-        signals = [self._sequential[k].report(j, lam)
-                   for (k, j), lam in sorted(self._gather_seq.items())] + [
+        signals = [cause for (k, j), lam in sorted(self._gather_seq.items())
+                   for cause in _causes(self._sequential[k].report(j, lam))] + [
             {"signal": sig, "column": col, "strength": st, "lambda": lam}
             for (sig, col), (st, lam) in self._gather_other.items()]
         self._gather_until, self._gather_seq, self._gather_other = -1, {}, {}
@@ -177,14 +203,15 @@ class ModelMonitor(_monitor_state.Saving):
         self._hist["seq"][:] = False
         return decision
 
-    def _feature_step(self, xt: np.ndarray, cats: dict[str, np.ndarray]) -> int | None:
+    def _feature_step(self, xt: np.ndarray, cats: dict[str, np.ndarray],
+                      pred: np.ndarray | None = None) -> int | None:
         """Advance every signal on ``xt`` (columns, n). Return None when no decision is
         under way, else the index of the event it fires at (``gather_events`` after the
         first eligible alarm; possibly past the batch), and gather the tests alarmed from
         that alarm (or the batch start) to it (a redo finds the same)."""
         n = xt.shape[1]
         batch = FeatureBatch(self.context, xt, self.context.window.slots(xt), cats,
-                             self.events_seen)
+                             self.events_seen, pred)
         checks = {}
         for name, sig in self.signals.items():
             checks[name] = found = sig.update(batch)

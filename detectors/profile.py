@@ -11,6 +11,7 @@ import pandas as pd
 
 from ._state import pack, unpack
 from . import dependence as dep
+from . import reconstruction
 from .config import DetectorConfig
 from .errors import DetectorError, EmptyReferenceError
 from .prediction_error import prediction_errors
@@ -99,6 +100,11 @@ class ReferenceProfile:
     errors: np.ndarray | None = None
     task: str = "regression"
     dependence: dict[str, Any] | None = None
+    # the model's numeric predictions (``column``, sorted ``sample``, dependence
+    # ``factors`` of their normal scores or None) and the numeric columns' joint
+    # structure (:func:`detectors.reconstruction.fit`); None when absent
+    prediction: dict[str, Any] | None = None
+    joint: dict[str, Any] | None = None
     fingerprint: str = field(default="", compare=False)
 
     @classmethod
@@ -143,7 +149,9 @@ class ReferenceProfile:
         obj = cls(tuple(numeric), tuple(categorical), tuple(np.sort(v) for v in samples),
                   np.array([float(v.mean()) for v in samples]),
                   np.array([float(v.std()) for v in samples]), cats,
-                  {k: float(v) for k, v in base.items()}, errors, task, dependence)
+                  {k: float(v) for k, v in base.items()}, errors, task, dependence,
+                  _prediction(frame, prediction_column, rng, config, ordered),
+                  _joint(tail, numeric, config))
         return obj._with_fingerprint()
 
     def _payload(self) -> dict[str, Any]:
@@ -153,7 +161,9 @@ class ReferenceProfile:
                 "categories": self.categories, "baseline": self.baseline,
                 "errors": self.errors, "task": self.task,
                 # only when known: older profiles keep their fingerprints
-                **({"dependence": self.dependence} if self.dependence is not None else {})}
+                **({"dependence": self.dependence} if self.dependence is not None else {}),
+                **({"prediction": self.prediction} if self.prediction is not None else {}),
+                **({"joint": self.joint} if self.joint is not None else {})}
 
     def _with_fingerprint(self) -> "ReferenceProfile":
         h = hashlib.sha256()
@@ -163,7 +173,7 @@ class ReferenceProfile:
             h.update(key.encode())
             arrs = val if isinstance(val, list) and val and isinstance(val[0], np.ndarray) \
                 else [val]
-            if key == "dependence":
+            if key in ("dependence", "prediction", "joint"):
                 arrs = [val[k] for k in sorted(val)]
             for a in arrs:
                 h.update(np.ascontiguousarray(a).tobytes() if isinstance(a, np.ndarray)
@@ -179,7 +189,7 @@ class ReferenceProfile:
         p = unpack("ReferenceProfile", data)
         obj = cls(tuple(p["numeric"]), tuple(p["categorical"]), tuple(p["samples"]),
                   p["means"], p["stds"], p["categories"], p["baseline"], p["errors"],
-                  p["task"], p.get("dependence"))
+                  p["task"], p.get("dependence"), p.get("prediction"), p.get("joint"))
         return obj._with_fingerprint()
 
 
@@ -215,3 +225,29 @@ def _error_dependence(errors: np.ndarray, config) -> dict[str, Any]:
     enough = len(e) >= config.dependence_min_rows
     return {"errors": float(max(dep.long_run_factor(e)[0], 1.0)) if enough else float("nan"),
             "error_rows": int(len(errors))}
+
+
+def _prediction(frame: pd.DataFrame, column: str | None, rng: np.random.Generator,
+                config, ordered: bool) -> dict[str, Any] | None:
+    """The reference's numeric predictions: a sorted sample and, in time order, the
+    dependence factors of their normal scores (None: learnt with the features')."""
+    if not column or not pd.api.types.is_numeric_dtype(frame[column]) \
+            or pd.api.types.is_bool_dtype(frame[column]):
+        return None
+    v = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
+    if not np.isfinite(v).any():
+        return None
+    f = dep.score_factors(dep.normal_scores(v[-DEPENDENCE_ROWS:])[:, None]) if ordered else None
+    return {"column": str(column), "sample": np.sort(_numeric_sample(frame, column, rng,
+                                                                      config.reference_cap)),
+            "factors": None if f is None else {k: float(f[k][0]) for k in ("mean", "var")}}
+
+
+def _joint(frame: pd.DataFrame, numeric, config) -> dict[str, Any] | None:
+    """The numeric columns' joint structure for the multivariate signal (or None)."""
+    if len(numeric) < 2 or config.multivariate_share <= 0:
+        return None
+    z = np.column_stack([dep.normal_scores(frame[c].to_numpy(dtype=np.float64,
+                                                             na_value=np.nan))
+                         for c in numeric])
+    return reconstruction.fit(z, config.multivariate_share)

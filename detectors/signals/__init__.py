@@ -11,10 +11,13 @@ from .base import (Checks, Context, FeatureBatch, SequentialSignal, Signal, Wind
 from .categorical import Categorical
 from .ks import KS
 from .mean_shift import MeanShift
+from .multivariate import Multivariate
 from .outlier_rate import Outliers
+from .prediction_drift import PredictionDrift
 from .variance import Variance
 
-FEATURE_SIGNALS: tuple[type[Signal], ...] = (MeanShift, Variance, Outliers, KS, Categorical)
+FEATURE_SIGNALS: tuple[type[Signal], ...] = (MeanShift, Variance, Outliers, PredictionDrift,
+                                             Multivariate, KS, Categorical)
 
 __all__ = ["FEATURE_SIGNALS", "Checks", "Context", "FeatureBatch", "SequentialSignal",
            "Signal", "WindowedSignal", "feature_arrays"]
