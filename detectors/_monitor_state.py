@@ -99,7 +99,9 @@ def _body(mon) -> dict[str, Any]:
                    _small_int(mon.warmup.codes, max([len(w.counts) + 1 for w in cats] or [1]))],
     }
     # signals added after this layout was fixed save their own state under their name
-    newer = {name: sig.get_state() for name, sig in mon.signals.items() if name not in _LAID_OUT}
+    # (those without a test, e.g. no predictions in the reference, save nothing)
+    newer = {name: sig.get_state() for name, sig in mon.signals.items()
+             if name not in _LAID_OUT and sig.columns}
     if newer:
         body["signals"] = newer
     return body

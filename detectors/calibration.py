@@ -234,8 +234,7 @@ def calibrate(profile: ReferenceProfile, config: DetectorConfig,
     n_tests = count_tests(nnum, len(profile.categorical_columns),
                           config.mean_large_weight if large else 0.0,
                           prediction=profile.prediction is not None,
-                          multivariate=profile.joint is not None
-                          and config.multivariate_share > 0)
+                          multivariate=profile.joint is not None)
     arl = config.target_arl * n_tests
     given = dependence if dependence is not None else dependence_of(profile)
     pending = needs_warmup(given, nnum)

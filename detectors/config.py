@@ -65,9 +65,6 @@ class DetectorConfig:
     trend_windows: int = 10  # block MAEs (of concept_window events) in the trend slope
     performance_window: int = 1000
     reference_cap: int = 10_000  # max reference sample per numeric column
-    # the multivariate signal keeps the leading principal components explaining this
-    # share of the numeric columns' variance and watches the rest (0: off)
-    multivariate_share: float = 0.9
     cooldown: int = 1000  # events after a trigger during which none fires
     # events a feature decision waits after its first signal, naming every signal that
     # passes its own threshold meanwhile (two shifted columns seldom cross on the same

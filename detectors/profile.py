@@ -151,7 +151,7 @@ class ReferenceProfile:
                   np.array([float(v.std()) for v in samples]), cats,
                   {k: float(v) for k, v in base.items()}, errors, task, dependence,
                   _prediction(frame, prediction_column, rng, config, ordered),
-                  _joint(tail, numeric, config))
+                  _joint(tail, numeric))
         return obj._with_fingerprint()
 
     def _payload(self) -> dict[str, Any]:
@@ -243,11 +243,11 @@ def _prediction(frame: pd.DataFrame, column: str | None, rng: np.random.Generato
             "factors": None if f is None else {k: float(f[k][0]) for k in ("mean", "var")}}
 
 
-def _joint(frame: pd.DataFrame, numeric, config) -> dict[str, Any] | None:
+def _joint(frame: pd.DataFrame, numeric) -> dict[str, Any] | None:
     """The numeric columns' joint structure for the multivariate signal (or None)."""
-    if len(numeric) < 2 or config.multivariate_share <= 0:
+    if len(numeric) < 2:
         return None
     z = np.column_stack([dep.normal_scores(frame[c].to_numpy(dtype=np.float64,
                                                              na_value=np.nan))
                          for c in numeric])
-    return reconstruction.fit(z, config.multivariate_share)
+    return reconstruction.fit(z)

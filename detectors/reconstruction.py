@@ -25,12 +25,13 @@ import numpy as np
 
 from . import dependence as dep
 
+SHARE = 0.9  # the leading components kept explain this share of the variance
 MIN_ROWS = 500  # fewer complete reference rows: no multivariate signal
 HELD_OUT = 0.3  # the newest share of the reference rows, for the errors' scale
 MAX_ROWS = 200_000
 
 
-def fit(z: np.ndarray, share: float) -> dict[str, Any] | None:
+def fit(z: np.ndarray, share: float = SHARE) -> dict[str, Any] | None:
     """The reconstruction of the reference's normal scores ``z`` (rows in time order,
     columns; NaN counts 0, as a missing value in the stream): ``weights`` (columns,
     dropped) map an event's scores to its whitened residual coordinates, ``scale`` is

@@ -33,7 +33,7 @@ class Multivariate(SequentialSignal):
 
     def __init__(self, context: Context) -> None:
         super().__init__(context)
-        self.joint = context.profile.joint if context.config.multivariate_share > 0 else None
+        self.joint = context.profile.joint
         self.names = self.columns
         self.columns = ["multivariate"] if self.joint is not None else []
         d = self.joint["weights"].shape[1] if self.joint is not None else 1
