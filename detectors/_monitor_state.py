@@ -41,6 +41,14 @@ def _small_int(a: np.ndarray, high: int) -> np.ndarray:
 
 
 _config_dicts: dict[Any, dict[str, Any]] = {}
+# Settings added after the state format was fixed: saved only when not at their default,
+# so the state of a monitor that does not use them keeps its bytes (and older readers).
+_LATER_SETTINGS = {"loss_estimator": False}
+
+
+def _saved_config(config: DetectorConfig) -> dict[str, Any]:
+    return {k: v for k, v in config.to_dict().items()
+            if k not in _LATER_SETTINGS or v != _LATER_SETTINGS[k]}
 
 
 def _config_dict(config: DetectorConfig) -> dict[str, Any]:
@@ -49,11 +57,11 @@ def _config_dict(config: DetectorConfig) -> dict[str, Any]:
     try:
         return _config_dicts[config]
     except TypeError:  # unhashable
-        return config.to_dict()
+        return _saved_config(config)
     except KeyError:
         if len(_config_dicts) > 64:
             _config_dicts.clear()
-        found = _config_dicts[config] = config.to_dict()
+        found = _config_dicts[config] = _saved_config(config)
         return found
 
 
@@ -99,9 +107,8 @@ def _body(mon) -> dict[str, Any]:
                    _small_int(mon.warmup.codes, max([len(w.counts) + 1 for w in cats] or [1]))],
     }
     # signals added after this layout was fixed save their own state under their name
-    # (those without a test, e.g. no predictions in the reference, save nothing)
     newer = {name: sig.get_state() for name, sig in mon.signals.items()
-             if name not in _LAID_OUT and sig.columns}
+             if name not in _LAID_OUT and sig.columns}  # a signal without tests has no state
     if newer:
         body["signals"] = newer
     return body

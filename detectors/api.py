@@ -295,7 +295,8 @@ class AutomaticRetrainingOrchestrator:
                  baseline: Mapping[str, float] | None = None, *,
                  target_column: str | None = DEFAULT_TARGET_COLUMN,
                  prediction_column: str | None = DEFAULT_PREDICTION_COLUMN,
-                 feature_columns: list[str] | None = None) -> None:
+                 feature_columns: list[str] | None = None,
+                 score_column: str | None = None) -> None:
         self.data_drift_threshold = data_drift_threshold
         self.performance_threshold = performance_threshold
         self.min_samples_for_retraining = min_samples_for_retraining
@@ -303,6 +304,9 @@ class AutomaticRetrainingOrchestrator:
         self.target_column = target_column
         self.prediction_column = prediction_column
         self.feature_columns = list(feature_columns) if feature_columns else None
+        # a binary classifier's positive-class probability (reference and recent data):
+        # its accuracy is then estimated without labels and drift gets its expected impact
+        self.score_column = score_column
         self.data = DataDriftDetector(data_drift_threshold, config.z_score_threshold,
                                       config.outlier_pct_threshold, config.multiple_testing,
                                       target_column=target_column,
@@ -314,10 +318,11 @@ class AutomaticRetrainingOrchestrator:
 
     def features(self, reference_data: pd.DataFrame) -> list[str]:
         """The columns monitored as features (never the target or the prediction)."""
+        special = (self.target_column, self.prediction_column, self.score_column)
         if self.feature_columns is not None:
-            return [c for c in self.feature_columns
-                    if c not in (self.target_column, self.prediction_column)]
-        return feature_columns(reference_data, self.target_column, self.prediction_column)
+            return [c for c in self.feature_columns if c not in special]
+        return [c for c in feature_columns(reference_data, self.target_column, self.prediction_column)
+                if c != self.score_column]
 
     def baseline_for(self, reference_data: pd.DataFrame) -> tuple[dict[str, float], str | None]:
         """The baseline metrics and where they come from (``None``: no baseline)."""
@@ -392,10 +397,33 @@ class AutomaticRetrainingOrchestrator:
         all_metrics["dependence"] = reference_dependence(
             reference_data, features, self.config, target_column=self.target_column,
             prediction_column=self.prediction_column)
-        d = fuse(signals, len(recent_data) - 1, self.config)
-        return RetrainingTrigger(d.triggered, d.reason, _outlier_severity(d.severity, dm),
+        impact = self._expected_impact(reference_data, recent_data)
+        if impact is not None:
+            all_metrics["estimated_performance"] = impact
+            if impact["harmful"]:
+                signals.append({"signal": "estimated_performance", "column": None,
+                                "strength": max(1.0, impact["strength"])})
+        d = fuse(signals, len(recent_data) - 1, self.config, expected_impact=impact)
+        severity = d.severity if impact is not None else _outlier_severity(d.severity, dm)
+        return RetrainingTrigger(d.triggered, d.reason, severity,
                                  d.confidence, [DriftType(t) for t in d.trigger_types],
                                  all_metrics, d.root_cause)
+
+    def _expected_impact(self, reference_data, recent_data) -> dict[str, Any] | None:
+        """CBPE on the recent rows (``score_column``; None without one)."""
+        if not self.score_column:
+            return None
+        for name, frame in (("reference", reference_data), ("recent", recent_data)):
+            missing = [c for c in (self.score_column, self.prediction_column) if c not in frame]
+            if missing:
+                raise DetectorError(f"the {name} data has no column {missing[0]!r} "
+                                    f"(scores need predictions)")
+        if self.target_column not in reference_data:
+            raise DetectorError(f"the reference data has no target column {self.target_column!r}")
+        from .performance_estimate import batch_impact
+
+        return batch_impact(reference_data, recent_data, self.prediction_column,
+                            self.target_column, self.score_column, self.config)
 
     def _data_signals(self, dm: dict[str, Any]) -> list[dict[str, Any]]:
         """The drifted columns' KS signals, then the outlier columns' signals."""

@@ -92,6 +92,11 @@ class DetectorConfig:
     # own estimate (a finite, dependent reference is itself a noisy picture of "no
     # drift"; its error would otherwise act as a permanent small shift)
     reference_margin: float = 2.0
+    # a regression model's profile gets a direct loss estimator (detectors.dle) when its
+    # reference has predictions and actuals: its estimated MAE is then tested without
+    # labels and gives drift its expected impact (off by default: fitting it takes
+    # seconds per profile)
+    loss_estimator: bool = False
 
     def __post_init__(self) -> None:
         positive = ("min_samples", "ks_window", "ks_stride", "concept_window",

@@ -20,6 +20,7 @@ class DriftType(str, enum.Enum):
     CONCEPT_DRIFT = "concept_drift"
     PERFORMANCE_DEGRADATION = "performance_degradation"
     OUTLIERS = "outliers"
+    ESTIMATED_PERFORMANCE_DEGRADATION = "estimated_performance_degradation"
     PREDICTION_DRIFT = "prediction_drift"
 
 
@@ -31,7 +32,8 @@ SIGNAL_TYPE = {"ks": DriftType.DATA_DRIFT, "mean_shift": DriftType.DATA_DRIFT,
                "trend": DriftType.CONCEPT_DRIFT,
                "r2": DriftType.PERFORMANCE_DEGRADATION,
                "rmse": DriftType.PERFORMANCE_DEGRADATION,
-               "accuracy": DriftType.PERFORMANCE_DEGRADATION}
+               "accuracy": DriftType.PERFORMANCE_DEGRADATION,
+               "estimated_performance": DriftType.ESTIMATED_PERFORMANCE_DEGRADATION}
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,20 @@ class Decision:
     root_cause: list[dict[str, Any]] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # the model's performance estimated without labels over the events since the
+    # change, when the model has an estimator (see :func:`fuse`)
+    expected_impact: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """As a plain dict; ``expected_impact`` only when the model has an estimate (the
+        dicts of other models are as before)."""
+        d = dataclasses.asdict(self)
+        if d["expected_impact"] is None:
+            del d["expected_impact"]
+        return d
 
 
-_LABELLED = {"mae", "trend", "r2", "rmse", "accuracy"}
+_LABELLED = {"mae", "trend", "r2", "rmse", "accuracy", "estimated_performance"}
 
 
 def severity_of(strengths: list[float], config: DetectorConfig,
@@ -109,8 +119,32 @@ def reason_of(types: list[str], columns: list[str]) -> str:
     return f"{types[0].replace('_', ' ').capitalize()} detected{where}"
 
 
+def impact_severity(signals: list[dict[str, Any]], impact: dict[str, Any],
+                    config: DetectorConfig) -> tuple[str, str]:
+    """Severity and reason of a decision whose model has a performance estimate: the one
+    place driftline departs from "any drift retrains".
+
+    Drift whose expected impact is not harmful (the estimate within the design's floor
+    of the reference, or better) is LOW ("monitor") and the reason says so, unless a
+    signal about the performance itself fired (then the design's table). A harmful
+    impact counts as one more signal of strength "relative harm over the floor" (an
+    estimated accuracy drop of 10 % over the 5 % floor is 2) in the design's table.
+    """
+    names = [s["signal"] for s in signals]
+    strengths = [float(s["strength"]) for s in signals]
+    how = (f"estimated {impact['metric']} {impact['estimate']:.4g} against "
+           f"{impact['reference']:.4g} on the reference")
+    if impact["harmful"]:
+        return severity_of(strengths + [float(impact["strength"])], config,
+                           names + ["estimated_performance"]), f"harmful expected impact: {how}"
+    if any(n in _LABELLED for n in names):
+        return severity_of(strengths, config, names), f"expected impact within the floor: {how}"
+    return "LOW", f"no harmful expected impact ({how}): monitor"
+
+
 def fuse(signals: list[dict[str, Any]], offset: int, config: DetectorConfig,
-         metrics: dict[str, Any] | None = None, floor: str | None = None) -> Decision:
+         metrics: dict[str, Any] | None = None, floor: str | None = None,
+         expected_impact: dict[str, Any] | None = None) -> Decision:
     """Fuse signals (dicts with ``signal``, ``column``, ``strength`` >= 1 when past
     threshold, and ``lambda``) into one :class:`Decision`.
 
@@ -126,6 +160,12 @@ def fuse(signals: list[dict[str, Any]], offset: int, config: DetectorConfig,
     Each root cause carries its own confidence. A signal without ``lambda`` counts
     as one at its threshold. ``floor`` is a least severity for a triggered decision
     (the monitor's for outliers above the design's 5 %).
+
+    ``expected_impact`` (a model with a performance estimate: its ``metric``,
+    ``reference``, ``estimate``, ``change``, ``harmful`` and ``strength``, see
+    :meth:`detectors.estimated_performance.EstimatedPerformance.expected_impact`) makes
+    the severity that of :func:`impact_severity` and rides on the decision; without it
+    severity is the design's table, as before.
 
     >>> d = fuse([{"signal": "ks", "column": "x", "strength": 2.5, "lambda": 0.05},
     ...           {"signal": "mae", "column": None, "strength": 1.2}], 7, DetectorConfig())
@@ -145,14 +185,23 @@ def fuse(signals: list[dict[str, Any]], offset: int, config: DetectorConfig,
     strengths = [float(s["strength"]) for s in ranked]
     conf = [float(np.exp(-float(s.get("lambda", 1.0)))) for s in ranked]
     severity = severity_of(strengths, config, [s["signal"] for s in ranked])
-    if ranked and floor and not at_least(severity, floor):
+    reason = reason_of(types, columns)
+    if ranked and expected_impact is not None:
+        severity, why = impact_severity(ranked, expected_impact, config)
+        reason = f"{reason}; {why}"
+    elif ranked and floor and not at_least(severity, floor):
         severity = floor
     return Decision(triggered=bool(ranked), offset=int(offset), trigger_types=types,
                     severity=severity,
                     confidence=round(max(conf, default=0.0), 4),
-                    reason=reason_of(types, columns),
+                    reason=reason,
                     root_cause=[{"signal": s["signal"], "column": s.get("column"),
                                  "strength": round(float(s["strength"]), 4),
                                  "confidence": round(c, 4)}
                                 for s, c in zip(ranked, conf)],
-                    columns=columns, metrics=dict(metrics or {}))
+                    columns=columns, metrics=dict(metrics or {}),
+                    expected_impact=None if expected_impact is None or not ranked else {
+                        k: expected_impact[k] for k in IMPACT_FIELDS})
+
+
+IMPACT_FIELDS = ("metric", "reference", "estimate", "change")

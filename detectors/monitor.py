@@ -122,6 +122,19 @@ class ModelMonitor(_monitor_state.Saving):
             sig.calibrate(cal)
 
     @property
+    def estimate(self):
+        """The test of the performance estimated without labels, or None (see
+        :class:`~detectors.signals.estimated_performance.EstimatedPerformanceSignal`)."""
+        return self.signals["estimated_performance"].test_for(self.task)
+
+    def estimated_errors(self, numeric: np.ndarray, predictions=None, scores=None
+                         ) -> np.ndarray | None:
+        """Each event's estimated error from the model's outputs, or None without an
+        estimator (:meth:`.EstimatedPerformanceSignal.estimated_errors`)."""
+        return self.signals["estimated_performance"].estimated_errors(self.task, numeric,
+                                                                      predictions, scores)
+
+    @property
     def dependence(self) -> dict[str, Any]:
         """The serial dependence calibrated to (:meth:`.Calibration.dependence`)."""
         p = self.profile
@@ -131,27 +144,36 @@ class ModelMonitor(_monitor_state.Saving):
     # -- features -----------------------------------------------------------------
     def update_features(self, numeric: np.ndarray,
                         categorical: dict[str, np.ndarray] | None = None,
-                        predictions=None) -> list[Decision]:
+                        predictions=None, scores=None, *,
+                        estimated_errors: np.ndarray | None = None) -> list[Decision]:
         """Process a micro-batch of feature events; return decisions fired in it.
 
         ``numeric`` is (n, len(profile.numeric_columns)) float with NaN for missing;
-        ``categorical`` maps each categorical column to an array of n values;
-        ``predictions`` (optional) the model's n predictions (NaN or None: none).
+        ``categorical`` maps each categorical column to an array of n values.
+        ``predictions`` and ``scores`` (n each, optional) are the model's outputs for
+        the same events: the estimated performance and the prediction drift use them (see
+        :meth:`estimated_errors`, which gives ``estimated_errors`` directly).
         """
         x, cats = feature_arrays(self.profile, numeric, categorical)
         n = len(x)
+        losses = estimated_errors if estimated_errors is not None \
+            else self.estimated_errors(x, predictions, scores)
         pred = _predictions(predictions, n)
         xt = np.ascontiguousarray(x.T)  # (columns, events): time runs along rows
         if self.warmup.until > self.events_seen:
             k = self.warmup.until - self.events_seen
             if n > k:  # the calibration changes at the warm-up's end: split there
-                first = self.update_features(x[:k], _rows(cats, 0, k), _cut(pred, 0, k))
+                cut = (None, None) if losses is None else (losses[:k], losses[k:])
+                first = self.update_features(x[:k], _rows(cats, 0, k), _cut(pred, 0, k),
+                                             estimated_errors=cut[0])
                 return first + self.update_features(x[k:], _rows(cats, k, None),
-                                                    _cut(pred, k, None))
+                                                    _cut(pred, k, None),
+                                                    estimated_errors=cut[1])
             self.warmup.keep(self.context.window.slots(xt),
                              self.signals["categorical"].codes(cats, n))
-        decisions = self._replay(n, lambda a, b: self._feature_step(xt[:, a:b], _rows(cats, a, b),
-                                                                    _cut(pred, a, b)),
+        decisions = self._replay(n, lambda a, b: self._feature_step(
+                                     xt[:, a:b], _rows(cats, a, b),
+                                     None if losses is None else losses[a:b], _cut(pred, a, b)),
                                  self._fire_features, list(self.signals.values()), "events_seen",
                                  ("seq", *self._windowed))
         if self.warmup.until and self.events_seen >= self.warmup.until \
@@ -196,7 +218,8 @@ class ModelMonitor(_monitor_state.Saving):
         offset = self.events_seen - 1
         floors = [f for s in self._sequential if (f := s.severity_floor()) is not None]
         decision = fuse(signals, offset, self.config, self.snapshot(),
-                        floor=max(floors, key=ORDER.index, default=None))
+                        floor=max(floors, key=ORDER.index, default=None),
+                        expected_impact=self.signals["estimated_performance"].expected_impact())
         self._next_feature_fire = offset + self.config.cooldown + 1
         for sig in self._sequential:
             sig.restart()
@@ -204,6 +227,7 @@ class ModelMonitor(_monitor_state.Saving):
         return decision
 
     def _feature_step(self, xt: np.ndarray, cats: dict[str, np.ndarray],
+                      losses: np.ndarray | None = None,
                       pred: np.ndarray | None = None) -> int | None:
         """Advance every signal on ``xt`` (columns, n). Return None when no decision is
         under way, else the index of the event it fires at (``gather_events`` after the
@@ -211,7 +235,7 @@ class ModelMonitor(_monitor_state.Saving):
         that alarm (or the batch start) to it (a redo finds the same)."""
         n = xt.shape[1]
         batch = FeatureBatch(self.context, xt, self.context.window.slots(xt), cats,
-                             self.events_seen, pred)
+                             self.events_seen, losses, pred)
         checks = {}
         for name, sig in self.signals.items():
             checks[name] = found = sig.update(batch)
@@ -319,7 +343,8 @@ class ModelMonitor(_monitor_state.Saving):
                 **labelled.snapshot(last.get("labelled", {}), self.labelled.baseline,
                                     self.calibration.trend_z),
                 "error_dependence_factor": dep["errors"],
-                "dependence_pending": float(dep["source"] == "pending")}
+                "dependence_pending": float(dep["source"] == "pending"),
+                **self.signals["estimated_performance"].model_snapshot()}
 
     def rebaseline(self, profile: ReferenceProfile) -> None:
         """Swap in a new reference profile and baseline; all windows restart."""

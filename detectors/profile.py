@@ -15,6 +15,7 @@ from . import reconstruction
 from .config import DetectorConfig
 from .errors import DetectorError, EmptyReferenceError
 from .prediction_error import prediction_errors
+from . import performance_estimate
 
 
 def regression_metrics(pred: np.ndarray, actual: np.ndarray) -> dict[str, float]:
@@ -27,12 +28,12 @@ def regression_metrics(pred: np.ndarray, actual: np.ndarray) -> dict[str, float]
 
 
 def _feature_split(frame: pd.DataFrame, feature_columns, prediction_column,
-                   actual_column) -> tuple[list[str], list[str]]:
+                   actual_column, score_column=None) -> tuple[list[str], list[str]]:
     """The numeric and the categorical feature columns (booleans are categorical);
     raises when the frame is empty or lacks a named column."""
     if frame is None or len(frame) == 0 or frame.shape[1] == 0:
         raise EmptyReferenceError("reference data is empty: no rows or no columns")
-    special = {c for c in (prediction_column, actual_column) if c}
+    special = {c for c in (prediction_column, actual_column, score_column) if c}
     missing = [c for c in special | set(feature_columns or ()) if c not in frame]
     if missing:
         raise DetectorError(f"reference data has no column(s): {', '.join(missing)}")
@@ -88,6 +89,11 @@ class ReferenceProfile:
     ``categorical`` per categorical column, ``errors`` for the error series, and the
     row counts. It is None when the order is "shuffled" or the frame is shorter than
     ``dependence_min_rows``; the monitor then learns the dependence from the stream.
+
+    ``estimator`` (None when the model has none) is what estimates the model's
+    performance without labels (:mod:`detectors.performance_estimate`): CBPE for a
+    classifier whose reference has scores (``score_column``), DLE for a regression
+    model when ``config.loss_estimator``.
     """
 
     numeric_columns: tuple[str, ...]
@@ -100,6 +106,7 @@ class ReferenceProfile:
     errors: np.ndarray | None = None
     task: str = "regression"
     dependence: dict[str, Any] | None = None
+    estimator: dict[str, Any] | None = None
     # the model's numeric predictions (``column``, sorted ``sample``, dependence
     # ``factors`` of their normal scores or None) and the numeric columns' joint
     # structure (:func:`detectors.reconstruction.fit`); None when absent
@@ -111,7 +118,8 @@ class ReferenceProfile:
     def from_frame(cls, frame: pd.DataFrame, *, feature_columns: Sequence[str] | None = None,
                    prediction_column: str | None = None, actual_column: str | None = None,
                    baseline: Mapping[str, float] | None = None,
-                   config: DetectorConfig = DetectorConfig()) -> "ReferenceProfile":
+                   config: DetectorConfig = DetectorConfig(),
+                   score_column: str | None = None) -> "ReferenceProfile":
         """Profile a reference (training) frame.
 
         Examples
@@ -122,7 +130,9 @@ class ReferenceProfile:
         (('x',), ('c',), {'a': 2, 'b': 1})
         """
         numeric, categorical = _feature_split(frame, feature_columns, prediction_column,
-                                              actual_column)
+                                              actual_column, score_column)
+        if score_column and score_column not in frame:
+            raise DetectorError(f"reference data has no score column {score_column!r}")
         rng = np.random.default_rng(config.seed)
         ordered = config.reference_order == "time" and len(frame) >= config.dependence_min_rows
         tail = frame.iloc[-DEPENDENCE_ROWS:]
@@ -134,7 +144,7 @@ class ReferenceProfile:
         if not numeric and not any(cats.values()):
             raise EmptyReferenceError("reference data has no usable feature values")
         base = dict(baseline or {})
-        errors, task = None, "regression"
+        errors, task, estimator = None, "regression", None
         if prediction_column and actual_column:
             errors, task, metrics = _reference_errors(frame[prediction_column].to_numpy(),
                                                       frame[actual_column].to_numpy())
@@ -142,6 +152,9 @@ class ReferenceProfile:
                 base.setdefault(k, v)
             if dependence is not None:
                 dependence.update(_error_dependence(errors, config))
+            estimator = performance_estimate.build(
+                frame, numeric, prediction_column, actual_column, score_column, task,
+                config, rng, ordered)
             if errors.size > config.reference_cap:
                 errors = rng.choice(errors, size=config.reference_cap, replace=False)
         # mean and sd of each sample as drawn: those of the sorted one may differ in the
@@ -150,7 +163,7 @@ class ReferenceProfile:
                   np.array([float(v.mean()) for v in samples]),
                   np.array([float(v.std()) for v in samples]), cats,
                   {k: float(v) for k, v in base.items()}, errors, task, dependence,
-                  _prediction(frame, prediction_column, rng, config, ordered),
+                  estimator, _prediction(frame, prediction_column, rng, config, ordered),
                   _joint(tail, numeric))
         return obj._with_fingerprint()
 
@@ -162,6 +175,7 @@ class ReferenceProfile:
                 "errors": self.errors, "task": self.task,
                 # only when known: older profiles keep their fingerprints
                 **({"dependence": self.dependence} if self.dependence is not None else {}),
+                **({"estimator": self.estimator} if self.estimator is not None else {}),
                 **({"prediction": self.prediction} if self.prediction is not None else {}),
                 **({"joint": self.joint} if self.joint is not None else {})}
 
@@ -175,6 +189,8 @@ class ReferenceProfile:
                 else [val]
             if key in ("dependence", "prediction", "joint"):
                 arrs = [val[k] for k in sorted(val)]
+            if key == "estimator":  # nested arrays: their packed bytes
+                arrs = [np.frombuffer(pack("estimator", val), np.uint8)]
             for a in arrs:
                 h.update(np.ascontiguousarray(a).tobytes() if isinstance(a, np.ndarray)
                          else repr(a).encode())
@@ -189,7 +205,8 @@ class ReferenceProfile:
         p = unpack("ReferenceProfile", data)
         obj = cls(tuple(p["numeric"]), tuple(p["categorical"]), tuple(p["samples"]),
                   p["means"], p["stds"], p["categories"], p["baseline"], p["errors"],
-                  p["task"], p.get("dependence"), p.get("prediction"), p.get("joint"))
+                  p["task"], p.get("dependence"), p.get("estimator"), p.get("prediction"),
+                  p.get("joint"))
         return obj._with_fingerprint()
 
 

@@ -59,6 +59,8 @@ class Trigger:
             "columns": request.decision.columns,
             "window": to_builtins(request.window),
         }
+        if request.decision.expected_impact is not None:  # the row's trigger_metrics JSONB
+            details["expected_impact"] = to_builtins(request.decision.expected_impact)
         return cls(
             trigger_id=request.trigger_id,
             model_id=request.model_id,

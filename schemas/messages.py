@@ -24,6 +24,10 @@ SCHEMA_VERSION = 1
 Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 FeatureValue = float | str | None  # None marks a missing value; it is counted, not guessed
 Label = float | str  # a regression target or a class label
+Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+# A classifier's scores: one probability per class (class label as text -> probability),
+# or the positive class's probability of a binary model (the larger label: 1 of 0/1).
+Scores = Probability | dict[str, Probability]
 
 
 class SchemaError(ValueError):
@@ -47,9 +51,13 @@ class _InferenceEvent(_Message, kw_only=True):
 
 
 class FeatureEvent(_InferenceEvent, kw_only=True):
-    """One inference request's features, on the features topic, keyed by model_id."""
+    """One inference request's features, on the features topic, keyed by model_id.
+    Optionally the model's output for it (`prediction`, and `scores` for a classifier):
+    the monitor then estimates the model's performance before any label arrives."""
 
     features: dict[str, FeatureValue]
+    prediction: Label | None = None
+    scores: Scores | None = None
 
 
 class PredictionEvent(_InferenceEvent, kw_only=True):
@@ -58,6 +66,7 @@ class PredictionEvent(_InferenceEvent, kw_only=True):
 
     prediction: Label
     features: dict[str, FeatureValue] | None = None
+    scores: Scores | None = None
 
 
 class ActualEvent(_InferenceEvent, kw_only=True):
@@ -73,6 +82,7 @@ class LabelledRecord(_InferenceEvent, kw_only=True):
     actual: Label
     actual_timestamp: dt.datetime
     features: dict[str, FeatureValue] = {}
+    scores: Scores | None = None  # the prediction's
 
 
 class RootCause(msgspec.Struct, kw_only=True):
@@ -84,6 +94,16 @@ class RootCause(msgspec.Struct, kw_only=True):
     confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
 
 
+class ExpectedImpact(msgspec.Struct, kw_only=True):
+    """The model's performance estimated without labels since the change (CBPE or DLE):
+    `change` = `estimate` - `reference` (for accuracy below 0 is worse, for MAE above)."""
+
+    metric: Literal["accuracy", "mae"]
+    reference: float
+    estimate: float
+    change: float
+
+
 class Decision(msgspec.Struct, kw_only=True):
     trigger_types: list[str]
     severity: Severity
@@ -91,6 +111,8 @@ class Decision(msgspec.Struct, kw_only=True):
     reason: str
     root_cause: list[RootCause]
     columns: list[str] = []
+    # only for a model with a performance estimate (see detectors.fusion.impact_severity)
+    expected_impact: ExpectedImpact | None = None
 
 
 class OffsetRange(msgspec.Struct, kw_only=True):

@@ -87,6 +87,9 @@ class ModelSettings(_Section):
     feature_columns: list[str] | None = None  # default: numeric columns but the two below
     prediction_column: str = "prediction"
     actual_column: str = "actual"
+    # A binary classifier's positive-class probability in the reference: its performance
+    # is then estimated without labels from the events' scores (CBPE; README).
+    score_column: str | None = None
     baseline: dict[str, float] = {}  # r2, rmse, accuracy; computed from the reference when absent
     # Historical data for retraining (features and the target in `actual_column`);
     # the reference data when not set.

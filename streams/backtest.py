@@ -4,6 +4,7 @@
         [--config FILE] [--prediction-column prediction] [--actual-column actual]
         [--task auto|regression|classification] [--feature-column NAME ...]
         [--report REPORT.html [--sample-every N]] [--label-delay N] [--timestamp-column NAME]
+        [--score-column SCORE]
         [--retrain [--schedule-every N|DURATION ...] [--summary SUMMARY.json]
          [--model ID] [--cooldown-rows N] [--schedule-history ROWS] [--metric M]]
 
@@ -16,6 +17,10 @@ row of the stream at which it fired. `--report` also writes the HTML report of
 `--label-delay N` hands each actual over N rows after its prediction, as the join does
 live (a labelled trigger fires at the row where its label arrived). A `timestamp` column
 (`--timestamp-column`) is the rows' event time, never a feature.
+`--score-column` names a binary classifier's positive-class probability: the
+reference's (with its predictions and actuals) sets up the estimated performance, the
+stream's (with its predictions) feeds it, label or no label (see README: "Performance
+estimated without labels").
 
 `--retrain` replays the whole retraining loop instead (`streams/loop_backtest.py`): the
 driftline policy, `never` and each `--schedule-every` calendar schedule; the banner ends
@@ -55,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=["auto", "regression", "classification"], default="auto")
     parser.add_argument("--feature-column", action="append", dest="feature_columns",
                         help="a feature to monitor (repeatable; default: all but prediction and actual)")
+    parser.add_argument("--score-column", help="a binary classifier's positive-class probability: "
+                        "its performance is then estimated without labels (CBPE)")
     parser.add_argument("--report", help="also write an HTML report with plots here")
     parser.add_argument("--sample-every", type=int, default=None, metavar="N",
                         help="report: sample the statistics every N rows (default: the KS stride)")
@@ -85,7 +92,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     stream = _read("--stream", args.stream, read_table)
     if args.label_delay < 0:
         raise UsageError("--label-delay must be at least 0")
-    labels = [c for c in (args.prediction_column, args.actual_column, args.timestamp_column) if c in stream.columns]
+    labels = [c for c in (args.prediction_column, args.actual_column, args.timestamp_column, args.score_column)
+              if c in stream.columns]
+    for name, frame in (("--reference", reference), ("--stream", stream)):
+        if args.score_column and args.score_column not in frame.columns:
+            raise UsageError(f"--score-column {args.score_column!r} is not a column of {name}")
     features = args.feature_columns or [c for c in stream.columns if c not in labels]
     require_same_columns(reference, args.reference, stream, args.stream, features)
     task = args.task if args.task != "auto" else infer_task(stream, reference, args.actual_column)
@@ -106,6 +117,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     triggers = backtest(
         reference, stream, features, args.prediction_column, args.actual_column, task, settings.detectors,
         timeline=timeline, sample_every=sample_every, label_delay=args.label_delay,
+        score_column=args.score_column,
     )
     write_triggers(Path(args.output), triggers)
     if timeline is not None:
@@ -151,11 +163,12 @@ def backtest(
     timeline: Timeline | None = None,
     sample_every: int = BATCH_ROWS,
     label_delay: int = 0,
+    score_column: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every trigger of the streaming core over `stream`, in row order; with a
     `timeline`, the monitor's snapshot every `sample_every` rows goes into it. Each
     actual reaches the monitor `label_delay` rows after its prediction (never, when
-    that is past the end)."""
+    that is past the end). `score_column`: see the module docstring."""
     import numpy as np
 
     from detectors import ModelMonitor, ReferenceProfile
@@ -166,8 +179,10 @@ def backtest(
         prediction_column=prediction_column if prediction_column in reference.columns else None,
         actual_column=actual_column if actual_column in reference.columns else None,
         config=config,
+        score_column=score_column,
     )
     monitor = ModelMonitor(profile, config, task)
+    outputs = model_outputs(stream, prediction_column, score_column, monitor)
     numeric, categorical = monitor_inputs(stream, profile)
 
     labelled_rows = np.zeros(0, dtype=np.int64)
@@ -182,7 +197,8 @@ def backtest(
     for start in range(0, len(stream), step):
         stop = min(start + step, len(stream))
         batch_categorical = {c: v[start:stop] for c, v in categorical.items()} or None
-        for decision in monitor.update_features(numeric[start:stop], batch_categorical):
+        for decision in monitor.update_features(numeric[start:stop], batch_categorical,
+                                                estimated_errors=None if outputs is None else outputs[start:stop]):
             triggers.append(trigger_line(decision, decision.offset, "features"))
         if timeline is not None:
             timeline.sample_features(stop - 1, monitor.snapshot())
@@ -202,6 +218,21 @@ def backtest(
                   actuals[:config.concept_baseline_size] if len(labelled_rows) else None)
         timeline.dependence = column_dependence(profile, config, monitor.dependence)
     return triggers
+
+
+def model_outputs(stream: pd.DataFrame, prediction_column: str, score_column: str | None, monitor) -> np.ndarray | None:
+    """The stream's estimated error per row (from its predictions and scores), or None
+    when the model has no performance estimate or the stream no predictions."""
+    if monitor.estimate is None or prediction_column not in stream.columns:
+        return None
+    import numpy as np
+
+    predictions = stream[prediction_column].to_numpy()
+    if monitor.estimate.estimator.kind == "dle":
+        predictions = stream[prediction_column].to_numpy(dtype=np.float64, na_value=np.nan)
+    scores = stream[score_column].to_numpy(dtype=np.float64, na_value=np.nan) if score_column else None
+    numeric = stream[list(monitor.profile.numeric_columns)].to_numpy(dtype=np.float64, na_value=np.nan)
+    return monitor.estimated_errors(numeric, predictions, scores)
 
 
 def monitor_inputs(frame: pd.DataFrame, profile) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -282,6 +313,7 @@ def trigger_line(decision: Decision, offset: int, source: str) -> dict[str, Any]
         "columns": list(decision.columns),
         "reason": decision.reason,
         "root_cause": decision.root_cause,
+        **({"expected_impact": decision.expected_impact} if decision.expected_impact is not None else {}),
     }
 
 

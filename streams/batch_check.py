@@ -57,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--multiple-testing", choices=["holm", "bh", "none"],
         help="correction of the per-column p-values (default: detectors.multiple_testing)",
     )
+    parser.add_argument("--score-column", help="a binary classifier's positive-class probability, in both "
+                        "files (with the predictions): its accuracy is then estimated without labels")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -133,9 +135,11 @@ def check(args: argparse.Namespace, settings: Settings) -> RetrainingTrigger:
         baseline=baseline_from(args) or (model.baseline if model else None) or None,
         target_column=target,
         prediction_column=prediction,
+        score_column=args.score_column,
     )
     features = orchestrator.features(reference)
-    extra = [c for c in recent.columns if c not in reference.columns and c not in (target, prediction)]
+    extra = [c for c in recent.columns
+             if c not in reference.columns and c not in (target, prediction, args.score_column)]
     if extra:
         raise UsageError(
             f"column {extra[0]!r} is in {args.recent_data} but not in {args.reference_data} "

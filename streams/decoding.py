@@ -29,7 +29,9 @@ import numpy as np
 from schemas.messages import (
     DeadLetter,
     FeatureValue,
+    Label,
     SchemaError,
+    Scores,
     _InferenceEvent,
     decode,
     decode_batch,
@@ -185,8 +187,9 @@ def column_decoder(model_id: str, numeric: Sequence[str], categorical: Sequence[
     columns.numeric_columns = tuple(numeric)
     attrs = [f"c{i}" for i in range(len(numeric))]
     columns.numeric_getter = attrgetter(*attrs) if len(attrs) > 1 else None
-    event = msgspec.defstruct("ColumnFeatureEvent", [("features", columns)], bases=(_InferenceEvent,),
-                              kw_only=True, gc=False)
+    event = msgspec.defstruct("ColumnFeatureEvent", [("features", columns), ("prediction", Label | None, None),
+                                                      ("scores", Scores | None, None)],
+                              bases=(_InferenceEvent,), kw_only=True, gc=False)
     if len(_column_decoders) > 1024:
         _column_decoders.clear()
     found = _column_decoders[cache_key] = ColumnDecoder(
@@ -454,6 +457,17 @@ def categorical_columns(
         name: np.array([None if v is None else str(v) for v in values[name]], dtype=object)
         for name in columns
     }
+
+
+def model_outputs(events: Sequence[object]) -> tuple[np.ndarray | None, list | None]:
+    """The model's outputs that feature events carry (`prediction`, `scores`): the
+    predictions as given (an object array; None where absent) and the scores (None
+    where absent); (None, None) when no event carries any."""
+    predictions = [getattr(e, "prediction", None) for e in events]
+    scores = [getattr(e, "scores", None) for e in events]
+    if predictions.count(None) == len(predictions):
+        return None, None
+    return np.array(predictions, dtype=object), scores
 
 
 def label_values(labels: Sequence[object]) -> np.ndarray:

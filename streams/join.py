@@ -20,7 +20,7 @@ from typing import Literal
 
 import msgspec
 
-from schemas.messages import ActualEvent, FeatureValue, Label, LabelledRecord, PredictionEvent
+from schemas.messages import ActualEvent, FeatureValue, Label, LabelledRecord, PredictionEvent, Scores
 
 
 class Pending(msgspec.Struct, kw_only=True, array_like=True):
@@ -32,6 +32,7 @@ class Pending(msgspec.Struct, kw_only=True, array_like=True):
     features: dict[str, FeatureValue] | None  # a prediction's
     timestamp: dt.datetime  # the side's own event time
     received_at: float  # wall-clock seconds when it arrived
+    scores: Scores | None = None  # a prediction's (last: pendings stored before it decode)
 
     @classmethod
     def of(cls, event: PredictionEvent | ActualEvent, partition: int, now: float) -> Pending:
@@ -45,6 +46,7 @@ class Pending(msgspec.Struct, kw_only=True, array_like=True):
             features=event.features if is_prediction else None,
             timestamp=event.timestamp,
             received_at=now,
+            scores=event.scores if is_prediction else None,
         )
 
     def completes(self, other: Pending) -> bool:
@@ -62,6 +64,7 @@ class Pending(msgspec.Struct, kw_only=True, array_like=True):
             actual=actual.value,
             actual_timestamp=actual.timestamp,
             features=prediction.features or {},
+            scores=prediction.scores,
         )
 
 

@@ -36,6 +36,14 @@ _MODEL_GAUGES = {
     "baseline_accuracy": "baseline accuracy of the model's reference",
     "error_dependence_factor": "long-run variance factor of the error series (1: independent)",
     "dependence_pending": "1 while the monitor learns the streams' dependence (warm-up: no decision)",
+    # the performance estimated without labels, beside the realized (labelled) accuracy and mae
+    "estimated_accuracy": "accuracy estimated without labels (CBPE) over the last performance_window events",
+    "estimated_mae": "MAE estimated without labels (DLE) over the last performance_window events",
+    "reference_estimated_accuracy": "CBPE's accuracy estimate on the reference",
+    "reference_estimated_mae": "DLE's MAE estimate on the reference (held out)",
+    "estimated_performance_statistic": "CUSUM statistic of the estimated error",
+    "estimated_performance_threshold": "CUSUM decision threshold of the estimated error",
+    "estimate_recalibrated": "1 when the reference found the scores miscalibrated and CBPE recalibrates them",
 }
 
 

@@ -36,7 +36,7 @@ from schemas.messages import (
     TopicWindow,
     Window,
 )
-from streams.decoding import Record, categorical_columns, label_values, numeric_matrix
+from streams.decoding import Record, categorical_columns, label_values, model_outputs, numeric_matrix
 
 
 # C-level accessors: these run once per event.
@@ -204,8 +204,13 @@ class ModelRuntime:
         if not items:
             return [], rejected
         categorical = categorical_columns(rows, profile.categorical_columns) or None
+        predictions, scores = model_outputs(list(map(_second, items))) \
+            if self.monitor.estimate is not None else (None, None)
+        if predictions is not None and self.monitor.estimate.estimator.kind == "dle":
+            predictions = np.array([np.nan if p is None or isinstance(p, str) else p
+                                    for p in predictions], dtype=np.float64)
         before = self.monitor.events_seen
-        decisions = self.monitor.update_features(numeric, categorical)
+        decisions = self.monitor.update_features(numeric, categorical, predictions, scores)
         return self._advance(items, decisions, before), rejected
 
     def apply_labelled(

@@ -32,6 +32,7 @@ def profile_from_settings(model: ModelSettings, config: DetectorConfig) -> Refer
             actual_column=model.actual_column if model.actual_column in frame else None,
             baseline=model.baseline or None,
             config=config,
+            score_column=model.score_column,
         )
     except (UsageError, DetectorError) as error:
         raise ReferenceUnavailable(f"reference {model.reference_path}: {error}") from error

@@ -3,7 +3,7 @@ streaming core, as the worker ran it.
 
     driftline replay --topic T [--topic T2 ...] --from TIME --to TIME [--model M]
         --output TRIGGERS.jsonl [--report REPORT.html] [--min-severity S]
-        [--sample-every N] [--no-progress] [--config FILE]
+        [--sample-every N] [--no-progress] [--config FILE] [--score-column SCORE]
 
 TIME is RFC 3339 with a zone (`2026-01-01T12:00:00Z`) or epoch seconds. The range is of
 Kafka record timestamps: per partition, the offsets from the first record at or after
@@ -19,6 +19,9 @@ share no state), so a replay of the topics a fresh worker consumed gives that wo
 triggers, with the same `trigger_id`s. Not reproduced: promotions (a worker that
 re-baselined on a promoted model compares against another reference from then on; the
 replay always uses the configured one) and a worker resumed from an older saved state.
+`--score-column` names the reference's positive-class probability column of every model
+replayed (the setting `models.<id>.score_column` by default): feature events that carry
+`prediction` and `scores` then feed the performance estimated without labels.
 
 Writes one JSON line per trigger at or above `--min-severity` (the worker's
 `monitor.min_severity` by default), in event-time order: the fields of
@@ -77,6 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="report: sample the statistics every N events of a model "
                              "(default: the KS stride)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--score-column", help="the references' positive-class probability column "
+                        "(default: each model's score_column setting)")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -92,6 +97,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 f"topic {topic!r} is neither the features topic ({kafka.features_topic!r}) nor the "
                 f"labelled topic ({kafka.labelled_topic!r}) of the settings")
     models = _select_models(settings.models, args.models)
+    if args.score_column:
+        models = {k: m.model_copy(update={"score_column": args.score_column}) for k, m in models.items()}
     sample_every = args.sample_every or settings.detectors.ks_stride
     if sample_every < 1:
         raise UsageError("--sample-every must be at least 1")

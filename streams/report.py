@@ -140,9 +140,15 @@ class Timeline:
     # The serial dependence the monitor is calibrated to, per column
     # (`detectors.api.column_dependence`): the table "Serial dependence per column".
     dependence: dict[str, Any] | None = None
+    # metric (accuracy, mae) -> its estimate without labels at each feature sample
+    # (a model with CBPE or DLE), drawn beside the realized value
+    estimated: dict[str, list[float]] = field(default_factory=dict)
 
     def sample_features(self, x: Any, snapshot: dict[str, Any]) -> None:
         self.feature_x.append(x)
+        for metric in ("accuracy", "mae"):
+            if f"estimated_{metric}" in snapshot:
+                self.estimated.setdefault(metric, []).append(float(snapshot[f"estimated_{metric}"]))
         for name, column in snapshot["columns"].items():
             if "ks_statistic" in column:
                 kind, stat, threshold = "KS", column["ks_statistic"], column["ks_threshold"]
@@ -302,6 +308,8 @@ def _overview(t: Timeline):
     rows = [("triggers", 0.6)]
     if t.feature_x and t.columns:
         rows.append(("drift statistic ÷ threshold (1 = threshold)", 2.0))
+    estimated = [k for k in t.estimated if _finite(t.estimated[k])]
+    rows += [(f"{_LABELS[k]} estimated without labels, beside the realized", 1.2) for k in estimated]
     rows += [(_LABELS[k] + (" against its baseline" if k in t.baseline else ""), 1.2) for k in labelled]
     total = sum(h for _, h in rows)
     figure = make_subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.06 if len(rows) > 1 else 0,
@@ -329,6 +337,15 @@ def _overview(t: Timeline):
                 hovertemplate=f"{html.escape(name)}: {kind} %{{customdata[0]:.4f}}, threshold %{{customdata[1]:.4f}}"
                               "<extra></extra>"), row=row, col=1)
         figure.add_hline(y=1.0, line={"dash": "dash", "color": "#555", "width": 1}, row=row, col=1)
+        row += 1
+    for key in estimated:
+        figure.add_trace(go.Scatter(x=_thin(t.feature_x), y=_thin(t.estimated[key]), mode="lines",
+                                    name=f"estimated {_LABELS[key]}", line={"color": "#d62728", "width": 1.3}),
+                         row=row, col=1)
+        if key in t.labelled and _finite(t.labelled[key]):
+            figure.add_trace(go.Scatter(x=_thin(t.labelled_x), y=_thin(t.labelled[key]), mode="lines",
+                                        name=f"realized {_LABELS[key]}", line={"color": SERIES_COLOUR, "width": 1}),
+                             row=row, col=1)
         row += 1
     for key in labelled:
         x = _thin(t.labelled_x)

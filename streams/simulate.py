@@ -123,7 +123,9 @@ class InferenceSimulator:
         from streams.workload import FEATURES
 
         frame = pd.DataFrame(x, columns=list(FEATURES))
-        prediction = self._current_model().predict(frame)
+        model = self._current_model()
+        prediction = model.predict(frame)
+        scores = _scores(model, frame, count)
         now = dt.datetime.now(dt.timezone.utc)
         known_at = now + dt.timedelta(seconds=self.schedule.actual_delay_seconds)
         version = self.progress.version
@@ -132,11 +134,11 @@ class InferenceSimulator:
             event_id = f"{self.model_id}-{self.progress.events + i}"
             features = dict(zip(FEATURES, x[i].tolist()))
             header = {"model_id": self.model_id, "model_version": version, "event_id": event_id, "timestamp": now}
-            self._send(kafka.features_topic, encode(FeatureEvent(**header, features=features)))
-            self._send(
-                kafka.predictions_topic,
-                encode(PredictionEvent(**header, prediction=_label(prediction[i]), features=features)),
-            )
+            # the model's output rides on the feature event too: the monitor estimates its
+            # performance from it before the actual arrives
+            output = {"prediction": _label(prediction[i]), "scores": scores[i]}
+            self._send(kafka.features_topic, encode(FeatureEvent(**header, features=features, **output)))
+            self._send(kafka.predictions_topic, encode(PredictionEvent(**header, features=features, **output)))
             truth = ActualEvent(**{**header, "timestamp": known_at}, actual=_label(actual[i]))
             heapq.heappush(self.pending_actuals, (due, self.progress.events + i, encode(truth)))
         errors = prediction_errors(self.workload.task, prediction, actual)
@@ -164,6 +166,16 @@ class InferenceSimulator:
             stop.wait(0.05)
         self.producer.flush(30)
         return self.progress
+
+
+def _scores(model, frame, count: int) -> list[dict[str, float] | None]:
+    """A classifier's probability per class of each request (labels as text), or None
+    for each when the model gives none (a regression model)."""
+    if not hasattr(model, "predict_proba"):
+        return [None] * count
+    proba = model.predict_proba(frame)
+    names = [str(_label(c)) for c in model.classes_]
+    return [dict(zip(names, map(float, row))) for row in proba.clip(0.0, 1.0)]
 
 
 def _label(value: object) -> float | str:

@@ -7,7 +7,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from schemas.messages import Decision as DecisionMessage
-from schemas.messages import RetrainRequest, RootCause
+from schemas.messages import ExpectedImpact, RetrainRequest, RootCause
 
 if TYPE_CHECKING:
     from streams.model_state import Firing
@@ -42,6 +42,8 @@ def retrain_request(firing: Firing, now: dt.datetime | None = None) -> RetrainRe
                 for c in decision.root_cause
             ],
             columns=list(decision.columns),
+            expected_impact=None if decision.expected_impact is None
+            else ExpectedImpact(**decision.expected_impact),
         ),
         metrics=flat_metrics(decision.metrics),
         window=firing.window,

@@ -9,6 +9,7 @@ order of the monitor's passes, of its root causes at equal strength and of its s
 from .base import (Checks, Context, FeatureBatch, SequentialSignal, Signal, WindowedSignal,
                    feature_arrays)
 from .categorical import Categorical
+from .estimated_performance import EstimatedPerformanceSignal
 from .ks import KS
 from .mean_shift import MeanShift
 from .multivariate import Multivariate
@@ -16,7 +17,8 @@ from .outlier_rate import Outliers
 from .prediction_drift import PredictionDrift
 from .variance import Variance
 
-FEATURE_SIGNALS: tuple[type[Signal], ...] = (MeanShift, Variance, Outliers, PredictionDrift,
+FEATURE_SIGNALS: tuple[type[Signal], ...] = (MeanShift, Variance, Outliers,
+                                             EstimatedPerformanceSignal, PredictionDrift,
                                              Multivariate, KS, Categorical)
 
 __all__ = ["FEATURE_SIGNALS", "Checks", "Context", "FeatureBatch", "SequentialSignal",

@@ -122,13 +122,16 @@ def feature_arrays(profile: ReferenceProfile, numeric, categorical: dict | None
 class FeatureBatch:
     """A micro-batch of feature events: ``xt`` (numeric columns, n) floats with NaN for
     missing, their ``slots`` (the same shape), ``cats`` (categorical column -> n
-    values), ``start`` (events seen before the batch), ``predictions`` (the model's, n
-    floats with NaN for none, or None)."""
+    values), ``start`` (events seen before the batch), ``estimated_errors`` (n, the
+    model's error estimated without labels, NaN where unknown; None: no estimate) and
+    ``predictions`` (n, the model's, NaN where none; None: none)."""
 
     def __init__(self, context: Context, xt: np.ndarray, slots: np.ndarray,
                  cats: dict[str, np.ndarray], start: int,
+                 estimated_errors: np.ndarray | None = None,
                  predictions: np.ndarray | None = None) -> None:
         self.context, self.xt, self.slots, self.cats, self.start = context, xt, slots, cats, start
+        self.estimated_errors = estimated_errors
         self.predictions = predictions
         self.n = xt.shape[1]
         self._scores: dict[tuple[int, int], np.ndarray] = {}

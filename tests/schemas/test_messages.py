@@ -67,3 +67,35 @@ def test_retrain_request_requires_a_decision() -> None:
     with pytest.raises(SchemaError) as caught:
         decode(RetrainRequest, b'{"trigger_id":"t","model_id":"m","model_version":"1","created_at":"2026-11-26T06:00:00Z"}')
     assert caught.value.reason == "missing_field"
+
+
+def test_scores_are_optional_and_old_events_still_decode() -> None:
+    from schemas.messages import FeatureEvent, LabelledRecord, PredictionEvent
+
+    head = b'"schema_version":1,"model_id":"m","model_version":"1","event_id":"e1","timestamp":"2026-11-26T06:00:00Z"'
+    old = decode(PredictionEvent, b"{" + head + b',"prediction":1}')
+    assert old.scores is None
+    binary = decode(PredictionEvent, b"{" + head + b',"prediction":1,"scores":0.83}')
+    per_class = decode(PredictionEvent, b"{" + head + b',"prediction":"b","scores":{"a":0.2,"b":0.8}}')
+    assert binary.scores == 0.83 and per_class.scores == {"a": 0.2, "b": 0.8}
+    feature = decode(FeatureEvent, b"{" + head + b',"features":{"x":1.0},"prediction":1,"scores":0.9}')
+    assert feature.prediction == 1 and feature.scores == 0.9
+    assert decode(FeatureEvent, b"{" + head + b',"features":{"x":1.0}}').scores is None
+    record = b"{" + head + b',"prediction":1,"actual":0,"actual_timestamp":"2026-11-26T06:00:01Z"'
+    assert decode(LabelledRecord, record + b"}").scores is None
+    assert decode(LabelledRecord, record + b',"scores":{"0":0.4,"1":0.6}}').scores == {"0": 0.4, "1": 0.6}
+    for bad in (b"1.5", b"-0.1", b'{"a":2}', b'"high"'):
+        with pytest.raises(SchemaError):
+            decode(PredictionEvent, b"{" + head + b',"prediction":1,"scores":' + bad + b"}")
+
+
+def test_a_trigger_without_expected_impact_decodes_as_before() -> None:
+    from schemas.messages import RetrainRequest
+
+    base = (b'{"schema_version":1,"trigger_id":"t","model_id":"m","model_version":"1",'
+            b'"created_at":"2026-11-26T06:00:00Z","decision":{"trigger_types":["data_drift"],'
+            b'"severity":"LOW","confidence":0.5,"reason":"r","root_cause":[]')
+    assert decode(RetrainRequest, base + b"}}").decision.expected_impact is None
+    impact = b',"expected_impact":{"metric":"accuracy","reference":0.81,"estimate":0.87,"change":0.06}'
+    got = decode(RetrainRequest, base + impact + b"}}").decision.expected_impact
+    assert got.metric == "accuracy" and got.change == 0.06

@@ -14,10 +14,10 @@ POISON = 12345.0  # a feature value the patched detectors refuse
 _update_features = ModelMonitor.update_features
 
 
-def _poisoned(self, numeric, categorical=None):
+def _poisoned(self, numeric, *args, **kwargs):
     if np.any(numeric == POISON):
         raise RuntimeError("poisoned batch (test)")
-    return _update_features(self, numeric, categorical)
+    return _update_features(self, numeric, *args, **kwargs)
 
 
 if __name__ == "__main__":
