@@ -33,11 +33,13 @@ def _predictions(predictions, n: int) -> np.ndarray | None:
     """The model's predictions as n floats (None or not a number: NaN), or None."""
     if predictions is None:
         return None
-    p = np.asarray(predictions, dtype=object).ravel()
+    p = np.asarray(predictions).ravel()
     if len(p) != n:
         raise DetectorError("predictions must have one value per event")
-    return pd.to_numeric(pd.Series(p), errors="coerce").to_numpy(dtype=np.float64,
-                                                                   na_value=np.nan)
+    if p.dtype.kind in "fiub":
+        return p.astype(np.float64, copy=False)
+    return pd.to_numeric(pd.Series(p, dtype=object), errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan)
 
 
 def _cut(pred: np.ndarray | None, start: int, stop: int | None) -> np.ndarray | None:

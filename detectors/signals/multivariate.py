@@ -65,8 +65,8 @@ class Multivariate(SequentialSignal):
     def update(self, batch: FeatureBatch) -> Checks:
         if self.joint is None or not batch.n:
             return Checks.sparse({}, batch.n, {})
-        z = np.concatenate([batch.scores(cols) for cols in batch.chunks()])
-        p = self.joint["weights"].T @ z  # (dropped, n)
+        w = self.joint["weights"]
+        p = sum(w[cols].T @ batch.scores(cols) for cols in batch.chunks())  # (dropped, n)
         e = np.einsum("dn,dn->n", p, p) / p.shape[0]
         path = self.cusum.update_many(e[:, None])[:, 0]
         zero = np.flatnonzero(path == 0)

@@ -8,9 +8,11 @@ from typing import Any
 import numpy as np
 
 from ..calibration import Calibration, cusum_lambda, dependent_threshold
-from ..cusum import CUSUM
+from ..cusum import CUSUM, block_extremes
+from ..grid import SlotLookup
 from ..ranks import RankTransform
 from .base import Checks, Context, FeatureBatch, SequentialSignal
+from .mean_shift import FINE_BLOCK
 
 N_CUSUMS = 4  # tests counted in the model's budget (calibration.count_tests)
 
@@ -35,6 +37,8 @@ class PredictionDrift(SequentialSignal):
         self.record = context.profile.prediction
         self.columns = [self.record["column"]] if self.record is not None else []
         self.rank = RankTransform(self.record["sample"]) if self.record is not None else None
+        # the grid lookup (several times faster than a binary search), local slots
+        self.lookup = SlotLookup([self.rank.values]) if self.rank is not None else None
 
     def calibrate(self, cal: Calibration) -> None:
         if self.rank is None:
@@ -63,13 +67,26 @@ class PredictionDrift(SequentialSignal):
         if self.rank is None or pred is None or not batch.n:
             return Checks.sparse({}, batch.n, {})
         ok = np.isfinite(pred)
-        z = self.rank.score[self.rank.slots(pred[ok])]
+        z = self.rank.score[self.lookup.local(self.lookup.slots(
+            (pred[ok] if not ok.all() else pred)[None, :]))[0]]
         det = self.cusum
-        s0 = det.s / det.threshold
-        path = det.update_many(np.column_stack([z, z, z * z, z * z])) / det.threshold
-        st = np.r_[s0.max(keepdims=True), path.max(axis=1)][np.cumsum(ok)]
-        return Checks.sparse({0: st} if st.max() >= 1 else {}, batch.n,
-                             {"prediction_drift": det.s / det.threshold})
+        s0 = float(np.max(det.s / det.threshold))
+        if not len(z):
+            return Checks.sparse({}, batch.n, {})
+        # the four CUSUMs' walks from the cumulative sums of z (twice) and z^2 (twice),
+        # exact paths only where a threshold may be passed (see cusum.affine_scan)
+        cz = np.empty((4, len(z)))
+        np.cumsum(z, out=cz[0])
+        np.cumsum(z * z, out=cz[2])
+        cz[1], cz[3] = cz[0], cz[2]
+        rows, found = det.advance_affine(cz, block_extremes(cz, FINE_BLOCK), slice(0, 4),
+                                         FINE_BLOCK)
+        readings = {"prediction_drift": det.s / det.threshold}
+        if not len(rows):
+            return Checks.sparse({}, batch.n, readings)
+        path = np.max([pth / det.threshold[r] for r, pth in zip(rows, found)], axis=0)
+        st = np.r_[s0, path][np.cumsum(ok)]  # events without a prediction: unchanged
+        return Checks.sparse({0: st} if st.max() >= 1 else {}, batch.n, readings)
 
     def effect(self) -> np.ndarray:
         """Per CUSUM, its estimated effect over its design (read off the state)."""
