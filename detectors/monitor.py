@@ -346,7 +346,7 @@ class ModelMonitor(_monitor_state.Saving):
                                     self.calibration.trend_z),
                 "error_dependence_factor": dep["errors"],
                 "dependence_pending": float(dep["source"] == "pending"),
-                **self.signals["estimated_performance"].model_snapshot()}
+                **{k: v for sig in self.signals.values() for k, v in sig.model_snapshot().items()}}
 
     def rebaseline(self, profile: ReferenceProfile) -> None:
         """Swap in a new reference profile and baseline; all windows restart."""

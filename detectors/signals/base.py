@@ -208,6 +208,11 @@ class Signal:
         monitor's latest readings (every signal's)."""
         return {}
 
+    def model_snapshot(self) -> dict[str, float]:
+        """The model-level statistics of a signal that is not per column (names unique
+        to the signal), as plain floats."""
+        return {}
+
     def get_state(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 

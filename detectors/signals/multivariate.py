@@ -74,7 +74,7 @@ class Multivariate(SequentialSignal):
         self.pp = tail @ tail.T + (0.0 if len(zero) else self.pp)
         st = path / self.cusum.threshold[0]
         return Checks.sparse({0: st} if st.max() >= 1 else {}, batch.n,
-                             {"multivariate": self.cusum.s.copy()})
+                             {})
 
     def shares(self) -> np.ndarray:
         """Each numeric column's share of the squared residual since the last zero."""
@@ -95,13 +95,11 @@ class Multivariate(SequentialSignal):
         self.cusum._reset()
         self.pp[:] = 0.0
 
-    def snapshot(self, last: dict[str, Any]) -> dict[str, dict[str, float]]:
+    def model_snapshot(self) -> dict[str, float]:
         if self.joint is None:
             return {}
-        stat = float(last.get("multivariate", np.zeros(1))[0])
-        return {name: {"multivariate_statistic": stat,
-                       "multivariate_threshold": float(self.threshold[0])}
-                for name in self.names}
+        return {"multivariate_statistic": float(self.cusum.s[0]),
+                "multivariate_threshold": float(self.threshold[0])}
 
     def get_state(self) -> dict[str, Any]:
         return {"cusum": self.cusum.get_state(), "pp": self.pp.copy()}

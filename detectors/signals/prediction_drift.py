@@ -81,7 +81,7 @@ class PredictionDrift(SequentialSignal):
         cz[1], cz[3] = cz[0], cz[2]
         rows, found = det.advance_affine(cz, block_extremes(cz, FINE_BLOCK), slice(0, 4),
                                          FINE_BLOCK)
-        readings = {"prediction_drift": det.s / det.threshold}
+        readings: dict[str, Any] = {}
         if not len(rows):
             return Checks.sparse({}, batch.n, readings)
         path = np.max([pth / det.threshold[r] for r, pth in zip(rows, found)], axis=0)
@@ -108,12 +108,11 @@ class PredictionDrift(SequentialSignal):
     def restart(self) -> None:
         self.cusum._reset()
 
-    def snapshot(self, last: dict[str, Any]) -> dict[str, dict[str, float]]:
+    def model_snapshot(self) -> dict[str, float]:
+        """The largest of the four CUSUMs' statistic over its threshold (1: fires)."""
         if self.rank is None:
             return {}
-        stat = last.get("prediction_drift", np.zeros(4))
-        return {self.columns[0]: {"prediction_drift_statistic": float(np.max(stat)),
-                                  "prediction_drift_threshold": 1.0}}
+        return {"prediction_drift_statistic": float(np.max(self.cusum.s / self.cusum.threshold))}
 
     def get_state(self) -> dict[str, Any]:
         return self.cusum.get_state()
