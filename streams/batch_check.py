@@ -88,7 +88,7 @@ def prediction_note(drift: dict[str, Any] | None) -> str | None:
         return None
     verdict = "drifted" if drift["drifted"] else "unchanged"
     return (f"Prediction drift ({drift['column']}): {verdict}, KS D = {drift['ks_statistic']:.3f}, "
-            f"p = {drift['p_value']:.2g}; spread (sd) {drift['reference_std']:.3g} in the reference, "
+            f"p = {drift['p_value_adjusted']:.2g} (adjusted); spread (sd) {drift['reference_std']:.3g} in the reference, "
             f"{drift['recent_std']:.3g} recently.")
 
 
