@@ -248,12 +248,15 @@ def _prediction(frame: pd.DataFrame, column: str | None, rng: np.random.Generato
                 config, ordered: bool) -> dict[str, Any] | None:
     """The reference's numeric predictions: a sorted sample and, in time order, the
     dependence factors of their normal scores (None: learnt with the features')."""
-    if not column or not pd.api.types.is_numeric_dtype(frame[column]) \
-            or pd.api.types.is_bool_dtype(frame[column]):
+    if not column or pd.api.types.is_bool_dtype(frame[column]):
         return None
-    v = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
-    if not np.isfinite(v).any():
+    # numbers, possibly in an object column (a retrain's reference: None, then the
+    # holdout's predictions); text labels are not numbers
+    given = frame[column].notna().to_numpy()
+    v = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    if not np.isfinite(v).any() or np.count_nonzero(np.isfinite(v)) < np.count_nonzero(given):
         return None
+    frame = pd.DataFrame({column: v})
     f = dep.score_factors(dep.normal_scores(v[-DEPENDENCE_ROWS:])[:, None]) if ordered else None
     return {"column": str(column), "sample": np.sort(_numeric_sample(frame, column, rng,
                                                                       config.reference_cap)),
