@@ -57,6 +57,7 @@ class Multivariate(SequentialSignal):
         info = max(drift - theta * float(np.mean(e)), 1e-12)
         h = max(np.log(cal.arl_test / tau) + np.log(info) / tau, 1.0)
         self.cusum = CUSUM([theta / tau], [drift / tau], [h])
+        self.pp[:] = 0.0  # restarts with the CUSUM
 
     @property
     def threshold(self) -> np.ndarray:
