@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from . import _monitor_state, labelled
 from .calibration import DEFAULT_CACHE, Calibration, CalibrationCache
@@ -19,7 +18,8 @@ from .fusion import Decision, fuse
 from .persistence import n_of_m
 from .profile import ReferenceProfile
 from .severity import ORDER
-from .signals import FEATURE_SIGNALS, Checks, Context, FeatureBatch, feature_arrays
+from .signals import (FEATURE_SIGNALS, Checks, Context, FeatureBatch, feature_arrays,
+                      prediction_array)
 from .signals.base import merge_evidence
 from .warmup import Warmup
 
@@ -27,19 +27,6 @@ from .warmup import Warmup
 def _rows(cats: dict[str, np.ndarray], start: int, stop: int | None) -> dict[str, np.ndarray]:
     """Events ``start:stop`` of every categorical column."""
     return {c: v[start:stop] for c, v in cats.items()}
-
-
-def _predictions(predictions, n: int) -> np.ndarray | None:
-    """The model's predictions as n floats (None or not a number: NaN), or None."""
-    if predictions is None:
-        return None
-    p = np.asarray(predictions).ravel()
-    if len(p) != n:
-        raise DetectorError("predictions must have one value per event")
-    if p.dtype.kind in "fiub":
-        return p.astype(np.float64, copy=False)
-    return pd.to_numeric(pd.Series(p, dtype=object), errors="coerce").to_numpy(
-        dtype=np.float64, na_value=np.nan)
 
 
 def _cut(pred: np.ndarray | None, start: int, stop: int | None) -> np.ndarray | None:
@@ -160,7 +147,7 @@ class ModelMonitor(_monitor_state.Saving):
         n = len(x)
         losses = estimated_errors if estimated_errors is not None \
             else self.estimated_errors(x, predictions, scores)
-        pred = _predictions(predictions, n)
+        pred = prediction_array(predictions, n)
         xt = np.ascontiguousarray(x.T)  # (columns, events): time runs along rows
         if self.warmup.until > self.events_seen:
             k = self.warmup.until - self.events_seen

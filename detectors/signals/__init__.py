@@ -7,7 +7,7 @@ order of the monitor's passes, of its root causes at equal strength and of its s
 """
 
 from .base import (Checks, Context, FeatureBatch, SequentialSignal, Signal, WindowedSignal,
-                   feature_arrays)
+                   feature_arrays, prediction_array)
 from .categorical import Categorical
 from .estimated_performance import EstimatedPerformanceSignal
 from .ks import KS
@@ -22,4 +22,4 @@ FEATURE_SIGNALS: tuple[type[Signal], ...] = (MeanShift, Variance, Outliers,
                                              Multivariate, KS, Categorical)
 
 __all__ = ["FEATURE_SIGNALS", "Checks", "Context", "FeatureBatch", "SequentialSignal",
-           "Signal", "WindowedSignal", "feature_arrays"]
+           "Signal", "WindowedSignal", "feature_arrays", "prediction_array"]

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 
 from ..calibration import Calibration, cusum_lambda
 from ..config import DetectorConfig
@@ -117,6 +118,19 @@ def feature_arrays(profile: ReferenceProfile, numeric, categorical: dict | None
     given = categorical or {}
     return x, {c: np.asarray(given[c], dtype=object) if c in given
                else np.full(n, None, dtype=object) for c in profile.categorical_columns}
+
+
+def prediction_array(predictions, n: int) -> np.ndarray | None:
+    """The model's ``n`` predictions as floats (None or not a number: NaN), or None."""
+    if predictions is None:
+        return None
+    p = np.asarray(predictions).ravel()
+    if len(p) != n:
+        raise DetectorError("predictions must have one value per event")
+    if p.dtype.kind in "fiub":
+        return p.astype(np.float64, copy=False)
+    return pd.to_numeric(pd.Series(p, dtype=object), errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan)
 
 
 class FeatureBatch:
