@@ -383,6 +383,12 @@ class AutomaticRetrainingOrchestrator:
         _, dm = self.data.detect_distribution_shift(reference_data[features],
                                                     recent_data[features])
         all_metrics, signals = {"data_drift": dm}, self._data_signals(dm)
+        pd_metrics = self._prediction_drift(reference_data, recent_data, len(features))
+        if pd_metrics is not None:
+            all_metrics["prediction_drift"] = pd_metrics
+            if pd_metrics["drifted"]:
+                signals.append({"signal": "prediction_drift", "column": pd_metrics["column"],
+                                "strength": pd_metrics["strength"]})
         if (predictions is None) != (actuals is None):
             raise DetectorError("predictions and actuals go together")
         if predictions is not None:
@@ -408,6 +414,29 @@ class AutomaticRetrainingOrchestrator:
         return RetrainingTrigger(d.triggered, d.reason, severity,
                                  d.confidence, [DriftType(t) for t in d.trigger_types],
                                  all_metrics, d.root_cause)
+
+    def _prediction_drift(self, reference_data, recent_data, n_features: int
+                          ) -> dict[str, Any] | None:
+        """The prediction column's two-sample KS test, recent rows against the
+        reference's, at ``data_drift_threshold`` after a Bonferroni correction over it
+        and the ``n_features`` feature tests (None when either frame lacks numeric
+        predictions): the model's outputs watched like an input, no label needed."""
+        c = self.prediction_column
+        if not c or c not in reference_data or c not in recent_data \
+                or not _is_numeric(reference_data[c]) or not _is_numeric(recent_data[c]):
+            return None
+        ref = reference_data[c].to_numpy(dtype=np.float64, na_value=np.nan)
+        new = recent_data[c].to_numpy(dtype=np.float64, na_value=np.nan)
+        ref, new = ref[np.isfinite(ref)], new[np.isfinite(new)]
+        if not len(ref) or not len(new):
+            return None
+        test = stats.ks_2samp(ref, new)
+        p = min(1.0, float(test.pvalue) * (n_features + 1))
+        return {"column": c, "ks_statistic": float(test.statistic),
+                "p_value": float(test.pvalue), "p_value_adjusted": p,
+                "reference_std": float(ref.std()), "recent_std": float(new.std()),
+                "drifted": p < self.data_drift_threshold,
+                "strength": float(np.log(max(p, 1e-300)) / np.log(self.data_drift_threshold))}
 
     def _expected_impact(self, reference_data, recent_data) -> dict[str, Any] | None:
         """CBPE on the recent rows (``score_column``; None without one)."""

@@ -194,12 +194,14 @@ class Calibration:
 
 
 def count_tests(n_numeric: int, n_categorical: int, large: float = 0.0,
-                estimated: bool = False) -> float:
+                estimated: bool = False, *, prediction: bool = False,
+                multivariate: bool = False) -> float:
     """Mean up/down, variance, outliers and KS per numeric column (plus the large-shift
     pair, each of weight ``large``), chi-square per categorical one, the labelled
-    concept CUSUM, performance and trend tests, and the estimated-performance test
-    when the model has an estimator."""
-    return (5 + 2 * large) * n_numeric + n_categorical + 3 + int(estimated)
+    concept CUSUM, performance and trend tests, the estimated-performance test when
+    the model has an estimator, the prediction's four CUSUMs and the multivariate one."""
+    return (5 + 2 * large) * n_numeric + n_categorical + 3 + int(estimated) \
+        + 4 * prediction + multivariate
 
 
 def dependence_of(profile: ReferenceProfile) -> dict | None:
@@ -233,7 +235,9 @@ def calibrate(profile: ReferenceProfile, config: DetectorConfig,
     large = config.mean_shift_large > 0
     n_tests = count_tests(nnum, len(profile.categorical_columns),
                           config.mean_large_weight if large else 0.0,
-                          profile.estimator is not None)
+                          profile.estimator is not None,
+                          prediction=profile.prediction is not None,
+                          multivariate=profile.joint is not None)
     arl = config.target_arl * n_tests
     given = dependence if dependence is not None else dependence_of(profile)
     pending = needs_warmup(given, nnum)

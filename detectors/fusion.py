@@ -21,11 +21,14 @@ class DriftType(str, enum.Enum):
     PERFORMANCE_DEGRADATION = "performance_degradation"
     OUTLIERS = "outliers"
     ESTIMATED_PERFORMANCE_DEGRADATION = "estimated_performance_degradation"
+    PREDICTION_DRIFT = "prediction_drift"
 
 
 SIGNAL_TYPE = {"ks": DriftType.DATA_DRIFT, "mean_shift": DriftType.DATA_DRIFT,
                "variance": DriftType.DATA_DRIFT, "categorical": DriftType.DATA_DRIFT,
-               "outlier_rate": DriftType.OUTLIERS, "mae": DriftType.CONCEPT_DRIFT,
+               "outlier_rate": DriftType.OUTLIERS,
+               "prediction_drift": DriftType.PREDICTION_DRIFT,
+               "multivariate": DriftType.DATA_DRIFT, "mae": DriftType.CONCEPT_DRIFT,
                "trend": DriftType.CONCEPT_DRIFT,
                "r2": DriftType.PERFORMANCE_DEGRADATION,
                "rmse": DriftType.PERFORMANCE_DEGRADATION,

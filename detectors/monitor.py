@@ -18,7 +18,8 @@ from .fusion import Decision, fuse
 from .persistence import n_of_m
 from .profile import ReferenceProfile
 from .severity import ORDER
-from .signals import FEATURE_SIGNALS, Checks, Context, FeatureBatch, feature_arrays
+from .signals import (FEATURE_SIGNALS, Checks, Context, FeatureBatch, feature_arrays,
+                      prediction_array)
 from .signals.base import merge_evidence
 from .warmup import Warmup
 
@@ -26,6 +27,15 @@ from .warmup import Warmup
 def _rows(cats: dict[str, np.ndarray], start: int, stop: int | None) -> dict[str, np.ndarray]:
     """Events ``start:stop`` of every categorical column."""
     return {c: v[start:stop] for c, v in cats.items()}
+
+
+def _cut(pred: np.ndarray | None, start: int, stop: int | None) -> np.ndarray | None:
+    return None if pred is None else pred[start:stop]
+
+
+def _causes(report) -> list[dict[str, Any]]:
+    """A sequential test's root causes (a multivariate test names several columns)."""
+    return report if isinstance(report, list) else [report]
 
 
 class ModelMonitor(_monitor_state.Saving):
@@ -130,25 +140,29 @@ class ModelMonitor(_monitor_state.Saving):
         ``numeric`` is (n, len(profile.numeric_columns)) float with NaN for missing;
         ``categorical`` maps each categorical column to an array of n values.
         ``predictions`` and ``scores`` (n each, optional) are the model's outputs for
-        the same events: the estimated performance uses them (see
+        the same events: the estimated performance and the prediction drift use them (see
         :meth:`estimated_errors`, which gives ``estimated_errors`` directly).
         """
         x, cats = feature_arrays(self.profile, numeric, categorical)
         n = len(x)
         losses = estimated_errors if estimated_errors is not None \
             else self.estimated_errors(x, predictions, scores)
+        pred = prediction_array(predictions, n)
         xt = np.ascontiguousarray(x.T)  # (columns, events): time runs along rows
         if self.warmup.until > self.events_seen:
             k = self.warmup.until - self.events_seen
             if n > k:  # the calibration changes at the warm-up's end: split there
                 cut = (None, None) if losses is None else (losses[:k], losses[k:])
-                first = self.update_features(x[:k], _rows(cats, 0, k), estimated_errors=cut[0])
+                first = self.update_features(x[:k], _rows(cats, 0, k), _cut(pred, 0, k),
+                                             estimated_errors=cut[0])
                 return first + self.update_features(x[k:], _rows(cats, k, None),
+                                                    _cut(pred, k, None),
                                                     estimated_errors=cut[1])
             self.warmup.keep(self.context.window.slots(xt),
                              self.signals["categorical"].codes(cats, n))
         decisions = self._replay(n, lambda a, b: self._feature_step(
-                                     xt[:, a:b], _rows(cats, a, b), None if losses is None else losses[a:b]),
+                                     xt[:, a:b], _rows(cats, a, b),
+                                     None if losses is None else losses[a:b], _cut(pred, a, b)),
                                  self._fire_features, list(self.signals.values()), "events_seen",
                                  ("seq", *self._windowed))
         if self.warmup.until and self.events_seen >= self.warmup.until \
@@ -185,8 +199,8 @@ class ModelMonitor(_monitor_state.Saving):
     def _fire_features(self) -> Decision:
         """The decision gathered, with the state at its firing event; the sequential
         tests restart."""
-        signals = [self._sequential[k].report(j, lam)
-                   for (k, j), lam in sorted(self._gather_seq.items())] + [
+        signals = [cause for (k, j), lam in sorted(self._gather_seq.items())
+                   for cause in _causes(self._sequential[k].report(j, lam))] + [
             {"signal": sig, "column": col, "strength": st, "lambda": lam}
             for (sig, col), (st, lam) in self._gather_other.items()]
         self._gather_until, self._gather_seq, self._gather_other = -1, {}, {}
@@ -202,14 +216,15 @@ class ModelMonitor(_monitor_state.Saving):
         return decision
 
     def _feature_step(self, xt: np.ndarray, cats: dict[str, np.ndarray],
-                      losses: np.ndarray | None = None) -> int | None:
+                      losses: np.ndarray | None = None,
+                      pred: np.ndarray | None = None) -> int | None:
         """Advance every signal on ``xt`` (columns, n). Return None when no decision is
         under way, else the index of the event it fires at (``gather_events`` after the
         first eligible alarm; possibly past the batch), and gather the tests alarmed from
         that alarm (or the batch start) to it (a redo finds the same)."""
         n = xt.shape[1]
         batch = FeatureBatch(self.context, xt, self.context.window.slots(xt), cats,
-                             self.events_seen, losses)
+                             self.events_seen, losses, pred)
         checks = {}
         for name, sig in self.signals.items():
             checks[name] = found = sig.update(batch)
@@ -318,7 +333,7 @@ class ModelMonitor(_monitor_state.Saving):
                                     self.calibration.trend_z),
                 "error_dependence_factor": dep["errors"],
                 "dependence_pending": float(dep["source"] == "pending"),
-                **self.signals["estimated_performance"].model_snapshot()}
+                **{k: v for sig in self.signals.values() for k, v in sig.model_snapshot().items()}}
 
     def rebaseline(self, profile: ReferenceProfile) -> None:
         """Swap in a new reference profile and baseline; all windows restart."""

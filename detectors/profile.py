@@ -11,6 +11,7 @@ import pandas as pd
 
 from ._state import pack, unpack
 from . import dependence as dep
+from . import reconstruction
 from .config import DetectorConfig
 from .errors import DetectorError, EmptyReferenceError
 from .prediction_error import prediction_errors
@@ -106,6 +107,11 @@ class ReferenceProfile:
     task: str = "regression"
     dependence: dict[str, Any] | None = None
     estimator: dict[str, Any] | None = None
+    # the model's numeric predictions (``column``, sorted ``sample``, dependence
+    # ``factors`` of their normal scores or None) and the numeric columns' joint
+    # structure (:func:`detectors.reconstruction.fit`); None when absent
+    prediction: dict[str, Any] | None = None
+    joint: dict[str, Any] | None = None
     fingerprint: str = field(default="", compare=False)
 
     @classmethod
@@ -157,7 +163,8 @@ class ReferenceProfile:
                   np.array([float(v.mean()) for v in samples]),
                   np.array([float(v.std()) for v in samples]), cats,
                   {k: float(v) for k, v in base.items()}, errors, task, dependence,
-                  estimator)
+                  estimator, _prediction(frame, prediction_column, rng, config, ordered),
+                  _joint(tail, numeric))
         return obj._with_fingerprint()
 
     def _payload(self) -> dict[str, Any]:
@@ -168,7 +175,9 @@ class ReferenceProfile:
                 "errors": self.errors, "task": self.task,
                 # only when known: older profiles keep their fingerprints
                 **({"dependence": self.dependence} if self.dependence is not None else {}),
-                **({"estimator": self.estimator} if self.estimator is not None else {})}
+                **({"estimator": self.estimator} if self.estimator is not None else {}),
+                **({"prediction": self.prediction} if self.prediction is not None else {}),
+                **({"joint": self.joint} if self.joint is not None else {})}
 
     def _with_fingerprint(self) -> "ReferenceProfile":
         h = hashlib.sha256()
@@ -178,7 +187,7 @@ class ReferenceProfile:
             h.update(key.encode())
             arrs = val if isinstance(val, list) and val and isinstance(val[0], np.ndarray) \
                 else [val]
-            if key == "dependence":
+            if key in ("dependence", "prediction", "joint"):
                 arrs = [val[k] for k in sorted(val)]
             if key == "estimator":  # nested arrays: their packed bytes
                 arrs = [np.frombuffer(pack("estimator", val), np.uint8)]
@@ -196,7 +205,8 @@ class ReferenceProfile:
         p = unpack("ReferenceProfile", data)
         obj = cls(tuple(p["numeric"]), tuple(p["categorical"]), tuple(p["samples"]),
                   p["means"], p["stds"], p["categories"], p["baseline"], p["errors"],
-                  p["task"], p.get("dependence"), p.get("estimator"))
+                  p["task"], p.get("dependence"), p.get("estimator"), p.get("prediction"),
+                  p.get("joint"))
         return obj._with_fingerprint()
 
 
@@ -232,3 +242,32 @@ def _error_dependence(errors: np.ndarray, config) -> dict[str, Any]:
     enough = len(e) >= config.dependence_min_rows
     return {"errors": float(max(dep.long_run_factor(e)[0], 1.0)) if enough else float("nan"),
             "error_rows": int(len(errors))}
+
+
+def _prediction(frame: pd.DataFrame, column: str | None, rng: np.random.Generator,
+                config, ordered: bool) -> dict[str, Any] | None:
+    """The reference's numeric predictions: a sorted sample and, in time order, the
+    dependence factors of their normal scores (None: learnt with the features')."""
+    if not column or pd.api.types.is_bool_dtype(frame[column]):
+        return None
+    # numbers, possibly in an object column (a retrain's reference: None, then the
+    # holdout's predictions); text labels are not numbers
+    given = frame[column].notna().to_numpy()
+    v = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    if not np.isfinite(v).any() or np.count_nonzero(np.isfinite(v)) < np.count_nonzero(given):
+        return None
+    frame = pd.DataFrame({column: v})
+    f = dep.score_factors(dep.normal_scores(v[-DEPENDENCE_ROWS:])[:, None]) if ordered else None
+    return {"column": str(column), "sample": np.sort(_numeric_sample(frame, column, rng,
+                                                                      config.reference_cap)),
+            "factors": None if f is None else {k: float(f[k][0]) for k in ("mean", "var")}}
+
+
+def _joint(frame: pd.DataFrame, numeric) -> dict[str, Any] | None:
+    """The numeric columns' joint structure for the multivariate signal (or None)."""
+    if len(numeric) < 2:
+        return None
+    z = np.column_stack([dep.normal_scores(frame[c].to_numpy(dtype=np.float64,
+                                                             na_value=np.nan))
+                         for c in numeric])
+    return reconstruction.fit(z)

@@ -183,6 +183,8 @@ def backtest(
     )
     monitor = ModelMonitor(profile, config, task)
     outputs = model_outputs(stream, prediction_column, score_column, monitor)
+    # every row's prediction, labelled or not: the prediction drift needs no label
+    stream_predictions = stream[prediction_column].to_numpy() if prediction_column in stream.columns else None
     numeric, categorical = monitor_inputs(stream, profile)
 
     labelled_rows = np.zeros(0, dtype=np.int64)
@@ -198,6 +200,7 @@ def backtest(
         stop = min(start + step, len(stream))
         batch_categorical = {c: v[start:stop] for c, v in categorical.items()} or None
         for decision in monitor.update_features(numeric[start:stop], batch_categorical,
+                                                None if stream_predictions is None else stream_predictions[start:stop],
                                                 estimated_errors=None if outputs is None else outputs[start:stop]):
             triggers.append(trigger_line(decision, decision.offset, "features"))
         if timeline is not None:

@@ -74,9 +74,22 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from detectors import format_decision_banner
 
         print(format_decision_banner(trigger))
+        if note := prediction_note(trigger.metrics.get("prediction_drift")):
+            print(note)
         if note := dependence_note(trigger.metrics.get("dependence")):
             print(note)
     return 0
+
+
+def prediction_note(drift: dict[str, Any] | None) -> str | None:
+    """One line on the prediction column's distribution, recent rows against the
+    reference's (when both frames carry numeric predictions)."""
+    if not drift:
+        return None
+    verdict = "drifted" if drift["drifted"] else "unchanged"
+    return (f"Prediction drift ({drift['column']}): {verdict}, KS D = {drift['ks_statistic']:.3f}, "
+            f"p = {drift['p_value_adjusted']:.2g} (adjusted); spread (sd) {drift['reference_std']:.3g} in the reference, "
+            f"{drift['recent_std']:.3g} recently.")
 
 
 def dependence_note(dependence: dict[str, Any] | None) -> str | None:

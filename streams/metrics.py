@@ -43,6 +43,10 @@ _MODEL_GAUGES = {
     "reference_estimated_mae": "DLE's MAE estimate on the reference (held out)",
     "estimated_performance_statistic": "CUSUM statistic of the estimated error",
     "estimated_performance_threshold": "CUSUM decision threshold of the estimated error",
+    "prediction_drift_statistic": "largest CUSUM statistic over its threshold of the prediction's "
+                                  "mean and spread against the reference's predictions (1: fires)",
+    "multivariate_statistic": "CUSUM statistic of the numeric columns' PCA reconstruction error",
+    "multivariate_threshold": "CUSUM decision threshold of the reconstruction error",
     "estimate_recalibrated": "1 when the reference found the scores miscalibrated and CBPE recalibrates them",
 }
 

@@ -128,7 +128,8 @@ class Timeline:
     task: str
     x_label: str = "event"
     feature_x: list[Any] = field(default_factory=list)
-    # column -> (kind, statistics, thresholds); kind "KS" or "chi²"
+    # column -> (kind, statistics, thresholds); kind "KS" or "chi²", and the prediction
+    # drift's and the multivariate signal's curves
     columns: dict[str, tuple[str, list[float], list[float]]] = field(default_factory=dict)
     labelled_x: list[Any] = field(default_factory=list)
     labelled: dict[str, list[float]] = field(default_factory=dict)
@@ -157,6 +158,15 @@ class Timeline:
             entry = self.columns.setdefault(name, (kind, [], []))
             entry[1].append(float(stat))
             entry[2].append(float(threshold))
+        # the signals over the model's outputs and over all numeric columns at once
+        for name, kind, stat, threshold in (
+                ("prediction", "prediction drift", "prediction_drift_statistic", None),
+                ("numeric columns together", "multivariate", "multivariate_statistic",
+                 "multivariate_threshold")):
+            if stat in snapshot:
+                entry = self.columns.setdefault(name, (kind, [], []))
+                entry[1].append(float(snapshot[stat]))
+                entry[2].append(float(snapshot[threshold]) if threshold else 1.0)
 
     def sample_labelled(self, x: Any, snapshot: dict[str, Any]) -> None:
         self.labelled_x.append(x)

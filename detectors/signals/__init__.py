@@ -7,16 +7,19 @@ order of the monitor's passes, of its root causes at equal strength and of its s
 """
 
 from .base import (Checks, Context, FeatureBatch, SequentialSignal, Signal, WindowedSignal,
-                   feature_arrays)
+                   feature_arrays, prediction_array)
 from .categorical import Categorical
 from .estimated_performance import EstimatedPerformanceSignal
 from .ks import KS
 from .mean_shift import MeanShift
+from .multivariate import Multivariate
 from .outlier_rate import Outliers
+from .prediction_drift import PredictionDrift
 from .variance import Variance
 
 FEATURE_SIGNALS: tuple[type[Signal], ...] = (MeanShift, Variance, Outliers,
-                                             EstimatedPerformanceSignal, KS, Categorical)
+                                             EstimatedPerformanceSignal, PredictionDrift,
+                                             Multivariate, KS, Categorical)
 
 __all__ = ["FEATURE_SIGNALS", "Checks", "Context", "FeatureBatch", "SequentialSignal",
-           "Signal", "WindowedSignal", "feature_arrays"]
+           "Signal", "WindowedSignal", "feature_arrays", "prediction_array"]

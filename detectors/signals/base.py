@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 
 from ..calibration import Calibration, cusum_lambda
 from ..config import DetectorConfig
@@ -119,17 +120,33 @@ def feature_arrays(profile: ReferenceProfile, numeric, categorical: dict | None
                else np.full(n, None, dtype=object) for c in profile.categorical_columns}
 
 
+def prediction_array(predictions, n: int) -> np.ndarray | None:
+    """The model's ``n`` predictions as floats (None or not a number: NaN), or None."""
+    if predictions is None:
+        return None
+    p = np.asarray(predictions).ravel()
+    if len(p) != n:
+        raise DetectorError("predictions must have one value per event")
+    if p.dtype.kind in "fiub":
+        return p.astype(np.float64, copy=False)
+    return pd.to_numeric(pd.Series(p, dtype=object), errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan)
+
+
 class FeatureBatch:
     """A micro-batch of feature events: ``xt`` (numeric columns, n) floats with NaN for
     missing, their ``slots`` (the same shape), ``cats`` (categorical column -> n
-    values), ``start`` (events seen before the batch) and ``estimated_errors`` (n, the
-    model's error estimated without labels, NaN where unknown; None: no estimate)."""
+    values), ``start`` (events seen before the batch), ``estimated_errors`` (n, the
+    model's error estimated without labels, NaN where unknown; None: no estimate) and
+    ``predictions`` (n, the model's, NaN where none; None: none)."""
 
     def __init__(self, context: Context, xt: np.ndarray, slots: np.ndarray,
                  cats: dict[str, np.ndarray], start: int,
-                 estimated_errors: np.ndarray | None = None) -> None:
+                 estimated_errors: np.ndarray | None = None,
+                 predictions: np.ndarray | None = None) -> None:
         self.context, self.xt, self.slots, self.cats, self.start = context, xt, slots, cats, start
         self.estimated_errors = estimated_errors
+        self.predictions = predictions
         self.n = xt.shape[1]
         self._scores: dict[tuple[int, int], np.ndarray] = {}
 
@@ -203,6 +220,11 @@ class Signal:
     def snapshot(self, last: dict[str, Any]) -> dict[str, dict[str, float]]:
         """Per column, its statistics and thresholds as plain floats; ``last`` is the
         monitor's latest readings (every signal's)."""
+        return {}
+
+    def model_snapshot(self) -> dict[str, float]:
+        """The model-level statistics of a signal that is not per column (names unique
+        to the signal), as plain floats."""
         return {}
 
     def get_state(self) -> dict[str, Any]:  # pragma: no cover - abstract

@@ -112,6 +112,35 @@ def test_check_reports_a_serially_dependent_reference_column(files: Path) -> Non
                for c in dependence["columns"].values())
 
 
+def test_check_reports_the_prediction_drifting_with_inputs_unchanged(files: Path) -> None:
+    """The model's output spread halves, no input moves: check says prediction drift, in
+    the banner, in a line of its own and in --json; an unchanged prediction says nothing."""
+    rng = np.random.default_rng(8)
+    reference = pd.read_csv(files / "ref.csv")
+    reference["prediction"] = reference["x0"] + reference["x1"] + rng.normal(0, 0.3, len(reference))
+    reference.to_csv(files / "ref_pred.csv", index=False)
+    same = pd.read_csv(files / "same.csv")
+    same["prediction"] = same["x0"] + same["x1"] + rng.normal(0, 0.3, len(same))
+    same.to_csv(files / "same_pred.csv", index=False)
+    same.assign(prediction=0.5 * same["prediction"]).to_csv(files / "narrow_pred.csv", index=False)
+
+    result = driftline("check", "--reference-data", "ref_pred.csv", "--recent-data", "narrow_pred.csv", "--json",
+                       cwd=files)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["triggered"] and document["drift_types"] == ["prediction_drift"]
+    drift = document["prediction_drift"]
+    assert drift["drifted"] and drift["column"] == "prediction" and drift["p_value_adjusted"] < 1e-6
+    assert drift["recent_std"] == pytest.approx(drift["reference_std"] / 2, rel=0.1)
+    assert [c["signal"] for c in document["root_cause"]] == ["prediction_drift"]
+    text = driftline("check", "--reference-data", "ref_pred.csv", "--recent-data", "narrow_pred.csv",
+                     cwd=files).stdout
+    assert "Prediction drift detected in columns: prediction" in text
+    assert any(line.startswith("Prediction drift (prediction): drifted") for line in text.splitlines())
+    calm = driftline("check", "--reference-data", "ref_pred.csv", "--recent-data", "same_pred.csv", cwd=files)
+    assert "RETRAINING DECISION: NO" in calm.stdout and "Prediction drift (prediction): unchanged" in calm.stdout
+
+
 def test_check_without_drift_says_no(files: Path) -> None:
     result = driftline("check", "--reference-data", "ref.csv", "--recent-data", "same.csv", cwd=files)
     assert result.returncode == 0, result.stderr

@@ -8,6 +8,7 @@ and ``data/monitor_state_before_signals.bin`` / ``monitor_full_before_signals.bi
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -35,8 +36,10 @@ def profile(seed=0, n=3000, cols=3, shuffled=False):
     ref["pred"] = rng.normal(size=n)
     ref["act"] = ref["pred"] + rng.normal(scale=0.5, size=n)
     config = DetectorConfig(reference_order="shuffled") if shuffled else DetectorConfig()
-    return ReferenceProfile.from_frame(ref, prediction_column="pred", actual_column="act",
+    prof = ReferenceProfile.from_frame(ref, prediction_column="pred", actual_column="act",
                                        config=config)
+    # recorded before the prediction and multivariate signals: profiled without them
+    return dataclasses.replace(prof, prediction=None, joint=None)._with_fingerprint()
 
 
 def stream(seed, n=6000, cols=3):
