@@ -287,12 +287,13 @@ class MonitorLoop:
             values = [value or b"" for value in values]
         records = list(map(Record, topics, partitions, offsets, values, repeat(None), map(Message.key, messages)))
         by_topic: dict[str, list[Record]] = {topic: [] for topic in self.topics}
+        # Within a partition the consumer hands records over in offset order: the last wins.
         if records and topics.count(topics[0]) == len(topics):  # one topic: the common case
             by_topic[topics[0]] = records
-        else:
-            for record in records:
-                by_topic.setdefault(record.topic, []).append(record)
-        # Within a partition the consumer hands records over in offset order: the last wins.
+            last = dict(zip(partitions, offsets))  # int keys: no tuple per record
+            return by_topic, {(topics[0], partition): offset + 1 for partition, offset in last.items()}
+        for record in records:
+            by_topic.setdefault(record.topic, []).append(record)
         return by_topic, dict(zip(zip(topics, partitions), map((1).__add__, offsets)))
 
     def _column_decoders(self) -> dict[bytes, ColumnDecoder]:
