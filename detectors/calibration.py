@@ -161,6 +161,37 @@ class Calibration:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def dependence(self, numeric: list[str], categorical: list[str],
+                   errors: float) -> dict:
+        """The serial dependence calibrated to, by column.
+
+        ``source``: "reference" (estimated from the time-ordered reference),
+        "warmup" (learnt from the stream's first ``config.dependence_warmup`` events),
+        "pending" (warm-up under way: factors are 1 until it ends) or "none" (a state
+        saved before dependence was estimated: independence assumed). ``columns`` maps
+        every numeric column to its long-run variance factors (1 = independent; the
+        effective sample size of ``n`` events is ``n / factor``): ``factor`` of the
+        normal scores (mean CUSUMs), ``variance_factor`` (of their squares),
+        ``ks_factor``, ``outlier_factor``, and ``lag1`` (lag-1 autocorrelation); every
+        categorical column to ``{"factor": ...}`` (chi-square window). ``errors`` is
+        the error series' factor (NaN until known), given by the caller.
+        """
+        def col(v, c):
+            return np.broadcast_to(np.asarray(v, dtype=np.float64), (c,))
+
+        c = len(numeric)
+        mean, var, ks, out, lag = (col(v, c) for v in (self.mean_tau, self.var_tau,
+                                                        self.ks_tau, self.out_tau, self.lag1))
+        cols: dict[str, dict[str, float]] = {
+            name: {"factor": float(mean[j]), "variance_factor": float(var[j]),
+                   "ks_factor": float(ks[j]), "outlier_factor": float(out[j]),
+                   "lag1": float(lag[j])}
+            for j, name in enumerate(numeric)}
+        cat = col(self.cat_tau, len(categorical))
+        for j, name in enumerate(categorical):
+            cols[name] = {"factor": float(cat[j])}
+        return {"source": self.dependence_source, "columns": cols, "errors": float(errors)}
+
 
 def count_tests(n_numeric: int, n_categorical: int, large: float = 0.0) -> float:
     """Mean up/down, variance, outliers and KS per numeric column (plus the large-shift

@@ -10,6 +10,7 @@ from .base import StreamDetector
 from .calibration import cusum_lambda, dependent_threshold
 from .cusum import lindley
 from .dependence import long_run_factor
+from .persistence import n_of_m
 from .prediction_error import prediction_errors
 from .ranks import RankTransform
 
@@ -348,3 +349,69 @@ class LabelledSignals(StreamDetector):
         if n:
             self.trend_last = np.array([slope[-1], tz[-1]])
         return slope, tz, ends, strength
+
+
+LABEL_SIGNALS = ("mae", "r2", "rmse", "accuracy", "trend")  # the columns of ``strength``
+
+
+def calibrated(task: str, profile, config, cal) -> LabelledSignals:
+    """The labelled signals of a monitor of ``task`` over ``profile`` (a
+    :class:`~detectors.profile.ReferenceProfile`), with ``config``'s thresholds and the
+    calibration ``cal``; the profile's errors are the baseline when its task is ``task``."""
+    known = profile.task == task
+    dependent = cal.dependence_source != "none"
+    return LabelledSignals(
+        task, config.performance_window, config.concept_window,
+        config.concept_baseline_size, profile.baseline, profile.errors if known else None,
+        cal.concept_scale, cal.concept_h, cal.perf_z,
+        {"error": config.error_threshold, "r2": config.r2_threshold,
+         "rmse": config.rmse_threshold, "accuracy": config.accuracy_threshold,
+         "min_samples": config.min_samples},
+        config.trend_windows, cal.trend_z,
+        tau=float(cal.err_tau) if known else float("nan"),
+        arl=cal.arl_test if dependent else None,
+        margin=config.reference_margin if dependent else 0.0, warmup=config.dependence_warmup)
+
+
+def first_alarm(res: dict[str, np.ndarray], hist: dict[str, np.ndarray], config,
+                first_event: int, next_fire: int):
+    """``(index, signals)`` of the first eligible alarm in the results ``res`` of
+    :meth:`LabelledSignals.update_pairs` whose first event is ``first_event``, after the
+    n-of-m rule of ``config`` (the histories ``hist["lab"]`` and ``hist["trend"]`` are
+    advanced) and none before event ``next_fire``; ``(None, [])`` without one."""
+    st = res["strength"]
+    n = len(st)
+    flags = (st[:, :4] >= 1).T
+    checks = res["trend_checks"]
+    tflags = (st[checks, 4] >= 1)[None, :]
+    if config.persistence_m > 1:
+        need = config.persistence_n
+        flags, hist["lab"] = n_of_m(flags, hist["lab"], need)
+        tflags, hist["trend"] = n_of_m(tflags, hist["trend"], need)
+    alarm = flags.any(axis=0)
+    alarm[checks] |= tflags[0]
+    alarm &= np.arange(first_event, first_event + n) >= next_fire
+    if not alarm.any():
+        return None, []
+    i = int(np.argmax(alarm))
+    on = list(flags[:, i]) + [bool(tflags[0, np.flatnonzero(checks == i)].any())]
+    lam = res["lambda"]
+    return i, [{"signal": s, "column": None, "strength": float(st[i, k]),
+                "lambda": float(lam[i, k])} for k, s in enumerate(LABEL_SIGNALS) if on[k]]
+
+
+def readings(res: dict[str, np.ndarray]) -> dict[str, float]:
+    """The latest metrics of :meth:`LabelledSignals.update_pairs`' results."""
+    return {k: float(v[-1]) for k, v in res.items()
+            if k not in ("strength", "trend_checks", "lambda") and len(v)}
+
+
+def snapshot(last: dict[str, float], baseline: dict[str, float], trend_z: float
+             ) -> dict[str, float]:
+    """The labelled part of the monitor's snapshot: the latest metrics (``last``, from
+    :func:`readings`), the trend's threshold and the baseline's metrics (NaN: unknown)."""
+    nan = float("nan")
+    return {**{k: last.get(k, nan) for k in ("mae", "r2", "rmse", "accuracy", "trend_slope",
+                                              "trend_z")},
+            "trend_threshold": float(trend_z),
+            **{f"baseline_{k}": float(baseline.get(k, nan)) for k in ("r2", "rmse", "accuracy")}}

@@ -1,5 +1,7 @@
 """Where the training data comes from: the model's historical file and, for a trigger,
-its window of the `labelled` topic; then the shared cleaning, policy check and split."""
+its window of the `labelled` topic; then the shared cleaning, policy check and split.
+Only `recent_from_window` reads Kafka (the consumer's edge); `prepare_for_training` is
+pure, shared by the retrainer and `driftline backtest --retrain`."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import pandas as pd
 from detectors.prediction_error import prediction_errors
 from retrain import change_point as change_points
 from retrain.errors import DataPreparationError
-from retrain.labelled_source import read_window
 from retrain.policy import PolicyDecision, RetrainPolicy, Verdict
 from retrain.preparation import (
     EVENT_TIME,
@@ -50,6 +51,8 @@ def recent_from_window(
     timeout_seconds: float,
 ) -> tuple[pd.DataFrame, int]:
     """The trigger's labelled records as a frame, and how many could not be decoded."""
+    from retrain.labelled_source import read_window  # Kafka, only where a window is read
+
     if window.labelled is None:
         return records_to_frame([], columns, target), 0
     read = read_window(kafka, window.labelled, model_id, group_id, timeout_seconds)

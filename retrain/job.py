@@ -7,8 +7,10 @@ in the store by its trigger_id and reused, so one trigger never promotes twice.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -19,7 +21,9 @@ from retrain.model_store import ModelStore
 from retrain.outcome import OutcomeRecord, Trigger
 from retrain.preparation import PreparedData
 from schemas.tables import write_table
+from retrain.launch import digest_path, sha256_of
 from retrain.training_process import (
+    FinishedTraining,
     TrainingFiles,
     TrainingProcess,
     TrainingResult,
@@ -56,6 +60,32 @@ def reference_profile(
     return profile.to_bytes()
 
 
+class FittedModels:
+    """Fitted artifacts by their training rows and trainer, in `folder`: a replay's
+    policies that train on identical rows share one fit (`driftline backtest --retrain`).
+    The live retrainer keeps none: its versions are found by trigger_id instead."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def key(train: pd.DataFrame, model: ModelSettings, seed: int) -> str:
+        """The same rows (values, columns, order), trainer, task, target and seed."""
+        digest = hashlib.sha256(pd.util.hash_pandas_object(train, index=False).to_numpy().tobytes())
+        recipe = (list(train.columns), list(map(str, train.dtypes)), model.trainer, model.train_command,
+                  model.task, model.actual_column, seed)
+        digest.update(repr(recipe).encode())
+        return digest.hexdigest()
+
+    def get(self, key: str) -> Path | None:
+        path = self.folder / f"{key}.joblib"
+        return path if path.is_file() else None
+
+    def put(self, key: str, artifact: Path) -> None:
+        shutil.copyfile(artifact, self.folder / f"{key}.joblib")
+
+
 class RetrainJob:
     def __init__(
         self,
@@ -65,8 +95,11 @@ class RetrainJob:
         store: ModelStore,
         prepared: PreparedData,
         detector_config: DetectorConfig,
+        fitted: FittedModels | None = None,
     ) -> None:
         self.trigger = trigger
+        self.fitted = fitted
+        self._fitted_key: str | None = None
         self.detector_config = detector_config
         self.model = model
         self.retrain = retrain
@@ -88,6 +121,13 @@ class RetrainJob:
             return
         folder = new_scratch_folder(self.retrain.work_dir, self.model_id)
         files = TrainingFiles(folder, self.retrain.training_data_format)
+        if self.fitted is not None:
+            self._fitted_key = self.fitted.key(self.prepared.train, self.model, self.retrain.random_seed)
+            if (artifact := self.fitted.get(self._fitted_key)) is not None:
+                shutil.copyfile(artifact, files.output)
+                digest_path(files.output).write_text(sha256_of(files.output) + "\n")
+                self._process = FinishedTraining(files)
+                return
         try:
             write_table(self.prepared.train, files.data)
             argv = training_argv(self.model, files, self.retrain.random_seed)
@@ -143,6 +183,8 @@ class RetrainJob:
             return OutcomeRecord.failed(
                 self.trigger, result.reason, self.previous_version, **self._execution(training_seconds=result.seconds)
             )
+        if self.fitted is not None and not isinstance(self._process, FinishedTraining):
+            self.fitted.put(self._fitted_key, self._process.files.output)
         version = self.store.add_version(
             self.model_id,
             self._process.files.output,

@@ -157,6 +157,22 @@ def training_env(threads: int) -> dict[str, str]:
     return {**os.environ, **{name: str(threads) for name in THREAD_VARIABLES}}
 
 
+class FinishedTraining:
+    """A training whose artifact (and digest) is already in its files: a fit reused
+    from `retrain.job.FittedModels`, with the interface of `TrainingProcess`."""
+
+    pid = None
+
+    def __init__(self, files: TrainingFiles) -> None:
+        self.files = files
+
+    def poll(self) -> TrainingResult:
+        return TrainingResult(True, 0.0)
+
+    def kill(self) -> None:
+        pass
+
+
 class TrainingProcess:
     """A started training; `poll()` returns None while it runs, then its result."""
 

@@ -3,7 +3,9 @@
     driftline backtest --reference REF --stream STREAM --output TRIGGERS.jsonl
         [--config FILE] [--prediction-column prediction] [--actual-column actual]
         [--task auto|regression|classification] [--feature-column NAME ...]
-        [--report REPORT.html [--sample-every N]]
+        [--report REPORT.html [--sample-every N]] [--label-delay N] [--timestamp-column NAME]
+        [--retrain [--schedule-every N|DURATION ...] [--summary SUMMARY.json]
+         [--model ID] [--cooldown-rows N] [--schedule-history ROWS] [--metric M]]
 
 The same `ModelMonitor` the Kafka worker runs, with the same settings, so a backtest
 says what the worker would have done. Feature columns are the columns other than the
@@ -11,6 +13,14 @@ prediction and the actual unless named; rows with both a prediction and an actua
 feed the labelled signals. Writes one JSON line per trigger, `offset` being the 0-based
 row of the stream at which it fired. `--report` also writes the HTML report of
 `streams/report.py` (the statistics sampled every `--sample-every` rows).
+`--label-delay N` hands each actual over N rows after its prediction, as the join does
+live (a labelled trigger fires at the row where its label arrived). A `timestamp` column
+(`--timestamp-column`) is the rows' event time, never a feature.
+
+`--retrain` replays the whole retraining loop instead (`streams/loop_backtest.py`): the
+driftline policy, `never` and each `--schedule-every` calendar schedule; the banner ends
+with one line per policy, `--summary` writes them as JSON and `--report` adds the served
+metric of every policy over time.
 """
 
 from __future__ import annotations
@@ -48,6 +58,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", help="also write an HTML report with plots here")
     parser.add_argument("--sample-every", type=int, default=None, metavar="N",
                         help="report: sample the statistics every N rows (default: the KS stride)")
+    parser.add_argument("--label-delay", type=int, default=0, metavar="N",
+                        help="hand each actual over N rows after its prediction (default 0)")
+    parser.add_argument("--timestamp-column", default="timestamp",
+                        help="the rows' event time, when the file has it (never a feature)")
+    loop = parser.add_argument_group("the retraining loop (--retrain)")
+    loop.add_argument("--retrain", action="store_true",
+                      help="replay the whole loop: driftline's policy against never and calendar schedules")
+    loop.add_argument("--schedule-every", action="append", default=[], metavar="N|DURATION",
+                      help="a calendar schedule: every N rows, or a duration on the timestamp column "
+                           "(30d, 12h); repeatable")
+    loop.add_argument("--summary", help="write the policies and driftline's retrains here (JSON)")
+    loop.add_argument("--model", help="train as [models.ID] of --config does (trainer, train_command)")
+    loop.add_argument("--cooldown-rows", type=int, default=None, metavar="N",
+                      help="the retrainer's cooldown in rows instead of [retrain] cooldown_seconds")
+    loop.add_argument("--schedule-history", type=int, default=None, metavar="ROWS",
+                      help="labelled rows a calendar retrain trains on (default: the reference's rows)")
+    loop.add_argument("--metric", choices=["auto", "accuracy", "mae", "rmse"], default="auto",
+                      help="the served model's metric (default: accuracy, or MAE for regression)")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -55,13 +83,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     reference = _read("--reference", args.reference, read_table)
     stream = _read("--stream", args.stream, read_table)
-    labels = [c for c in (args.prediction_column, args.actual_column) if c in stream.columns]
+    if args.label_delay < 0:
+        raise UsageError("--label-delay must be at least 0")
+    labels = [c for c in (args.prediction_column, args.actual_column, args.timestamp_column) if c in stream.columns]
     features = args.feature_columns or [c for c in stream.columns if c not in labels]
     require_same_columns(reference, args.reference, stream, args.stream, features)
     task = args.task if args.task != "auto" else infer_task(stream, reference, args.actual_column)
     sample_every = args.sample_every or settings.detectors.ks_stride
     if sample_every < 1:
         raise UsageError("--sample-every must be at least 1")
+    if args.retrain:
+        from streams.loop_backtest import run_command  # the retrainer's modules, only for --retrain
+
+        return run_command(args, settings, reference, stream, features, task, sample_every)
+    if args.summary or args.schedule_every:
+        raise UsageError("--summary and --schedule-every need --retrain")
     if args.report:
         from streams.report import Timeline, write_report  # the plotting library, only for a report
     timeline = Timeline("backtest", task, x_label="row",
@@ -69,7 +105,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     triggers = backtest(
         reference, stream, features, args.prediction_column, args.actual_column, task, settings.detectors,
-        timeline=timeline, sample_every=sample_every,
+        timeline=timeline, sample_every=sample_every, label_delay=args.label_delay,
     )
     write_triggers(Path(args.output), triggers)
     if timeline is not None:
@@ -114,9 +150,12 @@ def backtest(
     *,
     timeline: Timeline | None = None,
     sample_every: int = BATCH_ROWS,
+    label_delay: int = 0,
 ) -> list[dict[str, Any]]:
     """Every trigger of the streaming core over `stream`, in row order; with a
-    `timeline`, the monitor's snapshot every `sample_every` rows goes into it."""
+    `timeline`, the monitor's snapshot every `sample_every` rows goes into it. Each
+    actual reaches the monitor `label_delay` rows after its prediction (never, when
+    that is past the end)."""
     import numpy as np
 
     from detectors import ModelMonitor, ReferenceProfile
@@ -129,8 +168,7 @@ def backtest(
         config=config,
     )
     monitor = ModelMonitor(profile, config, task)
-    numeric = stream[list(profile.numeric_columns)].to_numpy(dtype=np.float64, na_value=np.nan)
-    categorical = {c: stream[c].astype("string").to_numpy(dtype=object, na_value=None) for c in profile.categorical_columns}
+    numeric, categorical = monitor_inputs(stream, profile)
 
     labelled_rows = np.zeros(0, dtype=np.int64)
     if prediction_column in stream.columns and actual_column in stream.columns:
@@ -148,12 +186,12 @@ def backtest(
             triggers.append(trigger_line(decision, decision.offset, "features"))
         if timeline is not None:
             timeline.sample_features(stop - 1, monitor.snapshot())
-        first, last = np.searchsorted(labelled_rows, [start, stop])
+        first, last = np.searchsorted(labelled_rows + label_delay, [start, stop])
         if last > first:
             for decision in monitor.update_labelled(predictions[first:last], actuals[first:last]):
-                triggers.append(trigger_line(decision, int(labelled_rows[decision.offset]), "labelled"))
+                triggers.append(trigger_line(decision, int(labelled_rows[decision.offset]) + label_delay, "labelled"))
             if timeline is not None:
-                timeline.sample_labelled(int(labelled_rows[last - 1]), monitor.snapshot())
+                timeline.sample_labelled(int(labelled_rows[last - 1]) + label_delay, monitor.snapshot())
     triggers.sort(key=lambda t: (t["offset"], t["source"]))
     if timeline is not None:
         from detectors.api import column_dependence
@@ -164,6 +202,17 @@ def backtest(
                   actuals[:config.concept_baseline_size] if len(labelled_rows) else None)
         timeline.dependence = column_dependence(profile, config, monitor.dependence)
     return triggers
+
+
+def monitor_inputs(frame: pd.DataFrame, profile) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The monitored columns as the worker decodes them: a float matrix of the numeric
+    columns, the categorical ones as text (None: missing)."""
+    import numpy as np
+
+    numeric = frame[list(profile.numeric_columns)].to_numpy(dtype=np.float64, na_value=np.nan)
+    categorical = {c: frame[c].astype("string").to_numpy(dtype=object, na_value=None)
+                   for c in profile.categorical_columns}
+    return numeric, categorical
 
 
 def _describe(timeline: Timeline, profile, columns: dict[str, np.ndarray], triggers: list[dict[str, Any]],

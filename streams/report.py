@@ -174,9 +174,9 @@ class Timeline:
 
 def write_report(
     path: str | Path, title: str, summary: Sequence[tuple[str, str]], timelines: Sequence[Timeline],
-    triggers: Sequence[dict[str, Any]],
+    triggers: Sequence[dict[str, Any]], policies: PolicyChart | None = None,
 ) -> None:
-    text = render(title, summary, timelines, triggers)
+    text = render(title, summary, timelines, triggers, policies)
     try:
         Path(path).write_text(text, encoding="utf-8")
     except OSError as exc:
@@ -185,9 +185,10 @@ def write_report(
 
 def render(
     title: str, summary: Sequence[tuple[str, str]], timelines: Sequence[Timeline],
-    triggers: Sequence[dict[str, Any]],
+    triggers: Sequence[dict[str, Any]], policies: PolicyChart | None = None,
 ) -> str:
-    """The report as one HTML document; `triggers` are the JSON lines written."""
+    """The report as one HTML document; `triggers` are the JSON lines written; with
+    `policies` (`driftline backtest --retrain`), their served metric first."""
     from plotly.offline import get_plotlyjs
 
     esc = html.escape
@@ -205,6 +206,10 @@ def render(
         '<p class="legend">Severity: ' + " ".join(
             f'<span class="sev {s}">&#9670; {s}</span>' for s in SEVERITY_COLOURS) + "</p>",
     ]
+    if policies is not None:
+        parts.append('<section class="policies"><h2>The served model, policy by policy</h2>')
+        parts.append(_html(_policies(policies), "policies"))
+        parts.append("</section>")
     for timeline in timelines:
         parts.append(f'<section class="model"><h2>Model {esc(timeline.model_id)}</h2>')
         if timeline.feature_x or timeline.labelled_x or timeline.marks:
@@ -224,7 +229,69 @@ def render(
     return "\n".join(parts) + "\n"
 
 
+@dataclass
+class PolicyChart:
+    """Each policy's served metric over time (`series`: name -> (rows, values)) and its
+    retrains (dicts with row, outcome, training_rows [first, last] or None, reason)."""
+
+    metric: str
+    window: int  # labelled rows the metric is taken over
+    series: dict[str, tuple[list[int], list[float]]]
+    retrains: dict[str, list[dict[str, Any]]]
+
+
+_POLICY_COLOURS = ("#1c7ed6", "#868e96", "#2b8a3e", "#e8590c", "#ae3ec9", "#f08c00", "#0c8599")
+
+
 # -- figures -----------------------------------------------------------------------------
+def _policies(chart: PolicyChart):
+    """The served metric of every policy on one axis, each retrain marked on its line
+    (filled: promoted), and below, each retrain's training window as a bar."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    names = list(chart.series)
+    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.7, 0.3],
+                           subplot_titles=[f"{chart.metric} over the last {chart.window} labelled rows",
+                                           "training windows (rows) of each retrain"])
+    for k, name in enumerate(names):
+        colour = _POLICY_COLOURS[k % len(_POLICY_COLOURS)]
+        xs, ys = chart.series[name]
+        figure.add_trace(go.Scatter(x=_thin(xs), y=_thin(ys), mode="lines", name=name, legendgroup=name,
+                                    line={"color": colour, "width": 1.5}), row=1, col=1)
+        retrains = chart.retrains.get(name, [])
+        if not retrains:
+            continue
+        at = [min(max(0, _position(xs, r["row"])), len(ys) - 1) for r in retrains] if ys else []
+        figure.add_trace(go.Scatter(
+            x=[r["row"] for r in retrains], y=[ys[i] if ys else None for i in at], mode="markers",
+            name=f"{name} retrains", legendgroup=name, showlegend=False,
+            marker={"symbol": ["triangle-up" if r["outcome"] == "promoted" else "triangle-up-open" for r in retrains],
+                    "size": 10, "color": colour},
+            hovertext=[f"{name} row {r['row']}: {r['outcome']}<br>{html.escape(str(r['reason']))}" for r in retrains],
+            hoverinfo="text"), row=1, col=1)
+        for j, r in enumerate(retrains):
+            if r.get("training_rows"):
+                first, last = r["training_rows"]
+                lane = k + 0.12 * (j % 6)  # overlapping windows one above the other
+                figure.add_trace(go.Scatter(
+                    x=[first, last], y=[lane, lane], mode="lines+markers", showlegend=False, legendgroup=name,
+                    line={"color": colour, "width": 6 if r["outcome"] == "promoted" else 2},
+                    hovertext=f"retrain at row {r['row']} ({r['outcome']}): trained on rows {first}-{last}",
+                    hoverinfo="text"), row=2, col=1)
+    figure.update_yaxes(tickvals=list(range(len(names))), ticktext=names, autorange="reversed", row=2, col=1)
+    figure.update_xaxes(title_text="row", row=2, col=1)
+    figure.update_layout(height=620, margin={"l": 80, "r": 20, "t": 40, "b": 40}, hovermode="closest",
+                         template="plotly_white")
+    return figure
+
+
+def _position(xs: Sequence[int], x: int) -> int:
+    import bisect
+
+    return bisect.bisect_left(list(xs), x)
+
+
 def _overview(t: Timeline):
     """Trigger lane, drift statistics, error and performance on one shared time axis."""
     import plotly.graph_objects as go

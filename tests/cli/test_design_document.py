@@ -1,4 +1,4 @@
-"""The README's "From the design document": every command, Python block and query it
+"""docs/design-document.md's "From the design document": every command, Python block and query it
 maps runs as written, on the design's file layout (data/trainset/train.csv,
 data/recent_data.csv, the .npy files) with its target column `price`."""
 
@@ -23,7 +23,7 @@ SECTION = "## From the design document"
 
 
 def section() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "design-document.md").read_text(encoding="utf-8")
     start = text.index(SECTION)
     end = text.find("\n## ", start + len(SECTION))
     return text[start:] if end < 0 else text[start:end]

@@ -104,7 +104,7 @@ def test_from_state_rejects_other_profile_config_task_and_garbage():
     x, cats, pred, act = _stream(3)
     x[1000::15, 2] = 6.0  # outliers too: every test's statistic is under way at the save
     _feed(a, x, cats, pred, act, [0, 2150])
-    assert (a.outliers.s > 0).any() and a.labelled.s[0] > 0 and a._hist["seq"].any()
+    assert (a.signals["outlier_rate"].rate.s > 0).any() and a.labelled.s[0] > 0 and a._hist["seq"].any()
     state = a.state_to_bytes()
     b = ModelMonitor.from_state(PROFILE, state, config=CONFIG, task="regression")
     assert isinstance(b, ModelMonitor) and b.config == CONFIG and b.task == "regression"

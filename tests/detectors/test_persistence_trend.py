@@ -37,7 +37,9 @@ def test_persistence_counts_ks_checks_at_checkpoints():
     plain = ModelMonitor(_profile(), DetectorConfig(**cfg))
     held = ModelMonitor(_profile(), DetectorConfig(**cfg, persistence_n=2, persistence_m=2))
     for mon in (plain, held):
-        for part in (mon.mean_up, mon.mean_down, mon.variance, mon.outliers):
+        mean = mon.signals["mean_shift"]
+        for part in (mean.up, mean.down, mon.signals["variance"].cusum,
+                     mon.signals["outlier_rate"].rate):
             part.threshold = np.full_like(part.threshold, np.inf)
     p = [d for d in plain.update_features(x) if "ks" in str(d.root_cause)]
     h = [d for d in held.update_features(x) if "ks" in str(d.root_cause)]

@@ -74,13 +74,14 @@ def test_run_length_and_pending_gather_survive_save_restore():
     a = ModelMonitor(PROFILE)
     assert a.update_features(x[:stop]) == []
     assert a._gather_until == probe[0].offset + 10 and a._gather_seq
-    assert (a.mean_up.n > 0).any() and (a.variance.n > 0).any()
+    assert (a.signals["mean_shift"].up.n > 0).any() and (a.signals["variance"].cusum.n > 0).any()
     b = ModelMonitor.from_state(PROFILE, a.state_to_bytes())
     c = ModelMonitor.from_bytes(a.to_bytes())
     for m in (b, c):
-        for part in ("mean_up", "mean_down", "variance", "mean_up_large",
-                     "mean_down_large"):
-            assert np.array_equal(getattr(m, part).n, getattr(a, part).n)
+        for name, part in (("mean_shift", "up"), ("mean_shift", "down"), ("variance", "cusum"),
+                           ("mean_shift", "up_large"), ("mean_shift", "down_large")):
+            assert np.array_equal(getattr(m.signals[name], part).n,
+                                  getattr(a.signals[name], part).n)
         assert (m._gather_until, m._gather_seq, m._gather_other) == \
             (a._gather_until, a._gather_seq, a._gather_other)
     da, db, dc = (m.update_features(x[stop:]) for m in (a, b, c))
