@@ -12,8 +12,14 @@ records, the harness's detector settings. The broker's share is in `bench.worker
 
 It also prints the CPU per event of a worker's parts, each alone (`budget`): msgspec's
 decoding of batch records (the bare consumer's whole work beyond fetching), decoding them
-into columns, and the detectors per row at three micro-batch sizes: what bounds the
-worker's ratio to the bare consumer.
+into columns, and the detectors per row at three micro-batch sizes.
+
+The worker's target is stated against its two irreducible parts (`parts`), each timed
+alone on the loop's own records in the same run: decoding into columns (each model's
+`ColumnDecoder`, then `numeric_matrix`) and the detectors (one `ModelMonitor` per model
+fed the same matrices, the loop's micro-batch per model). The loop's events per CPU
+second over 1 / (their sum) is printed for each mode; `bench.worker_bench` prints the
+same ratio for the whole worker through the broker (target >= 0.8).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from itertools import chain
 from operator import attrgetter
 from pathlib import Path
 
@@ -103,6 +110,56 @@ def messages(topic: str, events: int, batch_size: int, records_per_batch: int) -
     return out
 
 
+def parts(records: list[tuple[str, bytes]], events_per_model_batch: int) -> dict[str, float]:
+    """CPU microseconds per event of the worker's two irreducible parts, each alone on
+    `records` ((model, value): single events or batch records of one model): `columns`,
+    decoding into columns (each model's `ColumnDecoder`, then `numeric_matrix`, over
+    micro-batches of about `events_per_model_batch` events of a model), and `detectors`,
+    one `ModelMonitor` per model (built from `bench.harness`'s reference, the worker's
+    settings) updated with the same matrices."""
+    import pandas as pd
+
+    from detectors import ModelMonitor, ReferenceProfile
+    from detectors.config import DetectorConfig
+    from streams.decoding import column_decoder, numeric_matrix
+
+    by_model: dict[str, list[bytes]] = defaultdict(list)
+    for model, value in records:
+        by_model[model].append(value)
+    batched = records[0][1][:1] == b"["
+    per_record = len(decode_batch(FeatureEvent, records[0][1])) if batched else 1
+    step = max(1, events_per_model_batch // per_record)
+    matrices: dict[str, list] = {}
+    started = time.process_time()
+    for model, values in by_model.items():
+        columns = column_decoder(model, h.COLUMNS, [])
+        decoded = matrices[model] = []
+        for i in range(0, len(values), step):
+            chunk = values[i:i + step]
+            events = (list(chain.from_iterable(map(columns.many.decode, chunk))) if batched
+                      else list(map(columns.one.decode, chunk)))
+            decoded.append(numeric_matrix(list(map(_features, events)), h.COLUMNS)[0])
+    columns_cpu = time.process_time() - started
+    count = sum(len(m) for chunks in matrices.values() for m in chunks)
+    config = DetectorConfig(**DETECTOR)
+    with tempfile.TemporaryDirectory() as directory:
+        reference = pd.read_csv(h.write_reference(Path(directory) / "reference.csv"))
+    profile = ReferenceProfile.from_frame(reference, feature_columns=h.COLUMNS, prediction_column="prediction",
+                                          actual_column="actual", config=config)
+    monitors = {model: ModelMonitor(profile, config) for model in matrices}
+    started = time.process_time()
+    for model, chunks in matrices.items():
+        for matrix in chunks:
+            monitors[model].update_features(matrix)
+    detectors_cpu = time.process_time() - started
+    return {"columns": columns_cpu / count * 1e6, "detectors": detectors_cpu / count * 1e6, "events": count}
+
+
+def parts_line(p: dict[str, float]) -> str:
+    return (f"decoding into columns {p['columns']:.2f} us + detectors {p['detectors']:.2f} us = "
+            f"{p['columns'] + p['detectors']:.2f} us per event")
+
+
 def run(events: int, batch_size: int, records_per_batch: int, *, profile: bool = False) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as directory:
         reference = h.write_reference(Path(directory) / "reference.csv")
@@ -137,12 +194,14 @@ def run(events: int, batch_size: int, records_per_batch: int, *, profile: bool =
             loop._batch(timed[i: i + per_batch])
         profiler.disable()
         loop_seconds, loop_cpu = time.perf_counter() - started, time.process_time() - cpu
+        events_per_batch = per_batch * (records_per_batch or 1)
+        alone = parts([(m.key().decode(), m.value()) for m in timed], events_per_batch // len(MODELS))
     if profile:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     return {"events": count, "decode_rate": count / decode_seconds, "loop_rate": count / loop_seconds,
             "decode_cpu_rate": count / decode_cpu, "loop_cpu_rate": count / loop_cpu,
             "detectors_share": clock.seconds["update_features"] / loop_seconds,
-            "state_share": clock.seconds["state_to_bytes"] / loop_seconds}
+            "state_share": clock.seconds["state_to_bytes"] / loop_seconds, "parts": alone}
 
 
 _features = attrgetter("features")
@@ -210,8 +269,14 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
                 f"serialisation {r['state_share']:.0%}" + (" (profiled)" if args.profile else ""))
         print(f"monitor loop, no broker, {what} ({args.batch_size:,} records per batch, 8 models x 10 "
               f"columns, {r['events']:,} events): {line}", flush=True)
+        p = r["parts"]
+        loop_us = 1e6 / r["loop_cpu_rate"]
+        parts_text = (f"{parts_line(p)}, each alone on the same records; the loop {loop_us:.2f} us per event: "
+                      f"loop / (decode + detectors) {(p['columns'] + p['detectors']) / loop_us:.2f}")
+        print(f"  parts, {what}: {parts_text}", flush=True)
         command = f"{COMMAND} --events {events} --mode {mode}"
         rows.append((f"monitor loop without a broker, {what} (8 models x 10 columns)", line, command))
+        rows.append((f"the worker's irreducible parts, CPU per event, {what}", parts_text, command))
     line = (f"msgspec decoding {b['msgspec']:.2f} us; decoding into columns {b['columns']:.2f} us; the detectors "
             f"{b['detectors_2500']:.2f} us a row at 2,500 rows per model batch, {b['detectors_10000']:.2f} at "
             f"10,000, {b['detectors_50000']:.2f} at 50,000")

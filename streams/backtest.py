@@ -289,6 +289,8 @@ def _labels(values: np.ndarray, task: str, option: str) -> np.ndarray:
                 f"{option}: a regression backtest needs numbers (found {_first_text(values)!r}); "
                 "class labels need --task classification"
             ) from None
+    if values.dtype.kind in "iufb":  # numeric class labels: their codes are the numbers
+        return values.astype(np.float64)
     items = [v.item() if hasattr(v, "item") else v for v in values]
     try:
         return label_values(items)

@@ -95,6 +95,9 @@ def letter_key(letter: DeadLetter) -> bytes | None:
 class Decoded(Generic[M]):
     valid: list[tuple[Record, M]] = field(default_factory=list)
     rejected: list[tuple[Record, SchemaError]] = field(default_factory=list)
+    # `decode_by_model`: every event was decoded by its record key's `ColumnDecoder`, so
+    # each model's events have its model_id as record key and no unknown column.
+    by_column_decoders: bool = False
 
     def reject(self, record: Record, error: SchemaError) -> None:
         self.rejected.append((record, error))
@@ -228,6 +231,7 @@ def decode_by_model(
                 break
             groups[columns.model_id] = pairs
         else:
+            out.by_column_decoders = True
             return groups, out
     groups = {}
     _decode_one_by_one(message_type, records, groups, out, fast or {})

@@ -245,13 +245,17 @@ class MonitorLoop:
         per_model: dict[str, dict[str, list]] = {
             model_id: {"features": features.get(model_id, []), "labelled": labelled.get(model_id, [])}
             for model_id in {**features, **labelled}}
+        # Feature events all decoded by their key's ColumnDecoder: their records' keys and
+        # partitions tell where each model's events were read (a few records, not every event).
+        column_decoded = bad_features.by_column_decoders
+        routes = _partitions_by_key(by_topic[kafka.features_topic]) if column_decoded else None
         advanced: list[tuple[ModelRuntime, int]] = []  # with the partition of its inputs
         firings: list[Firing] = []
         for model_id, items in per_model.items():
-            dead.extend(self._check_routing(model_id, items))
+            dead.extend(self._check_routing(model_id, items, routes))
             if not (items["features"] or items["labelled"]):
                 continue
-            result = self._model_batch(model_id, items)
+            result = self._model_batch(model_id, items, column_decoded=column_decoded)
             firings.extend(result.firings)
             dead.extend(result.dead)
             if result.runtime is not None:
@@ -283,12 +287,13 @@ class MonitorLoop:
             values = [value or b"" for value in values]
         records = list(map(Record, topics, partitions, offsets, values, repeat(None), map(Message.key, messages)))
         by_topic: dict[str, list[Record]] = {topic: [] for topic in self.topics}
+        # Within a partition the consumer hands records over in offset order: the last wins.
         if records and topics.count(topics[0]) == len(topics):  # one topic: the common case
             by_topic[topics[0]] = records
-        else:
-            for record in records:
-                by_topic.setdefault(record.topic, []).append(record)
-        # Within a partition the consumer hands records over in offset order: the last wins.
+            last = dict(zip(partitions, offsets))  # int keys: no tuple per record
+            return by_topic, {(topics[0], partition): offset + 1 for partition, offset in last.items()}
+        for record in records:
+            by_topic.setdefault(record.topic, []).append(record)
         return by_topic, dict(zip(zip(topics, partitions), map((1).__add__, offsets)))
 
     def _column_decoders(self) -> dict[bytes, ColumnDecoder]:
@@ -301,16 +306,23 @@ class MonitorLoop:
                                                          profile.categorical_columns)
         return decoders
 
-    def _check_routing(self, model_id: str, items: dict[str, list]) -> list[DeadLetter]:
+    def _check_routing(self, model_id: str, items: dict[str, list],
+                       feature_routes: dict[bytes | None, set[int]] | None = None) -> list[DeadLetter]:
         """The topics' contract: keyed by model_id, partitioned by murmur2. An event whose
         record key is another (`key_mismatch`), or that sits in another partition than
         murmur2(model_id) (`wrong_partition`), is taken out and dead-lettered: the model's
         state lives with its murmur2 partition, and an event read elsewhere may be owned
-        by another worker, so monitoring it would split the model into two states."""
+        by another worker, so monitoring it would split the model into two states.
+        `feature_routes` (feature events all decoded by their key's `ColumnDecoder`, so
+        keyed right): the partitions of the feature records per key; when the model's are
+        its murmur2 partition alone, its feature events need no look each."""
         key = model_id.encode()
         rejected = []
         for kind, pairs in items.items():
             if not pairs:
+                continue
+            if (kind == "features" and feature_routes is not None
+                    and feature_routes.get(key) == {self._murmur2_partition(model_id, pairs[0][0].topic)}):
                 continue
             records = list(map(_first, pairs))  # C loops: this runs for every event
             if list(map(_key, records)).count(key) != len(records):
@@ -354,34 +366,36 @@ class MonitorLoop:
                 self.consumer.list_topics(topic, timeout=self.conf.output_timeout_seconds).topics[topic].partitions)
         return (murmur2(model_id.encode()) & 0x7FFFFFFF) % count
 
-    def _model_batch(self, model_id: str, items: dict[str, list]) -> ModelResult:
+    def _model_batch(self, model_id: str, items: dict[str, list], *, column_decoded: bool = False) -> ModelResult:
         """One model's part of a batch. An exception (from the detectors or anywhere in
         the model's processing) does not stop the loop: the model goes back to its last
         saved state and the batch is applied again in halves, down to the single events
         that fail; those go to the dead-letter topic (reason `processing_error`) with
         their offsets, counted and logged. Every other event is counted as usual."""
         try:
-            return self._advance_model(model_id, items, isolate=False)
+            return self._advance_model(model_id, items, isolate=False, column_decoded=column_decoded)
         except Exception as error:
             self.metrics.processing_errors.labels(model_id).inc()
             log.error("model batch failed: isolating the failing events", model_id=model_id,
                       inputs=_span(items), error=f"{type(error).__name__}: {error}", exc_info=error)
         self.runtimes.pop(model_id, None)  # half-applied: back to the last saved state
         try:
-            return self._advance_model(model_id, items, isolate=True)
+            return self._advance_model(model_id, items, isolate=True, column_decoded=column_decoded)
         except Exception as error:  # the state cannot even be built (reference unreadable)
             self.runtimes.pop(model_id, None)
             log.error("model unavailable: its events go to dead letters", model_id=model_id,
                       inputs=_span(items), error=f"{type(error).__name__}: {error}", exc_info=error)
             return ModelResult(None, [], _all_dead(items, _processing_error(error)))
 
-    def _advance_model(self, model_id: str, items: dict[str, list], *, isolate: bool) -> ModelResult:
+    def _advance_model(self, model_id: str, items: dict[str, list], *, isolate: bool,
+                       column_decoded: bool = False) -> ModelResult:
         runtime = self._runtime(model_id)
         if runtime is None:
             error = SchemaError("unknown_model", f"model {model_id!r} is not configured")
             return ModelResult(None, [], _all_dead(items, error))
         self._maybe_rebaseline(model_id, runtime)
-        self._drop_unknown_columns(model_id, runtime, items["features"])
+        if not column_decoded:  # a ColumnDecoder's events hold the reference's columns only
+            self._drop_unknown_columns(model_id, runtime, items["features"])
         firings: list[Firing] = []
         dead: list[DeadLetter] = []
         for kind, apply in (("features", runtime.apply_features), ("labelled", runtime.apply_labelled)):
@@ -617,6 +631,14 @@ class MonitorLoop:
 _first = itemgetter(0)
 _key = attrgetter("key")
 _partition = attrgetter("partition")
+_key_partition = attrgetter("key", "partition")
+
+
+def _partitions_by_key(records: list[Record]) -> dict[bytes | None, set[int]]:
+    routes: dict[bytes | None, set[int]] = {}
+    for key, partition in set(map(_key_partition, records)):
+        routes.setdefault(key, set()).add(partition)
+    return routes
 
 
 def _processing_error(error: Exception) -> SchemaError:

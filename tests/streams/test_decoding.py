@@ -277,3 +277,40 @@ def test_a_state_compares_offsets_only_within_its_partition() -> None:
     assert runtime.unseen(replayed) == replayed[2:]
     elsewhere = [(Record(TOPIC, 1, offset, b"{}"), event) for offset in (5, 6)]
     assert runtime.unseen(elsewhere) == elsewhere
+
+
+def test_column_decoded_batches_still_dead_letter_events_outside_their_partition(tmp_path) -> None:
+    """Feature events that all fit their key's ColumnDecoder skip the per-event routing
+    look (their records' partitions are checked instead): a record of the model in
+    another partition is still dead-lettered, event by event, and counted."""
+    from confluent_kafka import Message
+
+    from bench import harness as h
+
+    reference = h.write_reference(tmp_path / "reference.csv", rows=500)
+    settings = Settings(models={"m1": {"reference_path": str(reference)}})
+    loop = _loop()
+    loop.settings, loop.conf = settings, settings.monitor
+    produced: list[tuple[str, bytes]] = []
+    loop.producer = SimpleNamespace(produce=lambda topic, value, key, **_: produced.append((topic, value)),
+                                    flush=lambda timeout: 0)
+    loop.consumer.commit = lambda **_: None
+    topic = settings.kafka.features_topic
+    right = (murmur2(b"m1") & 0x7FFFFFFF) % 4
+    wrong = (right + 1) % 4
+    columns = {c: 0.5 for c in h.COLUMNS}
+
+    def batch(partition: int, offset: int) -> Message:
+        value = b"[" + b",".join(json.dumps(_event("m1", offset * 3 + i, **columns)).encode()
+                                 for i in range(3)) + b"]"
+        return Message(topic=topic, partition=partition, offset=offset, value=value, key=b"m1")
+
+    loop._batch([batch(right, 0)])  # builds the model's runtime, and so its ColumnDecoder
+    records, _ = loop._records([batch(right, 1), batch(wrong, 0), batch(right, 2)])
+    assert decode_by_model(FeatureEvent, records[topic], loop._column_decoders())[1].by_column_decoders
+    loop._batch([batch(right, 1), batch(wrong, 0), batch(right, 2)])
+    letters = [json.loads(value) for t, value in produced if t == settings.kafka.dead_letter_topic]
+    assert [(d["reason"], d["source_partition"], d["source_index"]) for d in letters] == [
+        ("wrong_partition", wrong, i) for i in range(3)]
+    assert loop.runtimes["m1"].monitor.events_seen == 9
+    assert loop.metrics.partition_mismatch.labels("m1", topic)._value.get() == 3
