@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ from pydantic_settings import (
 )
 
 CONFIG_ENV_VAR = "DRIFTLINE_CONFIG"
+_config_file: ContextVar[str | None] = ContextVar("driftline_config_file", default=None)
 
 
 class _Section(BaseModel):
@@ -319,7 +321,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get(CONFIG_ENV_VAR)
+        config_file = _config_file.get() or os.environ.get(CONFIG_ENV_VAR)
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
@@ -332,9 +334,15 @@ class Settings(BaseSettings):
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: Any) -> Settings:
         """Builds the settings; `config_file` wins over `DRIFTLINE_CONFIG`."""
-        if config_file is not None:
-            path = Path(config_file)
-            if not path.is_file():
-                raise FileNotFoundError(f"config file {path} does not exist")
-            os.environ[CONFIG_ENV_VAR] = str(path)
-        return cls(**overrides)
+        if config_file is None:
+            return cls(**overrides)
+        path = Path(config_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        # For this construction only: the environment would carry it into every later
+        # Settings() of the process (a test's, the demo's next run).
+        token = _config_file.set(str(path))
+        try:
+            return cls(**overrides)
+        finally:
+            _config_file.reset(token)

@@ -12,3 +12,4 @@ def test_each_consumer_of_a_process_has_a_stable_name_of_its_own() -> None:
     named = Settings(instance_id="worker-a")
     assert [named.group_instance_id(role) for role in ("monitor", "join", "retrainer")] == [
         "worker-a-monitor", "worker-a-join", "worker-a-retrainer"]
+
