@@ -195,9 +195,10 @@ class Calibration:
 
 def count_tests(n_numeric: int, n_categorical: int, large: float = 0.0) -> float:
     """Mean up/down, variance, outliers and KS per numeric column (plus the large-shift
-    pair, each of weight ``large``), chi-square per categorical one, and the labelled
-    concept CUSUM, performance and trend tests."""
-    return (5 + 2 * large) * n_numeric + n_categorical + 3
+    pair, each of weight ``large``), chi-square per categorical one, the labelled
+    concept CUSUM, performance and trend tests; data quality: missing per column,
+    stuck per numeric one, unseen levels per categorical one."""
+    return (5 + 2 * large) * n_numeric + n_categorical + 3 + 2 * (n_numeric + n_categorical)
 
 
 def dependence_of(profile: ReferenceProfile) -> dict | None:

@@ -20,6 +20,7 @@ class DriftType(str, enum.Enum):
     CONCEPT_DRIFT = "concept_drift"
     PERFORMANCE_DEGRADATION = "performance_degradation"
     OUTLIERS = "outliers"
+    DATA_QUALITY = "data_quality"  # a broken feed: values missing, stuck, of new levels
 
 
 SIGNAL_TYPE = {"ks": DriftType.DATA_DRIFT, "mean_shift": DriftType.DATA_DRIFT,
@@ -28,7 +29,8 @@ SIGNAL_TYPE = {"ks": DriftType.DATA_DRIFT, "mean_shift": DriftType.DATA_DRIFT,
                "trend": DriftType.CONCEPT_DRIFT,
                "r2": DriftType.PERFORMANCE_DEGRADATION,
                "rmse": DriftType.PERFORMANCE_DEGRADATION,
-               "accuracy": DriftType.PERFORMANCE_DEGRADATION}
+               "accuracy": DriftType.PERFORMANCE_DEGRADATION,
+               **dict.fromkeys(("missing", "stuck", "unseen_category"), DriftType.DATA_QUALITY)}
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,7 @@ def fuse(signals: list[dict[str, Any]], offset: int, config: DetectorConfig,
                     reason=reason_of(types, columns),
                     root_cause=[{"signal": s["signal"], "column": s.get("column"),
                                  "strength": round(float(s["strength"]), 4),
-                                 "confidence": round(c, 4)}
+                                 "confidence": round(c, 4),
+                                 **({"detail": s["detail"]} if "detail" in s else {})}
                                 for s, c in zip(ranked, conf)],
                     columns=columns, metrics=dict(metrics or {}))

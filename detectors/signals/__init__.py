@@ -11,10 +11,14 @@ from .base import (Checks, Context, FeatureBatch, SequentialSignal, Signal, Wind
 from .categorical import Categorical
 from .ks import KS
 from .mean_shift import MeanShift
+from .missing import Missing
 from .outlier_rate import Outliers
+from .stuck import Stuck
+from .unseen_category import UnseenCategory
 from .variance import Variance
 
-FEATURE_SIGNALS: tuple[type[Signal], ...] = (MeanShift, Variance, Outliers, KS, Categorical)
+FEATURE_SIGNALS: tuple[type[Signal], ...] = (MeanShift, Variance, Outliers, Missing, Stuck,
+                                             UnseenCategory, KS, Categorical)
 
 __all__ = ["FEATURE_SIGNALS", "Checks", "Context", "FeatureBatch", "SequentialSignal",
            "Signal", "WindowedSignal", "feature_arrays"]
