@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..calibration import Calibration, cusum_lambda
-from ..grid import column_chunks
-from .base import Checks, Context, FeatureBatch, SequentialSignal, SEQ_CHUNK, per_column
+from .base import Checks, Context, FeatureBatch, SequentialSignal, per_column
 from ._rate import RateCUSUM, rate_threshold, upper_rate
 
 MISSING_SHIFT = 0.10  # design rise of a missing share (the CUSUM's alternative)
@@ -64,11 +63,10 @@ class Missing(SequentialSignal):
     def update(self, batch: FeatureBatch) -> Checks:
         o = self.indicators(batch)
         paths: dict[int, np.ndarray] = {}
-        for cols in column_chunks(len(self.columns), SEQ_CHUNK):
-            rows, found = self.rate.advance(o[cols])
-            for j, pth in zip(rows + cols.start, found):
-                paths[int(j)] = pth / self.rate.threshold[j]
-        readings = {"missing_share": o.mean(axis=1)} if batch.n else {}
+        rows, found = self.rate.advance(o)
+        for j, pth in zip(rows, found):
+            paths[int(j)] = pth / self.rate.threshold[j]
+        readings = {"missing_batch_share": o.mean(axis=1)} if batch.n else {}
         return Checks.sparse(paths, batch.n, readings)
 
     def report(self, j: int, lam_seen: float) -> dict[str, Any]:
@@ -88,7 +86,7 @@ class Missing(SequentialSignal):
         self.rate._reset()
 
     def snapshot(self, last: dict[str, Any]) -> dict[str, dict[str, float]]:
-        share = last.get("missing_share", np.zeros(len(self.columns)))
+        share = last.get("missing_batch_share", np.zeros(len(self.columns)))
         return {name: {"missing_share": float(share[j]),
                        "missing_reference_share": float(self.reference[j])}
                 for j, name in enumerate(self.columns)}

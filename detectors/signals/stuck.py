@@ -8,9 +8,8 @@ from typing import Any
 import numpy as np
 
 from ..calibration import Calibration, cusum_lambda
-from ..grid import column_chunks
 from ..profile import repeats
-from .base import Checks, Context, FeatureBatch, SequentialSignal, SEQ_CHUNK, per_column
+from .base import Checks, Context, FeatureBatch, SequentialSignal, per_column
 from ._rate import RateCUSUM, rate_threshold, upper_rate
 
 STUCK_SHIFT = 0.30  # design rise of the repeat rate (the CUSUM's alternative)
@@ -67,11 +66,10 @@ class Stuck(SequentialSignal):
             return Checks.sparse(paths, 0, {})
         o = repeats(np.concatenate([self.previous[:, None], batch.xt], axis=1).T).T
         self.previous = batch.xt[:, -1].copy()
-        for cols in column_chunks(len(self.columns), SEQ_CHUNK):
-            rows, found = self.rate.advance(o[cols])
-            for j, pth in zip(rows + cols.start, found):
-                paths[int(j)] = pth / self.rate.threshold[j]
-        return Checks.sparse(paths, batch.n, {"repeat_share": o.mean(axis=1)})
+        rows, found = self.rate.advance(o)
+        for j, pth in zip(rows, found):
+            paths[int(j)] = pth / self.rate.threshold[j]
+        return Checks.sparse(paths, batch.n, {"repeat_batch_share": o.mean(axis=1)})
 
     def report(self, j: int, lam_seen: float) -> dict[str, Any]:
         share = float(self.rate.share()[j])
@@ -90,7 +88,7 @@ class Stuck(SequentialSignal):
         self.rate._reset()
 
     def snapshot(self, last: dict[str, Any]) -> dict[str, dict[str, float]]:
-        share = last.get("repeat_share", np.zeros(len(self.columns)))
+        share = last.get("repeat_batch_share", np.zeros(len(self.columns)))
         return {name: {"repeat_share": float(share[j]),
                        "repeat_reference_share": float(self.reference[j])}
                 for j, name in enumerate(self.columns)}

@@ -71,7 +71,7 @@ class UnseenCategory(SequentialSignal):
             paths[int(j)] = pth / self.rate.threshold[j]
         for j, c in enumerate(self.columns):
             self._count_levels(c, batch.cats[c], o[j], int(self.rate.seg_len[j]), n)
-        return Checks.sparse(paths, n, {"unseen_share": o.mean(axis=1)})
+        return Checks.sparse(paths, n, {"unseen_batch_share": o.mean(axis=1)})
 
     def _count_levels(self, column: str, values: np.ndarray, unseen: np.ndarray,
                       seg_len: int, n: int) -> None:
@@ -105,7 +105,7 @@ class UnseenCategory(SequentialSignal):
         self.new = {c: {} for c in self.columns}
 
     def snapshot(self, last: dict[str, Any]) -> dict[str, dict[str, float]]:
-        share = last.get("unseen_share", np.zeros(len(self.columns)))
+        share = last.get("unseen_batch_share", np.zeros(len(self.columns)))
         return {name: {"unseen_share": float(share[j])} for j, name in enumerate(self.columns)}
 
     def get_state(self) -> dict[str, Any]:
