@@ -124,7 +124,9 @@ def fuse(signals: list[dict[str, Any]], offset: int, config: DetectorConfig,
     ``1 - c`` of the horizons (checked by simulation in ``bench.detectors_bench``).
     Each root cause carries its own confidence. A signal without ``lambda`` counts
     as one at its threshold. ``floor`` is a least severity for a triggered decision
-    (the monitor's for outliers above the design's 5 %).
+    (the monitor's for outliers above the design's 5 %, or a broken feed). A signal's
+    ``detail`` (a data-quality signal's evidence: shares, a value, new levels) is kept
+    in its root cause.
 
     >>> d = fuse([{"signal": "ks", "column": "x", "strength": 2.5, "lambda": 0.05},
     ...           {"signal": "mae", "column": None, "strength": 1.2}], 7, DetectorConfig())
