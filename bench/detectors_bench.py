@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -367,6 +368,16 @@ def ar_mixed(rng, n, cols, phi):
     return np.column_stack([_marginal(u[:, j], DISTS[j % len(DISTS)]) for j in range(cols)])
 
 
+MAR_COLS, MAR_SHARE = (1, 4), 0.05  # stationary cases: values missing at random
+
+
+def with_missing(x, rng, cols=MAR_COLS, share=MAR_SHARE):
+    """``x`` with ``share`` of the values of ``cols`` missing at random (NaN)."""
+    for j in cols:
+        x[rng.random(len(x)) < share, j] = np.nan
+    return x
+
+
 def split_ref(x, cols=None):
     """Reference profile of the first REF_ROWS rows (time-ordered), and the stream."""
     names = cols or [f"x{j}" for j in range(x.shape[1])]
@@ -499,28 +510,31 @@ def targets(args, cfg):
     n_ar = 200_000 if quick else 1_000_000
     for phi, allowed in ((0.3, 0), (0.5, 0), (0.8, 1)):
         x = ar_mixed(np.random.default_rng(int(phi * 10)), REF_ROWS + n_ar, 10, phi)
-        p, stream = split_ref(x)
+        p, stream = split_ref(with_missing(x, np.random.default_rng(99)))
         k, speed, mon = stationary_count(p, stream, cfg)
         dep = mon.dependence["columns"]
         fac = ", ".join(f"{dep[c]['factor']:.1f}" for c in NAMES10[:6])
-        add(f"stationary AR(1) phi={phi}, 10 mixed cols, {n_ar:,} events",
+        add(f"stationary AR(1) phi={phi}, 10 mixed cols, 5 % missing in 2, {n_ar:,} events",
             f"<= {allowed} false alarms", f"{k} false alarms (factors {fac} ...; "
             f"true {(1 + phi) / (1 - phi):.2f}; {speed:,.0f} rows/s CPU)", k <= allowed)
     for cols, n in ((10, 200_000 if quick else 1_000_000), (50, 60_000 if quick else 300_000)):
         rng = np.random.default_rng(cols)
-        p = profile(rng, cols)
-        k, speed, _ = stationary_count(p, mixed(rng, n, cols), cfg)
-        add(f"independent stationary, {cols} mixed cols, {n:,} events", "0 false alarms",
+        p = ReferenceProfile.from_frame(pd.DataFrame(
+            with_missing(mixed(rng, 20000, cols), rng), columns=[f"x{j}" for j in range(cols)]))
+        k, speed, _ = stationary_count(p, with_missing(mixed(rng, n, cols), rng), cfg)
+        add(f"independent stationary, {cols} mixed cols, 5 % missing in 2, {n:,} events",
+            "0 false alarms",
             f"{k} false alarms ({speed:,.0f} rows/s CPU)", k == 0)
     # a time-of-day-like periodic mean (period 1,000 events, amplitude 1 sd) in 3 of 10
     # columns, which the 20,000-row reference covers: a pattern the reference has
     n_per = 200_000 if quick else 1_000_000
     x = np.random.default_rng(11).normal(size=(20_000 + n_per, 10))
     x[:, [1, 4, 8]] += np.sin(2 * np.pi * np.arange(len(x)) / 1000)[:, None]
+    with_missing(x, np.random.default_rng(12))
     p = ReferenceProfile.from_frame(pd.DataFrame(x[:20_000], columns=NAMES10))
     k, speed, _ = stationary_count(p, x[20_000:], cfg)
     add(f"periodic mean (period 1,000, 1 sd) in 3 of 10 cols, in the reference too, "
-        f"{n_per:,} events", "0 false alarms", f"{k} false alarms ({speed:,.0f} rows/s CPU)",
+        f"5 % missing in 2, {n_per:,} events", "0 false alarms", f"{k} false alarms ({speed:,.0f} rows/s CPU)",
         k == 0)
     reps = 3 if quick else 10
     # +0.5 sd in 2 of 10 AR(1) phi = 0.5 columns (x0 and x6 have normal marginals)
@@ -614,10 +628,109 @@ def targets(args, cfg):
             f"first severities {sev}", all(s in want for s in sev))
     estimate_targets.rows(quick, cfg, add)
     output_targets.rows(quick, cfg, add, fmt_delays, delay_met)
+    quality_targets(add, reps, cfg)
+    core_speed_against_round_base(add, quick)
     print("\n| case | target | result | met |\n|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
     return rows
+
+
+def quality_case(seed, kind):
+    """A reference of 10 mixed columns and a categorical (REF_ROWS rows) and a stream
+    of 30,000 events whose feed breaks at CHANGE: ``kind`` says how."""
+    rng = np.random.default_rng(seed)
+    x = mixed(rng, REF_ROWS + 30_000, 10)
+    levels = np.array(["card", "cash", "wire", "voucher", "gift"])
+    cat = rng.choice(levels, size=len(x), p=[0.4, 0.3, 0.15, 0.1, 0.05]).astype(object)
+    at = REF_ROWS + CHANGE
+    after = rng.random(len(x) - at)
+    if kind == "missing 0->40":
+        x[at:, 3][after < 0.4] = np.nan
+    elif kind == "missing 10->25":
+        x[:at, 3][rng.random(at) < 0.10] = np.nan
+        x[at:, 3][after < 0.25] = np.nan
+    elif kind == "stuck":  # the Poisson column: its median is a tied value
+        x[at:, 5] = np.median(x[:REF_ROWS, 5])
+    elif kind == "unseen":
+        cat[at:][after < 0.03] = "crypto"
+    ref = pd.DataFrame(x[:REF_ROWS], columns=NAMES10)
+    ref["pay"] = cat[:REF_ROWS]
+    return ReferenceProfile.from_frame(ref), x[REF_ROWS:], {"pay": cat[REF_ROWS:]}
+
+
+def quality_targets(add, reps, cfg):
+    """The data-quality cases: the signal and column named by the first decision after
+    the break, its delay and severity."""
+    for kind, signal, column, limit, high in (("missing 0->40", "missing", "x3", 200, True),
+                                              ("missing 10->25", "missing", "x3", 500, False),
+                                              ("stuck", "stuck", "x5", 300, True),
+                                              ("unseen", "unseen_category", "pay", 300, False)):
+        res, sev, named, early = [], [], [], 0
+        for rep in range(reps):
+            p, x, cats = quality_case(800 + rep, kind)
+            d, e = first_decision(p, x, CHANGE, cfg, categorical=cats)
+            early += e
+            cause = [r for r in (d.root_cause if d else []) if r["signal"] == signal]
+            ok = bool(cause) and cause[0]["column"] == column and (
+                signal != "unseen_category" or "crypto" in cause[0]["detail"]["levels"])
+            res.append(d if ok else None)
+            named.append(ok)
+            sev.append(d.severity if d else "-")
+        dl = delays_of(res, CHANGE)
+        add(f"{kind}{' at its median' if kind == 'stuck' else ''}: {signal} naming {column}"
+            + (" and the level" if kind == "unseen" else ""),
+            f"mean delay <= {limit}" + (", >= HIGH" if high else ""),
+            f"delay {fmt_delays(dl)}; named {sum(named)}/{reps}; first severities "
+            f"{sorted(set(sev))}; false alarms before: {early}",
+            delay_met(dl, limit) and early == 0
+            and (not high or all(s in ("HIGH", "CRITICAL") for s in sev)))
+
+
+CORE_SPEED = """
+import time, numpy as np
+from bench.detectors_bench import mixed, profile, run_monitor, pin_one_core
+from detectors import DetectorConfig, ModelMonitor
+pin_one_core()
+rng = np.random.default_rng(1010)
+p = profile(rng, 10)
+x = mixed(rng, {n}, 10)
+best = 0.0
+for _ in range(3):
+    mon = ModelMonitor(p, DetectorConfig())
+    t = time.process_time()
+    run_monitor(mon, x)
+    best = max(best, {n} / (time.process_time() - t))
+print(best)
+"""
+
+
+ROUND_BASE = "e737e01"  # the streaming core before this round's new signals
+
+
+def core_speed_against_round_base(add, quick, base=ROUND_BASE):
+    """Rows/s (CPU, one core, best of 3) of the streaming core, 10 mixed columns, with
+    this tree's code and with the code at ``base`` (exported from git), each in its own
+    process, in the same run."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    n = 200_000 if quick else 1_000_000
+    here = Path(__file__).resolve().parents[1]
+    rate = {}
+    with tempfile.TemporaryDirectory() as old:
+        subprocess.run(f"git archive {base} | tar -x -C {old}", shell=True, check=True, cwd=here)
+        for name, tree in (("this tree", str(here)), (base, old)):
+            env = {**os.environ, "PYTHONPATH": tree}
+            out = subprocess.run([sys.executable, "-c", CORE_SPEED.format(n=n)], env=env,
+                                 cwd=tree, capture_output=True, text=True, check=True)
+            rate[name] = float(out.stdout.split()[-1])
+    ratio = rate["this tree"] / rate[base]
+    add("streaming core, 10 numeric cols, every signal on",
+        f">= 1,000,000 rows/s CPU or >= 0.85x the round's base ({base})",
+        f"{rate['this tree']:,.0f} rows/s CPU vs {rate[base]:,.0f} at {base}: {ratio:.2f}x",
+        rate["this tree"] >= 1_000_000 or ratio >= 0.85)
 
 
 def confidence_check(args):

@@ -199,9 +199,11 @@ def count_tests(n_numeric: int, n_categorical: int, large: float = 0.0,
     """Mean up/down, variance, outliers and KS per numeric column (plus the large-shift
     pair, each of weight ``large``), chi-square per categorical one, the labelled
     concept CUSUM, performance and trend tests, the estimated-performance test when
-    the model has an estimator, the prediction's four CUSUMs and the multivariate one."""
+    the model has an estimator, the prediction's four CUSUMs and the multivariate one;
+    data quality: missing per column, stuck per numeric one, unseen levels per
+    categorical one."""
     return (5 + 2 * large) * n_numeric + n_categorical + 3 + int(estimated) \
-        + 4 * prediction + multivariate
+        + 4 * prediction + multivariate + 2 * (n_numeric + n_categorical)
 
 
 def dependence_of(profile: ReferenceProfile) -> dict | None:

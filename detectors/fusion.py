@@ -22,6 +22,7 @@ class DriftType(str, enum.Enum):
     OUTLIERS = "outliers"
     ESTIMATED_PERFORMANCE_DEGRADATION = "estimated_performance_degradation"
     PREDICTION_DRIFT = "prediction_drift"
+    DATA_QUALITY = "data_quality"  # a broken feed: values missing, stuck, of new levels
 
 
 SIGNAL_TYPE = {"ks": DriftType.DATA_DRIFT, "mean_shift": DriftType.DATA_DRIFT,
@@ -33,7 +34,8 @@ SIGNAL_TYPE = {"ks": DriftType.DATA_DRIFT, "mean_shift": DriftType.DATA_DRIFT,
                "r2": DriftType.PERFORMANCE_DEGRADATION,
                "rmse": DriftType.PERFORMANCE_DEGRADATION,
                "accuracy": DriftType.PERFORMANCE_DEGRADATION,
-               "estimated_performance": DriftType.ESTIMATED_PERFORMANCE_DEGRADATION}
+               "estimated_performance": DriftType.ESTIMATED_PERFORMANCE_DEGRADATION,
+               **dict.fromkeys(("missing", "stuck", "unseen_category"), DriftType.DATA_QUALITY)}
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,9 @@ def fuse(signals: list[dict[str, Any]], offset: int, config: DetectorConfig,
     ``1 - c`` of the horizons (checked by simulation in ``bench.detectors_bench``).
     Each root cause carries its own confidence. A signal without ``lambda`` counts
     as one at its threshold. ``floor`` is a least severity for a triggered decision
-    (the monitor's for outliers above the design's 5 %).
+    (the monitor's for outliers above the design's 5 %, or a broken feed). A signal's
+    ``detail`` (a data-quality signal's evidence: shares, a value, new levels) is kept
+    in its root cause.
 
     ``expected_impact`` (a model with a performance estimate: its ``metric``,
     ``reference``, ``estimate``, ``change``, ``harmful`` and ``strength``, see
@@ -197,7 +201,8 @@ def fuse(signals: list[dict[str, Any]], offset: int, config: DetectorConfig,
                     reason=reason,
                     root_cause=[{"signal": s["signal"], "column": s.get("column"),
                                  "strength": round(float(s["strength"]), 4),
-                                 "confidence": round(c, 4)}
+                                 "confidence": round(c, 4),
+                                 **({"detail": s["detail"]} if "detail" in s else {})}
                                 for s, c in zip(ranked, conf)],
                     columns=columns, metrics=dict(metrics or {}),
                     expected_impact=None if expected_impact is None or not ranked else {

@@ -94,6 +94,12 @@ class ReferenceProfile:
     performance without labels (:mod:`detectors.performance_estimate`): CBPE for a
     classifier whose reference has scores (``score_column``), DLE for a regression
     model when ``config.loss_estimator``.
+    ``quality`` (:func:`quality_of`; None in a profile saved before it existed) holds
+    the data-quality rates the quality signals compare with: per feature column its
+    missing share, per numeric column its repeat rate (consecutive equal values), with
+    the long-run variance factors of both indicators when the rows are in time order.
+    It is derived from the same rows as the rest, so it is left out of the fingerprint
+    (older profiles keep theirs).
     """
 
     numeric_columns: tuple[str, ...]
@@ -113,6 +119,7 @@ class ReferenceProfile:
     prediction: dict[str, Any] | None = None
     joint: dict[str, Any] | None = None
     fingerprint: str = field(default="", compare=False)
+    quality: dict[str, Any] | None = None
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, *, feature_columns: Sequence[str] | None = None,
@@ -164,7 +171,8 @@ class ReferenceProfile:
                   np.array([float(v.std()) for v in samples]), cats,
                   {k: float(v) for k, v in base.items()}, errors, task, dependence,
                   estimator, _prediction(frame, prediction_column, rng, config, ordered),
-                  _joint(tail, numeric))
+                  _joint(tail, numeric),
+                  quality=quality_of(frame, numeric, categorical, ordered))
         return obj._with_fingerprint()
 
     def _payload(self) -> dict[str, Any]:
@@ -198,7 +206,8 @@ class ReferenceProfile:
         return self
 
     def to_bytes(self) -> bytes:
-        return pack("ReferenceProfile", self._payload())
+        extra = {"quality": self.quality} if self.quality is not None else {}
+        return pack("ReferenceProfile", {**self._payload(), **extra})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "ReferenceProfile":
@@ -206,11 +215,35 @@ class ReferenceProfile:
         obj = cls(tuple(p["numeric"]), tuple(p["categorical"]), tuple(p["samples"]),
                   p["means"], p["stds"], p["categories"], p["baseline"], p["errors"],
                   p["task"], p.get("dependence"), p.get("estimator"), p.get("prediction"),
-                  p.get("joint"))
+                  p.get("joint"), quality=p.get("quality"))
         return obj._with_fingerprint()
 
 
 DEPENDENCE_ROWS = 200_000
+
+
+def repeats(v: np.ndarray) -> np.ndarray:
+    """Per event after the first, whether it equals the one before (NaN never does)."""
+    return v[1:] == v[:-1]
+
+
+def quality_of(frame: pd.DataFrame, numeric, categorical, ordered: bool) -> dict[str, Any]:
+    """The missing share of every feature column and the repeat rate of every numeric
+    one, with their indicators' long-run variance factors (1 when the rows are not in
+    time order; at most the last :data:`DEPENDENCE_ROWS` rows count for them)."""
+    tail = frame.iloc[-DEPENDENCE_ROWS:]
+    columns = list(numeric) + list(categorical)
+    missing = {c: float(frame[c].isna().mean()) for c in columns}
+    miss_tau = {c: float(max(dep.long_run_factor(tail[c].isna().to_numpy(np.float64))[0], 1.0))
+                if ordered else 1.0 for c in columns}
+    rate, rep_tau = {}, {}
+    for c in numeric:
+        v = frame[c].to_numpy(dtype=np.float64, na_value=np.nan)
+        rate[c] = float(repeats(v).mean()) if len(v) > 1 else 0.0
+        r = repeats(tail[c].to_numpy(dtype=np.float64, na_value=np.nan)).astype(np.float64)
+        rep_tau[c] = float(max(dep.long_run_factor(r)[0], 1.0)) if ordered else 1.0
+    return {"rows": int(len(frame)), "missing": missing, "missing_factor": miss_tau,
+            "repeat": rate, "repeat_factor": rep_tau}
 
 
 def _dependence(frame: pd.DataFrame, numeric, categorical, config) -> dict[str, Any]:

@@ -92,6 +92,9 @@ class RootCause(msgspec.Struct, kw_only=True):
     # Of this signal alone: the probability that a stationary stream with the same
     # dependence stays below its statistic for one target_arl horizon (detectors.fusion).
     confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
+    # A data-quality signal's evidence: the missing shares, the stuck value, the new
+    # levels with their shares (absent from older triggers and other signals).
+    detail: dict[str, Any] | None = None
 
 
 class ExpectedImpact(msgspec.Struct, kw_only=True):

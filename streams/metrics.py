@@ -25,6 +25,10 @@ _COLUMN_GAUGES = {
     "dependence_factor": "long-run variance factor of the column (1: independent events; the "
                          "tests count n events as n/factor independent ones)",
     "lag1_autocorrelation": "lag-1 autocorrelation of the column, from the reference or the warm-up",
+    "missing_share": "share of the last batch's values of the column that are missing",
+    "missing_reference_share": "share of the column's values missing in the reference",
+    "unseen_share": "share of the last batch's values of a categorical column whose level "
+                    "the reference lacks",
 }
 _MODEL_GAUGES = {
     "mae": "windowed mean absolute error",

@@ -144,6 +144,10 @@ class Timeline:
     # metric (accuracy, mae) -> its estimate without labels at each feature sample
     # (a model with CBPE or DLE), drawn beside the realized value
     estimated: dict[str, list[float]] = field(default_factory=dict)
+    # column -> the share of its values missing (and, categorical, of unseen levels) in
+    # the last batch at each sample: the section "Data quality"
+    missing: dict[str, list[float]] = field(default_factory=dict)
+    unseen: dict[str, list[float]] = field(default_factory=dict)
 
     def sample_features(self, x: Any, snapshot: dict[str, Any]) -> None:
         self.feature_x.append(x)
@@ -151,6 +155,9 @@ class Timeline:
             if f"estimated_{metric}" in snapshot:
                 self.estimated.setdefault(metric, []).append(float(snapshot[f"estimated_{metric}"]))
         for name, column in snapshot["columns"].items():
+            for key, series in (("missing_share", self.missing), ("unseen_share", self.unseen)):
+                if key in column:
+                    series.setdefault(name, []).append(float(column[key]))
             if "ks_statistic" in column:
                 kind, stat, threshold = "KS", column["ks_statistic"], column["ks_threshold"]
             else:
@@ -236,6 +243,8 @@ def render(
             parts.append('<p class="none">No labelled events (predictions with actuals) in this run.</p>')
         if timeline.dependence is not None:
             parts.append(_dependence_table(timeline.dependence))
+        parts.extend(_data_quality(timeline, [t for t in triggers
+                                              if t.get("model_id", timeline.model_id) == timeline.model_id]))
         parts.extend(_trigger_details(timeline))
         parts.append("</section>")
     parts.append(f"<h2>Triggers ({len(triggers)})</h2>")
@@ -370,6 +379,38 @@ def _overview(t: Timeline):
     figure.update_layout(height=170 + 150 * sum(h for _, h in rows), margin={"l": 60, "r": 20, "t": 40, "b": 40},
                          hovermode="closest", legend={"orientation": "v"}, template="plotly_white")
     return figure
+
+
+def _data_quality(t: Timeline, triggers: Sequence[dict[str, Any]]) -> list[str]:
+    """The section "Data quality": the missing share of every column that had a missing
+    value, and the unseen-level share of every categorical column that had one, over
+    time; the new levels the triggers named."""
+    import plotly.graph_objects as go
+
+    parts = ["<h3>Data quality</h3>"]
+    shown = {f"{name} missing": v for name, v in t.missing.items() if any(x > 0 for x in v)}
+    shown.update({f"{name} unseen levels": v for name, v in t.unseen.items() if any(x > 0 for x in v)})
+    if not shown:
+        parts.append('<p class="none">No value missing and no unseen level in the sampled batches.</p>')
+    else:
+        figure = go.Figure()
+        x = _thin(t.feature_x)
+        for name, values in shown.items():
+            figure.add_trace(go.Scatter(x=x, y=_thin(values), mode="lines", name=name, line={"width": 1.3}))
+        figure.update_layout(height=320, margin={"l": 60, "r": 20, "t": 30, "b": 40}, template="plotly_white",
+                             yaxis={"title": "share of the batch", "tickformat": ".0%"},
+                             xaxis={"title": t.x_label})
+        parts.append(_html(figure, f"quality-{_safe_id(t.model_id)}"))
+    levels = [(tr["offset"], c["column"], level, share) for tr in triggers for c in tr.get("root_cause", [])
+              if c.get("signal") == "unseen_category" for level, share in (c.get("detail") or {}).get("levels", {}).items()]
+    if levels:
+        esc = html.escape
+        parts.append('<table class="levels"><thead><tr><th>trigger offset</th><th>column</th><th>new level</th>'
+                     "<th>share</th></tr></thead><tbody>")
+        parts.extend(f"<tr><td>{esc(str(o))}</td><td>{esc(str(c))}</td><td>{esc(str(lv))}</td><td>{sh:.1%}</td></tr>"
+                     for o, c, lv, sh in levels)
+        parts.append("</tbody></table>")
+    return parts
 
 
 def _trigger_details(t: Timeline) -> list[str]:
@@ -578,7 +619,8 @@ def _trigger_table(triggers: Sequence[dict[str, Any]]) -> str:
     rows = ['<table class="triggers"><thead><tr>', *(f"<th>{esc(h)}</th>" for h in head), "</tr></thead><tbody>"]
     for t in triggers:
         causes = "<br>".join(
-            esc(f"{c['signal']}{'(' + c['column'] + ')' if c.get('column') else ''} × {c['strength']:.2f}")
+            esc(f"{c['signal']}{'(' + c['column'] + ')' if c.get('column') else ''} × {c['strength']:.2f}"
+                + (f" {_detail(c['detail'])}" if c.get("detail") else ""))
             for c in t["root_cause"])
         cells = [esc(str(t.get("model_id", ""))), *(esc(_text(t[k])) for k in where_keys),
                  esc(str(t["offset"])), esc(t["source"]),
@@ -588,6 +630,15 @@ def _trigger_table(triggers: Sequence[dict[str, Any]]) -> str:
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     rows.append("</tbody></table>")
     return "\n".join(rows)
+
+
+def _detail(detail: dict[str, Any]) -> str:
+    """A data-quality root cause's detail, short: shares as percentages."""
+    def one(key: str, value: Any) -> str:
+        if isinstance(value, dict):
+            return ", ".join(f"{k} {v:.1%}" for k, v in value.items())
+        return f"{key} {value:.1%}" if "share" in key else f"{key} {value:g}"
+    return "(" + "; ".join(one(k, v) for k, v in detail.items()) + ")"
 
 
 def _text(value: Any) -> str:

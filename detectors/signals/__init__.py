@@ -12,14 +12,18 @@ from .categorical import Categorical
 from .estimated_performance import EstimatedPerformanceSignal
 from .ks import KS
 from .mean_shift import MeanShift
+from .missing import Missing
 from .multivariate import Multivariate
 from .outlier_rate import Outliers
 from .prediction_drift import PredictionDrift
+from .stuck import Stuck
+from .unseen_category import UnseenCategory
 from .variance import Variance
 
 FEATURE_SIGNALS: tuple[type[Signal], ...] = (MeanShift, Variance, Outliers,
                                              EstimatedPerformanceSignal, PredictionDrift,
-                                             Multivariate, KS, Categorical)
+                                             Multivariate, Missing, Stuck, UnseenCategory,
+                                             KS, Categorical)
 
 __all__ = ["FEATURE_SIGNALS", "Checks", "Context", "FeatureBatch", "SequentialSignal",
            "Signal", "WindowedSignal", "feature_arrays", "prediction_array"]

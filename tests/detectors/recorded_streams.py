@@ -4,6 +4,8 @@ with the monitor before its signals moved onto one contract.
 ``python -m tests.detectors.recorded_streams`` writes ``data/recorded_decisions.json.gz``
 and ``data/monitor_state_before_signals.bin`` / ``monitor_full_before_signals.bin``;
 ``test_recorded.py`` checks that today's monitor reproduces them and reads those bytes.
+A change of the decisions (a new signal takes its share of ``target_arl``) records them
+again with :func:`record_decisions`, keeping the states saved before the contract.
 """
 
 from __future__ import annotations
@@ -113,6 +115,19 @@ def saved_monitor():
 
 def continuation(mon):
     return feed(mon, *stream(3), [SAVE_AT, SAVE_AT + 1, 2800, 2801, 6000])
+
+
+def record_decisions():
+    """Record the decisions again (the saved states stay those recorded before the
+    signal contract): what ``test_recorded`` compares with after a change of them."""
+    recorded = runs()
+    mon = ModelMonitor.from_state(profile(), STATE_FILE.read_bytes(),
+                                  config=CONFIGS["persistence"])
+    recorded["continued_from_saved_state"] = continuation(mon)
+    # the full bytes hold the profile as saved then, without its data-quality rates
+    recorded["continued_from_saved_full"] = continuation(
+        ModelMonitor.from_bytes(FULL_FILE.read_bytes()))
+    DECISIONS_FILE.write_bytes(gzip.compress(json.dumps(recorded).encode(), mtime=0))
 
 
 def main():

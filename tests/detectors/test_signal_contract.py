@@ -88,7 +88,7 @@ def test_a_state_saved_before_a_signal_existed_loads_and_the_signal_starts_fresh
         with_missing_share):
     mon = ModelMonitor.from_state(rec.profile(), rec.STATE_FILE.read_bytes())
     assert not mon.signals["missing_share"].cusum.s.any()
-    assert mon._hist["seq"].shape[0] == 4 * len(mon.profile.numeric_columns)
+    assert mon._hist["seq"].shape[0] == sum(len(s.columns) for s in mon._sequential)
     x, cats, pred, act = _broken_feed()
     rec.feed(mon, x, cats, pred, act, [rec.SAVE_AT, 6000])
     assert mon.events_seen == 6000
