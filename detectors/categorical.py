@@ -11,12 +11,11 @@ hundreds of levels that a window of a few hundred events expects far less than o
 their squared deviations have a much heavier tail than chi-square's, and such columns
 raised false alarms hundreds of times too often. So the cells are the reference's levels
 that a window expects at least ``MIN_EXPECTED`` times, each its own cell, and one pooled
-"other" cell with all the others *and* the levels the reference never saw. Pooling the
-unseen levels with the rare ones keeps the test exact on a long-tailed column (a finite
-reference misses some of its rare levels, and those keep appearing without any drift),
-while a new category is still evidence of drift: it raises the pooled cell. When the
-reference has no rare level, the pooled cell expects nothing, and any unseen value counts
-strongly. The total-variation distance between the cells is reported as the effect size.
+"other" cell with all the others. Levels the reference never saw are in no cell: they are
+the `unseen_category` signal's (:mod:`detectors.signals.unseen_category`), which knows
+how many new levels a long-tailed column makes plausible and names them; counted here as
+well, a new level would fire this test first, as drift of unknown cause. The
+total-variation distance between the cells is reported as the effect size.
 """
 
 from __future__ import annotations
@@ -32,14 +31,13 @@ MIN_EXPECTED = 5.0  # least expected window count of a cell (Cochran's rule)
 
 
 def pooled_cells(counts: np.ndarray, window: int) -> np.ndarray:
-    """The cell of every level code (``len(counts)`` is the unseen code): the levels a
-    window of ``window`` events expects at least ``MIN_EXPECTED`` times get cells
-    ``0, 1, ...`` by falling frequency; the others and the unseen code share the last
-    cell. If that pooled cell expects some but fewer than ``MIN_EXPECTED`` events, the
+    """The cell of every level code: the levels a window of ``window`` events expects
+    at least ``MIN_EXPECTED`` times get cells ``0, 1, ...`` by falling frequency; the
+    others share the last cell. If that pooled cell expects some but fewer than ``MIN_EXPECTED`` events, the
     least frequent common levels join it until it expects enough.
 
     >>> pooled_cells(np.array([600, 10, 300, 90]), window=100).tolist()
-    [0, 2, 1, 2, 2]
+    [0, 2, 1, 2]
     """
     counts = np.asarray(counts, dtype=np.float64)
     expected = window * counts / max(counts.sum(), 1.0)
@@ -50,7 +48,7 @@ def pooled_cells(counts: np.ndarray, window: int) -> np.ndarray:
         # pool the least frequent common levels too, as few as make the pool enough
         added = np.cumsum(expected[order[:n_common]][::-1])
         n_common -= min(int(np.searchsorted(added, MIN_EXPECTED - rare)) + 1, n_common)
-    cell = np.full(len(counts) + 1, n_common, dtype=np.int64)
+    cell = np.full(len(counts), n_common, dtype=np.int64)
     cell[order[:n_common]] = np.arange(n_common)
     return cell
 
@@ -77,9 +75,11 @@ class CategoricalWindow(StreamDetector):
         self._index = pd.Index(list(self.counts))
         level_counts = np.array(list(self.counts.values()), dtype=np.float64)
         cell = pooled_cells(level_counts, self.window)
-        # the ring keeps level codes; a trailing -1 sends MISSING_CODE (index -1) to no cell
+        # the ring keeps level codes; a trailing -1 sends MISSING_CODE (index -1), and the
+        # unseen code len(counts) of rings saved before unseen levels left this test, to
+        # no cell
         self._cell_of = np.append(cell, MISSING_CODE)
-        self.reference_cells = np.bincount(cell[:-1], weights=level_counts,
+        self.reference_cells = np.bincount(cell, weights=level_counts,
                                            minlength=int(cell.max()) + 1)
         # cells that can fill under no change, less one (an empty pooled cell stays empty)
         self.df = max(int(np.count_nonzero(self.reference_cells)) - 1, 1)
@@ -95,8 +95,7 @@ class CategoricalWindow(StreamDetector):
     def codes(self, values: np.ndarray) -> np.ndarray:
         values = pd.Series(values, dtype=object)
         codes = self._index.get_indexer(values.astype(str))
-        codes[codes < 0] = len(self.counts)  # unseen category -> "other"
-        codes[values.isna().to_numpy()] = MISSING_CODE
+        codes[codes < 0] = MISSING_CODE  # unseen levels: the unseen_category signal's
         return codes.astype(np.int64)
 
     def update_many(self, values):
