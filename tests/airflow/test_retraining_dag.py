@@ -1,6 +1,7 @@
 """The design's DAG `automatic_model_retraining` (infra/airflow/dags), run by Airflow 3.3.2
 in its own venv: it parses without heavy imports, and `airflow dags test` on local files
-retrains and logs the row on drift, and takes the skip branch without drift."""
+retrains and logs the row on drift (storing the model in the files store or in an MLflow
+registry), and takes the skip branch without drift."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from mlflow import MlflowClient
 
 from streams.workload import Workload
 from tests.airflow.conftest import DAG_ID, DAGS, Airflow, last_json
@@ -100,6 +102,29 @@ def test_a_run_on_drifted_files_retrains_and_writes_the_row(
     assert trigger_type.split("+")[0] == "data_drift" and severity in ("MEDIUM", "HIGH", "CRITICAL")
     assert attempted is True and successful is True and version == "1"
     assert (tmp_path / ".driftline/models/default").is_dir()
+
+
+@pytest.mark.services
+def test_a_run_with_the_mlflow_store_registers_the_version_as_champion(
+    airflow: Airflow, files: Path, tmp_path: Path, postgres_dsn: str, db_schema: str, db: psycopg.Connection
+) -> None:
+    # The Airflow venv has the extra driftline[mlflow]; the registry is read back here with
+    # the main venv's MLflow client, as an inference service would.
+    tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    airflow.dags_test(
+        _conf(files, "drifted.csv", tmp_path, db_schema), DRIFTLINE_POSTGRES__DSN=postgres_dsn,
+        DRIFTLINE_MODEL_STORE="mlflow", DRIFTLINE_MLFLOW__TRACKING_URI=tracking_uri,
+    )
+
+    run = airflow.only_run()
+    assert airflow.task_states(run["run_id"]) == dict.fromkeys(TASKS, "success")
+    [(_, trigger_id, _, _, _, successful, version)] = _rows(db)
+    assert successful is True and version == "1"
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    champion = client.get_model_version_by_alias("default", "champion")
+    assert str(champion.version) == version and champion.tags["trigger_id"] == trigger_id
+    assert client.get_run(champion.run_id).info.status == "FINISHED"
+    assert not (tmp_path / ".driftline/models").exists()  # nothing in the files store
 
 
 @pytest.mark.services
