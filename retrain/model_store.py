@@ -142,8 +142,11 @@ class ModelStore(ABC):
 def open_model_store(settings: Settings, root: Path | None = None) -> ModelStore:
     """The configured backend; `root` replaces `model_store_path` (files backend)."""
     if settings.model_store == "mlflow":
-        from retrain.mlflow_store import MlflowModelStore
-
+        try:
+            from retrain.mlflow_store import MlflowModelStore
+        except ImportError as error:  # a bad setting: fail at once, never retried
+            raise ModelStoreError(f"model_store = \"mlflow\" needs the MLflow extra: "
+                                  f"pip install 'driftline[mlflow]' ({error})") from error
         return MlflowModelStore(settings.mlflow, settings.retrain.keep_versions)
     return FileModelStore(root or settings.model_store_path, settings.retrain.keep_versions)
 

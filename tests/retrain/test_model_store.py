@@ -45,3 +45,17 @@ def test_promotion_swaps_the_pointer_atomically(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(OSError):
         store.promote("m", "1")
     assert store.current_version("m") == "2"  # a failed promotion leaves the old pointer
+
+
+def test_the_mlflow_store_without_its_extra_is_one_clear_error(monkeypatch, tmp_path) -> None:
+    import sys
+
+    import pytest
+
+    from retrain.errors import ModelStoreError
+    from retrain.model_store import open_model_store
+    from schemas.settings import Settings
+
+    monkeypatch.setitem(sys.modules, "retrain.mlflow_store", None)  # as if mlflow were not installed
+    with pytest.raises(ModelStoreError, match=r"pip install 'driftline\[mlflow\]'"):
+        open_model_store(Settings(model_store="mlflow", model_store_path=tmp_path))
