@@ -11,6 +11,7 @@ from scipy import stats
 
 from .config import DetectorConfig
 from .errors import DetectorError
+from .batch_quality import broken_feed, data_quality
 from .fusion import DriftType, fuse
 from .prediction_error import prediction_errors
 from .profile import DEPENDENCE_ROWS, ReferenceProfile, regression_metrics
@@ -383,6 +384,10 @@ class AutomaticRetrainingOrchestrator:
         _, dm = self.data.detect_distribution_shift(reference_data[features],
                                                     recent_data[features])
         all_metrics, signals = {"data_drift": dm}, self._data_signals(dm)
+        quality = data_quality(reference_data, recent_data, features, self.data_drift_threshold,
+                               tests=2 * len(features))
+        all_metrics["data_quality"] = quality
+        signals += quality["signals"]
         pd_metrics = self._prediction_drift(reference_data, recent_data, len(features))
         if pd_metrics is not None:
             all_metrics["prediction_drift"] = pd_metrics
@@ -411,6 +416,7 @@ class AutomaticRetrainingOrchestrator:
                                 "strength": max(1.0, impact["strength"])})
         d = fuse(signals, len(recent_data) - 1, self.config, expected_impact=impact)
         severity = d.severity if impact is not None else _outlier_severity(d.severity, dm)
+        severity = _quality_severity(severity, quality)
         return RetrainingTrigger(d.triggered, d.reason, severity,
                                  d.confidence, [DriftType(t) for t in d.trigger_types],
                                  all_metrics, d.root_cause)
@@ -512,6 +518,17 @@ def _outlier_severity(severity: str, data_metrics: dict[str, Any]) -> str:
     if data_metrics["outlier_columns"] and (_SEVERITY_ORDER.index(severity)
                                             < _SEVERITY_ORDER.index(OUTLIER_MIN_SEVERITY)):
         return OUTLIER_MIN_SEVERITY
+    return severity
+
+
+def _quality_severity(severity: str, quality: dict[str, Any]) -> str:
+    """A broken feed (a stuck column, or one 20 points more missing) is at least HIGH,
+    new levels at least MEDIUM, as in the streaming monitor."""
+    signals = quality["signals"]
+    floor = "HIGH" if broken_feed(signals, quality) else \
+        "MEDIUM" if any(s["signal"] == "unseen_category" for s in signals) else None
+    if floor and _SEVERITY_ORDER.index(severity) < _SEVERITY_ORDER.index(floor):
+        return floor
     return severity
 
 

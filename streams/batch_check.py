@@ -76,6 +76,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(format_decision_banner(trigger))
         if note := prediction_note(trigger.metrics.get("prediction_drift")):
             print(note)
+        if note := quality_note(trigger.metrics.get("data_quality")):
+            print(note)
         if note := dependence_note(trigger.metrics.get("dependence")):
             print(note)
     return 0
@@ -90,6 +92,15 @@ def prediction_note(drift: dict[str, Any] | None) -> str | None:
     return (f"Prediction drift ({drift['column']}): {verdict}, KS D = {drift['ks_statistic']:.3f}, "
             f"p = {drift['p_value_adjusted']:.2g} (adjusted); spread (sd) {drift['reference_std']:.3g} in the reference, "
             f"{drift['recent_std']:.3g} recently.")
+
+
+def quality_note(quality: dict[str, Any] | None) -> str | None:
+    """One line per column whose feed looks broken: values missing, stuck or of new levels."""
+    signals = (quality or {}).get("signals") or []
+    if not signals:
+        return None
+    names = {"missing": "values missing", "stuck": "stuck", "unseen_category": "new levels"}
+    return "\n".join(f"Data quality ({s['column']}): {names[s['signal']]}: {s['detail']}." for s in signals)
 
 
 def dependence_note(dependence: dict[str, Any] | None) -> str | None:

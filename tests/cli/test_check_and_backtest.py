@@ -141,6 +141,29 @@ def test_check_reports_the_prediction_drifting_with_inputs_unchanged(files: Path
     assert "RETRAINING DECISION: NO" in calm.stdout and "Prediction drift (prediction): unchanged" in calm.stdout
 
 
+def test_check_reports_a_broken_feed_in_the_banner_and_the_json(files: Path) -> None:
+    """A feature 40 % empty, another stuck, a category never seen: each named with what
+    broke, at least HIGH; the unchanged rows say nothing of data quality."""
+    broken = pd.read_csv(files / "same.csv")
+    rng = np.random.default_rng(4)
+    broken.loc[rng.random(len(broken)) < 0.4, "x2"] = np.nan
+    broken["x4"] = float(broken["x4"].median())
+    broken.to_csv(files / "broken.csv", index=False)
+    document = json.loads(driftline("check", "--reference-data", "ref.csv", "--recent-data", "broken.csv",
+                                    "--json", cwd=files).stdout)
+    assert document["triggered"] and document["severity"] in ("HIGH", "CRITICAL")
+    assert "data_quality" in document["drift_types"]
+    named = {(c["signal"], c["column"]) for c in document["root_cause"]}
+    assert {("missing", "x2"), ("stuck", "x4")} <= named
+    rates = document["data_quality"]["columns"]["x2"]
+    assert rates["missing_reference"] == 0 and rates["missing_recent"] == pytest.approx(0.4, abs=0.03)
+    text = driftline("check", "--reference-data", "ref.csv", "--recent-data", "broken.csv", cwd=files).stdout
+    assert any(line.startswith("Data quality (x2): values missing: ") for line in text.splitlines())
+    assert any(line.startswith("Data quality (x4): stuck: 100.0% of values repeat") for line in text.splitlines())
+    calm = driftline("check", "--reference-data", "ref.csv", "--recent-data", "same.csv", "--json", cwd=files)
+    assert json.loads(calm.stdout)["data_quality"]["signals"] == []
+
+
 def test_check_without_drift_says_no(files: Path) -> None:
     result = driftline("check", "--reference-data", "ref.csv", "--recent-data", "same.csv", cwd=files)
     assert result.returncode == 0, result.stderr
