@@ -29,6 +29,9 @@ _COLUMN_GAUGES = {
     "missing_reference_share": "share of the column's values missing in the reference",
     "unseen_share": "share of the last batch's values of a categorical column whose level "
                     "the reference lacks",
+    "repeat_share": "share of the last batch's values of a numeric column equal to the one "
+                    "before (the stuck signal's rate)",
+    "repeat_reference_share": "share of the column's values equal to the one before in the reference",
 }
 _MODEL_GAUGES = {
     "mae": "windowed mean absolute error",
