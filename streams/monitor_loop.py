@@ -180,8 +180,28 @@ class MonitorLoop:
         started = time.monotonic()
         self.runtimes.clear()
         self.saved = self._read_states({tp.partition for tp in partitions})
+        started_models = self._start_models({tp.partition for tp in partitions})
         log.info("partitions assigned", partitions=sorted({tp.partition for tp in partitions}),
-                 states=len(self.saved), seconds=round(time.monotonic() - started, 3))
+                 states=len(self.saved), models=started_models, seconds=round(time.monotonic() - started, 3))
+
+    def _start_models(self, partitions: set[int]) -> int:
+        """Builds the runtimes of the configured and saved models whose inputs are in
+        `partitions` now, not at their first event: a batch is decoded by column only when
+        every model in it has a runtime (`_column_decoders`), and a model's start (reading
+        its reference, calibrating its detectors) falls in the start-up, not in a batch.
+        A model that cannot start here is started again at its first event, whose
+        handling (dead letters, logs) is the one of `_model_batch`."""
+        topic = self.kafka.features_topic
+        for model_id in sorted({*self.settings.models, *self.saved}):
+            if self._murmur2_partition(model_id, topic) not in partitions:
+                continue
+            try:
+                self._runtime(model_id)
+            except Exception as error:
+                self.runtimes.pop(model_id, None)
+                log.warning("model not started at assignment: started again at its first event",
+                            model_id=model_id, error=f"{type(error).__name__}: {error}")
+        return len(self.runtimes)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Batches end with their states flushed; only the commit may still be pending. If

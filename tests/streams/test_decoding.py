@@ -314,3 +314,28 @@ def test_column_decoded_batches_still_dead_letter_events_outside_their_partition
         ("wrong_partition", wrong, i) for i in range(3)]
     assert loop.runtimes["m1"].monitor.events_seen == 9
     assert loop.metrics.partition_mismatch.labels("m1", topic)._value.get() == 3
+
+
+def test_the_models_of_the_assigned_partitions_start_at_assignment_and_their_first_batch_is_column_decoded(
+        tmp_path) -> None:
+    """A batch is decoded by column only when every model in it has a runtime: the
+    configured models whose inputs are in the assigned partitions start when the
+    partitions are assigned (the others do not), so their first batch already is."""
+    from confluent_kafka import TopicPartition
+
+    from bench import harness as h
+
+    reference = h.write_reference(tmp_path / "reference.csv", rows=500)
+    models = [f"m{i}" for i in range(8)]
+    settings = Settings(models={m: {"reference_path": str(reference)} for m in models})
+    loop = _loop()
+    loop.settings, loop.conf = settings, settings.monitor
+    loop._read_states = lambda partitions: {}  # no saved state: every model starts fresh
+    topic = settings.kafka.features_topic
+    mine = (murmur2(b"m1") & 0x7FFFFFFF) % 4
+    loop._on_assign(loop.consumer, [TopicPartition(topic, mine), TopicPartition(settings.kafka.labelled_topic, mine)])
+    assert set(loop.runtimes) == {m for m in models if (murmur2(m.encode()) & 0x7FFFFFFF) % 4 == mine}
+    columns = {c: 0.5 for c in h.COLUMNS}
+    value = b"[" + b",".join(json.dumps(_event("m1", i, **columns)).encode() for i in range(3)) + b"]"
+    records = [Record(topic, mine, 0, value, None, b"m1")]
+    assert decode_by_model(FeatureEvent, records, loop._column_decoders())[1].by_column_decoders
