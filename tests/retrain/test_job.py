@@ -25,11 +25,7 @@ def test_a_stored_undecided_version_is_validated_not_retrained_and_promoted_once
     shutil.copytree(store_template, store.root)
     # The crash: version 2 was stored for the trigger, then the retrainer died.
     store.add_version(MODEL, store.version_dir(MODEL, "1") / ARTIFACT, {"trigger_id": "t-crash"})
-    recent = records_to_frame(labelled_records(MODEL, regression_frame(150, seed=4, drifted=True)), FEATURES, "actual")
-    cleaned = clean(regression_frame(500, seed=1), recent, feature_columns=FEATURES, target="actual", task="regression")
-    _, prepared = split_at_change(cleaned, feature_columns=FEATURES, target="actual", holdout_fraction=0.2,
-                                  change_point=None, concept=False, keep_history=True,
-                                  old_concept_share=0.0, min_rows=1)
+    prepared = _prepared()
     trigger = Trigger("t-crash", MODEL, "1", ["data_drift"], "HIGH", "drift", {}, dt.datetime.now(dt.timezone.utc))
     model = ModelSettings(reference_path=training_csv, trainer="tests.retrain.trainers:failing")  # would fail if run
 
