@@ -93,7 +93,7 @@ class RootCause(msgspec.Struct, kw_only=True):
     # dependence stays below its statistic for one target_arl horizon (detectors.fusion).
     confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
     # A data-quality signal's evidence: the missing shares, the stuck value, the new
-    # levels with their shares (absent from older triggers and other signals).
+    # levels with their shares (null for the other signals, absent from older triggers).
     detail: dict[str, Any] | None = None
 
 
