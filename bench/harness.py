@@ -77,7 +77,7 @@ def start_worker(config: Path, log: Path, *, module: str = "streams.cli", **env:
     return subprocess.Popen(
         [sys.executable, "-m", module, "--config", str(config), "worker"],
         cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-        env={**os.environ, "DRIFTLINE_INSTANCE_ID": f"{config.stem}-{log.stem}", **env},
+        env={**os.environ, **env},
     )
 
 
@@ -326,7 +326,7 @@ class Processes:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "--config", str(config), "retrainer", "--no-metrics"],
             cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-            env={**os.environ, "DRIFTLINE_INSTANCE_ID": f"{config.stem}-{log.stem}", **env})
+            env={**os.environ, **env})
         return self._add(proc, log)
 
     def _add(self, proc: subprocess.Popen, log: Path) -> subprocess.Popen:

@@ -139,7 +139,7 @@ class Retrainer:
                 **kafka,
                 **librdkafka_callbacks("retrainer", settings.kafka.bootstrap_servers),
                 "group.id": self.retrain.group_id,
-                "group.instance.id": settings.group_instance_id("retrainer"),
+                **settings.static_membership("retrainer"),
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": self.retrain.session_timeout_ms,

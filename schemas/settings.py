@@ -9,7 +9,6 @@ them receives the parts it needs as arguments.
 from __future__ import annotations
 
 import os
-import socket
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -306,9 +305,11 @@ class Settings(BaseSettings):
     log_repeats: LogRepeatSettings = LogRepeatSettings()
     # This process's stable name in its consumer groups (Kafka's static membership,
     # `group.instance.id`): restarted under the same name, it gets its partitions back at
-    # once instead of waiting for the killed member's session to expire. None: the host's
-    # name. Two running processes of one group must not share it (the newer one fences
-    # the older out): give each worker or retrainer on one host its own.
+    # once instead of waiting for the killed member's session to expire. None: no static
+    # membership. Two running processes of one group must not share it (the newer one
+    # fences the older out), and a broker outage longer than the session timeout fences
+    # the member too (fatal in librdkafka: the process stops, for its supervisor to
+    # restart), so set it where a supervisor restarts each process under its own name.
     instance_id: str | None = None
 
     @classmethod
@@ -326,10 +327,16 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
 
-    def group_instance_id(self, role: str) -> str:
+    def group_instance_id(self, role: str) -> str | None:
         """`group.instance.id` of this process's consumer of `role` ("monitor", "join",
-        "retrainer"): each consumer group gets one name per process."""
-        return f"{self.instance_id or socket.gethostname()}-{role}"
+        "retrainer"): each consumer group gets one name per process; None without an
+        `instance_id` (no static membership)."""
+        return f"{self.instance_id}-{role}" if self.instance_id else None
+
+    def static_membership(self, role: str) -> dict[str, str]:
+        """The librdkafka setting of `group_instance_id`, if any."""
+        name = self.group_instance_id(role)
+        return {"group.instance.id": name} if name else {}
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: Any) -> Settings:

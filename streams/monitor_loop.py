@@ -124,7 +124,7 @@ class MonitorLoop:
                 **self.kafka.client_config(),
                 **librdkafka_callbacks("monitor", self.kafka.bootstrap_servers),
                 "group.id": self.conf.monitor_group_id,
-                "group.instance.id": self.settings.group_instance_id("monitor"),
+                **self.settings.static_membership("monitor"),
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "partition.assignment.strategy": "range",
@@ -297,6 +297,8 @@ class MonitorLoop:
         errors = list(map(Message.error, messages))
         if errors.count(None) != len(errors):
             for error in filter(None, errors):
+                if error.fatal():  # e.g. a static member fenced: this consumer cannot go on
+                    raise KafkaException(error)
                 log.warning("consumer error", error=str(error))
             messages = [message for message, error in zip(messages, errors) if error is None]
         topics = list(map(Message.topic, messages))
