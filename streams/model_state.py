@@ -49,6 +49,7 @@ _features = attrgetter("features")
 _timestamp = attrgetter("timestamp")
 _prediction = attrgetter("prediction")
 _actual = attrgetter("actual")
+_model_version = attrgetter("model_version")
 
 
 class TopicProgress(msgspec.Struct, kw_only=True):
@@ -246,12 +247,16 @@ class ModelRuntime:
         decisions = self.monitor.update_labelled(predictions, actuals)
         if self.watch is None:
             return self._advance(items, decisions, before), []
-        verdict = self.watch.update_many(predictions, actuals)
+        # Only the promoted version's own predictions judge it: labels arrive late, so the
+        # first labelled events after a promotion still carry the replaced version's.
+        served = np.flatnonzero(np.array(list(map(_model_version, events))) == self.state.model_version)
+        verdict = self.watch.update_many(predictions[served], actuals[served])
         if verdict is None:
             return self._advance(items, decisions, before), []
         self.watch = None
         if verdict.regressed:
-            regression = regression_decision(verdict, before + verdict.index, self.state.model_version)
+            regression = regression_decision(verdict, before + int(served[verdict.index]),
+                                             self.state.model_version)
             decisions = sorted([*decisions, regression], key=attrgetter("offset"))
         return [self._regression_firing(f) if PROMOTION_REGRESSION in f.decision.trigger_types else f
                 for f in self._advance(items, decisions, before)], []

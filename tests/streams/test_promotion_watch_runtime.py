@@ -39,9 +39,10 @@ def promotion(champion_mae: float, champion_rmse: float) -> RetrainOutcome:
                           completed_at=NOW)
 
 
-def labelled(start: int, errors: np.ndarray) -> list[tuple[Record, LabelledRecord]]:
+def labelled(start: int, errors: np.ndarray, version: str = "2") -> list[tuple[Record, LabelledRecord]]:
+    """Labelled events whose predictions `version` made."""
     return [(Record("labelled", 0, start + i, b"", None, b"m"),
-             LabelledRecord(model_id="m", model_version="served-2", event_id=f"e{start + i}", timestamp=NOW,
+             LabelledRecord(model_id="m", model_version=version, event_id=f"e{start + i}", timestamp=NOW,
                             prediction=0.0, actual=float(e), actual_timestamp=NOW))
             for i, e in enumerate(errors)]
 
@@ -89,3 +90,14 @@ def test_a_promotion_without_the_champions_figures_is_not_watched(profile: Refer
                              new_version="2", reference_profile="m/versions/2/reference_profile.bin",
                              completed_at=NOW)
     assert promotion_watch(by_hand, "regression", WATCH_ROWS, DetectorConfig()) is None
+
+
+def test_only_the_promoted_versions_own_predictions_judge_it(profile: ReferenceProfile):
+    """Labels come late: the first labelled events after a promotion carry the replaced
+    version's predictions (worse, after the change that made the retrain). They must not
+    roll back a promoted version that does well on its own."""
+    runtime = promoted_runtime(profile, promotion(champion_mae=0.4, champion_rmse=0.5))
+    fired, _ = runtime.apply_labelled(labelled(0, np.full(500, 0.9), version="1"))
+    assert regression_firings(fired) == [] and runtime.watch is not None  # not counted
+    fired, _ = runtime.apply_labelled(labelled(500, np.full(WATCH_ROWS, 0.35)))
+    assert regression_firings(fired) == [] and runtime.watch is None  # judged on its own: fine

@@ -22,14 +22,15 @@ pytestmark = pytest.mark.services
 WATCH_ROWS = 300
 
 
-def labelled_events(model: str, start: int, count: int, error: float, seed: int) -> list[tuple[str, bytes]]:
+def labelled_events(model: str, start: int, count: int, error: float, seed: int,
+                    version: str = "1") -> list[tuple[str, bytes]]:
     rng = np.random.default_rng(seed)
     events = []
     for seq in range(start, start + count):
         at = (h.START + dt.timedelta(milliseconds=seq)).isoformat()
         prediction = float(rng.normal())
         events.append((model, json.dumps({
-            "schema_version": 1, "model_id": model, "model_version": "served", "event_id": f"{model}-l{seq}",
+            "schema_version": 1, "model_id": model, "model_version": version, "event_id": f"{model}-l{seq}",
             "timestamp": at, "actual_timestamp": at, "prediction": prediction,
             "actual": prediction + error * float(rng.choice([-1.0, 1.0])),
         }).encode()))
@@ -60,9 +61,9 @@ def test_a_worse_promotion_fires_one_regression_and_its_rollback_rebaselines(
     state = lambda: h.read_states(kafka_bootstrap, unique_name).get("m0")  # noqa: E731
     sent = 0
 
-    def send(count: int, error: float) -> None:
+    def send(count: int, error: float, version: str = "1") -> None:
         nonlocal sent
-        h.produce(kafka_bootstrap, labelled, labelled_events("m0", sent, count, error, seed=sent))
+        h.produce(kafka_bootstrap, labelled, labelled_events("m0", sent, count, error, seed=sent, version=version))
         sent += count
         h.wait_until(lambda: state() is not None and state().progress[labelled].last_offset >= sent - 1,
                      DEADLINE, "labelled batch processed", workers.alive)
@@ -76,7 +77,7 @@ def test_a_worse_promotion_fires_one_regression_and_its_rollback_rebaselines(
         send(10, 0.1)
         assert sent < 1000, "promotion not applied"
     assert state().watch is not None and state().model_version == "2"
-    send(WATCH_ROWS, 0.3)  # three times the champion's error
+    send(WATCH_ROWS, 0.3, version="2")  # the promoted version's: three times the champion's error
 
     def regressions() -> list[dict]:
         requests = [json.loads(m.value()) for m in h.read_to_end(kafka_bootstrap, topics["retrain_requests_topic"])]
