@@ -254,8 +254,10 @@ class LoopReplay:
         self.progress(len(self.stream) - done)
         return run
 
-    def driftline(self, timeline=None, sample_every: int = LOOP_BATCH_ROWS) -> PolicyRun:
-        return _DriftlineRun(self, timeline, sample_every).run()
+    def driftline(self, timeline=None, sample_every: int = LOOP_BATCH_ROWS, timing: LoopTiming | None = None
+                  ) -> PolicyRun:
+        """`timing`: a live run's (`LoopTiming`), for a replay of its events."""
+        return _DriftlineRun(self, timeline, sample_every, timing).run()
 
     # -- shared steps --------------------------------------------------------------------
     def _store(self, name: str) -> FileModelStore:
@@ -347,29 +349,63 @@ def _row_span(window: dict[str, Any] | None) -> list[int] | None:
     return [min(s["start"] for s in spans), max(s["end"] for s in spans)]
 
 
+@dataclass(frozen=True)
+class LiveRetrain:
+    """When a retrain of a live run read its data and took effect (`LoopTiming`)."""
+
+    labels_end: int  # labelled rows (in delivery order) on the topic when it read its data
+    serves_from: int  # the row from which its model served, when promoted
+    # The micro-batch end (rows, labels) at which the monitor applied its outcome (a
+    # promotion re-baselines it; a follow-up is then admitted). None: when trained.
+    applied_at: tuple[int, int] | None = None
+    labels_start: int | None = None  # a trigger of the features alone: the first labelled row it read
+
+
+@dataclass(frozen=True)
+class LoopTiming:
+    """What a live run's timing was, for a replay of the same events that follows it
+    (`tests/streams/test_replay_matches_loop.py`). Without it the replay keeps its own:
+    micro-batches of `LOOP_BATCH_ROWS` rows, labels handed over `label_delay` rows late,
+    each retrain reading the labels delivered when `post_trigger_rows` followed its
+    trigger and served from the end of that micro-batch.
+
+    The live worker's micro-batches interleave feature events and labelled records as
+    they arrived, and a live retrain reads the labelled topic's records while the worker
+    goes on, then trains for seconds while events keep flowing: neither follows from the
+    events alone."""
+
+    batches: Sequence[tuple[int, int]]  # each micro-batch's end: (rows, labelled rows) the monitor had
+    retrains: dict[tuple[str, int], LiveRetrain]  # by its trigger's (source, row)
+
+
 @dataclass
 class _Pending:
-    """A trigger admitted to retrain, waiting for its evidence (or the follow-up)."""
+    """A trigger admitted to retrain, waiting for its evidence (or the follow-up), then
+    its retrain until the monitor applies its outcome."""
 
     trigger: Trigger
     row: int  # where it fired
     lab_start: int  # its labelled window, as delivery indices [start, end]
     lab_end: int
     event_time_end: Any
+    live: LiveRetrain | None = None
+    retrain: Retrain | None = None  # trained, its outcome not yet applied
 
 
 class _DriftlineRun:
     """The monitor and the retrainer's policy over the stream, batch by batch."""
 
-    def __init__(self, replay: LoopReplay, timeline, sample_every: int) -> None:
+    def __init__(self, replay: LoopReplay, timeline, sample_every: int, timing: LoopTiming | None = None) -> None:
         self.replay, self.stream = replay, replay.stream
         config = replay.settings.detectors
         self.monitor = ModelMonitor(replay.profile, config, self.stream.task)
         self.run_ = PolicyRun("driftline", self.stream.reference_predictions.copy())
         self.served_codes = label_values(_items(self.run_.served))
+        self.versions = np.full(len(self.stream), REFERENCE_VERSION, dtype=object)  # that served each row
         self.store = replay._store("driftline")
         self.model_id = policy_model_id("driftline")
         self.timeline, self.sample_every = timeline, sample_every
+        self.timing = timing
         self.numeric, self.categorical = monitor_inputs(self.stream.features, replay.profile)
         self.lab_start = 0  # where the labelled window starts (ModelRuntime's), as a delivery index
         self.pending: _Pending | None = None
@@ -377,29 +413,45 @@ class _DriftlineRun:
         self.last_attempt_at: dt.datetime | None = None
         self.wanted = replay.retrain.post_trigger_rows
 
+    def batches(self) -> Sequence[tuple[int, int]]:
+        """Each micro-batch's end: (rows, labels delivered)."""
+        if self.timing is not None:
+            return self.timing.batches
+        stream = self.stream
+        return [(stop, stream.delivered_before(stop))
+                for stop in [*range(LOOP_BATCH_ROWS, len(stream), LOOP_BATCH_ROWS), len(stream)]]
+
     def run(self) -> PolicyRun:
         stream, labelled = self.stream, self.stream.labelled_rows
-        for start in range(0, len(stream), LOOP_BATCH_ROWS):
-            stop = min(start + LOOP_BATCH_ROWS, len(stream))
+        start = first = 0
+        batches = self.batches()
+        for i, (stop, last) in enumerate(batches):
             before = self.monitor.events_seen
             cats = {c: v[start:stop] for c, v in self.categorical.items()} or None
             for decision in self.monitor.update_features(self.numeric[start:stop], cats):
                 row = start + decision.offset - before
-                self._fired(decision, row, "features", lab_end=stream.delivered_before(start) - 1, feature_end=row)
-            first, last = stream.delivered_before(start), stream.delivered_before(stop)
+                self._fired(decision, row, row, "features", lab_end=first - 1, feature_end=row)
             if last > first:
                 rows = labelled[first:last]
                 before = self.monitor.labelled_seen
                 for decision in self.monitor.update_labelled(self.served_codes[rows], stream.actual_codes[rows]):
                     k = first + decision.offset - before
-                    self._fired(decision, int(labelled[k]) + stream.label_delay, "labelled", lab_end=k,
+                    self._fired(decision, self._label_row(k, stop), int(labelled[k]), "labelled", lab_end=k,
                                 feature_end=stop - 1)
             self._sample(start, stop, last)
-            self._settle(stop, last, at_end=stop == len(stream))
+            self._settle(stop, last, at_end=i == len(batches) - 1)
             self.replay.progress(stop - start)
+            start, first = stop, last
         if self.follow_up is not None:
             self._skipped(self.follow_up, "the file ended while it waited behind a retrain", "end of file")
         return self.run_
+
+    def _label_row(self, k: int, stop: int) -> int:
+        """The row at which the `k`th label reached the monitor: `label_delay` rows after
+        its prediction, or live the last row of its micro-batch."""
+        if self.timing is not None:
+            return stop - 1
+        return int(self.stream.labelled_rows[k]) + self.stream.label_delay
 
     def _sample(self, start: int, stop: int, delivered: int) -> None:
         if self.timeline is None or start // self.sample_every == stop // self.sample_every and stop < len(self.stream):
@@ -407,24 +459,28 @@ class _DriftlineRun:
         snapshot = self.monitor.snapshot()
         self.timeline.sample_features(stop - 1, snapshot)
         if delivered:
-            self.timeline.sample_labelled(int(self.stream.labelled_rows[delivered - 1]) + self.stream.label_delay,
-                                          snapshot)
+            self.timeline.sample_labelled(self._label_row(delivered - 1, stop), snapshot)
 
     # -- triggers, as the consumer handles them ---------------------------------------------
-    def _fired(self, decision: Decision, row: int, source: str, *, lab_end: int, feature_end: int) -> None:
+    def _fired(self, decision: Decision, row: int, event_row: int, source: str, *, lab_end: int,
+               feature_end: int) -> None:
+        """A decision at `row`, on the event of `event_row`: it names the version that
+        served that event, as the worker's trigger does."""
         replay, run = self.replay, self.run_
-        version = self.store.current_version(self.model_id)
+        version = self.versions[event_row]
         trigger_id = hashlib.sha256(
             f"{version}\x1f{self.monitor.profile.fingerprint}\x1f{source}\x1f{row}".encode()).hexdigest()[:32]
         line = trigger_line(decision, row, source)
-        run.triggers.append({**line, "trigger_id": trigger_id, "model_version": version})
+        label = {"label": lab_end} if source == "labelled" else {}
+        run.triggers.append({**line, **label, "trigger_id": trigger_id, "model_version": version})
         times = [replay.time_at(feature_end)]
         if lab_end >= self.lab_start:
             times.append(replay.time_at(int(self.stream.labelled_rows[lab_end])))
         trigger = Trigger(trigger_id=trigger_id, model_id=self.model_id, model_version=version,
                           trigger_types=list(decision.trigger_types), severity=decision.severity,
                           reason=decision.reason, metrics={}, triggered_at=replay.policy_time(row))
-        pending = _Pending(trigger, row, self.lab_start, lab_end, max(times))
+        live = self.timing.retrains.get((source, row)) if self.timing is not None else None
+        pending = _Pending(trigger, row, self.lab_start, lab_end, max(times), live)
         self.lab_start = lab_end + 1  # the window restarts
         if not replay.policy.eligible(trigger.severity):
             self._skipped(pending, f"severity {trigger.severity} is below the minimum {replay.policy.min_severity}",
@@ -450,46 +506,75 @@ class _DriftlineRun:
             self._skipped(pending, decision.reason, decision.cause)
             return
         if pending.lab_end < pending.lab_start:
+            if pending.live is not None and pending.live.labels_start is not None:
+                delivered = pending.live.labels_start
             pending.lab_start, pending.lab_end = delivered, delivered - 1
         self.pending = pending
 
     def _settle(self, stop: int, delivered: int, *, at_end: bool) -> None:
-        """Retrains the pending trigger once `post_trigger_rows` labels came after its
-        window or `post_trigger_wait_seconds` passed since it fired (`_settled_window`
-        of the consumer), then admits the follow-up."""
+        """Retrains the pending trigger once its evidence is there (`_evidence`), applies
+        its outcome when the monitor would (`_applied`), then admits the follow-up."""
         while self.pending is not None:
             pending = self.pending
-            waited = (self.replay.time_at(stop - 1) - self.replay.time_at(pending.row)).total_seconds()
-            if delivered - 1 - pending.lab_end < self.wanted and waited < self.replay.retrain.post_trigger_wait_seconds:
-                if at_end:
-                    self.pending = None
-                    self._skipped(pending, f"the file ended before {self.wanted} labelled rows followed the trigger",
-                                  "end of file")
+            if pending.retrain is None:
+                end = self._evidence(pending, stop, delivered)
+                if end is None:
+                    if at_end:
+                        self.pending = None
+                        self._skipped(pending, f"the file ended before {self.wanted} labelled rows followed the trigger",
+                                      "end of file")
+                    return
+                self._train(pending, stop, delivered, end)
+            applied = pending.live.applied_at if pending.live is not None else None
+            if applied is not None and (stop < applied[0] or delivered < applied[1]):
                 return
-            end = delivered if self.wanted else pending.lab_end + 1
-            rows = self.stream.labelled_rows[pending.lab_start:end]
-            retrain = self.replay._retrain(
-                self.run_, self.store, pending.trigger, rows, stop,
-                historical=self.replay.historical, profile_since=pending.event_time_end,
-            )
-            retrain.trigger_row = pending.row
-            self.run_.retrains.append(retrain)
-            if retrain.attempted:
-                self.last_attempt_at = pending.trigger.triggered_at
-            if retrain.outcome == "promoted":
-                self._rebaseline(stop, delivered)
+            if pending.retrain.outcome == "promoted":
+                self._rebaseline(delivered)
             self.pending, follow_up, self.follow_up = None, self.follow_up, None
             if follow_up is not None:
                 self._admit(follow_up, delivered)
 
-    def _rebaseline(self, stop: int, delivered: int) -> None:
+    def _evidence(self, pending: _Pending, stop: int, delivered: int) -> int | None:
+        """The end (a delivery index) of the labelled rows the retrain reads, once
+        `post_trigger_rows` labels came after its window or `post_trigger_wait_seconds`
+        passed since it fired (`_settled_window` of the consumer); live, once the monitor
+        has the labels the live retrain read. None while waiting."""
+        if pending.live is not None:
+            return pending.live.labels_end if delivered >= pending.live.labels_end else None
+        waited = (self.replay.time_at(stop - 1) - self.replay.time_at(pending.row)).total_seconds()
+        if delivered - 1 - pending.lab_end < self.wanted and waited < self.replay.retrain.post_trigger_wait_seconds:
+            return None
+        return delivered if self.wanted else pending.lab_end + 1
+
+    def _train(self, pending: _Pending, stop: int, delivered: int, end: int) -> None:
+        """Prepares, trains, validates; a promoted model serves from the batch's end, or
+        live from the row it served from (before any label of that row was handed over)."""
+        serves_from = pending.live.serves_from if pending.live is not None else stop
+        labelled = self.stream.labelled_rows
+        if delivered and labelled[delivered - 1] >= serves_from:
+            raise ValueError(f"the retrain of the trigger at row {pending.row} serves from row {serves_from}, "
+                             f"but labels of its rows were handed over before its data was read")
+        rows = labelled[pending.lab_start:end]
+        retrain = self.replay._retrain(
+            self.run_, self.store, pending.trigger, rows, serves_from,
+            historical=self.replay.historical, profile_since=pending.event_time_end,
+        )
+        retrain.trigger_row = pending.row
+        self.run_.retrains.append(retrain)
+        pending.retrain = retrain
+        if retrain.attempted:
+            self.last_attempt_at = pending.trigger.triggered_at
+        if retrain.outcome == "promoted":
+            self.versions[serves_from:] = self.store.current_version(self.model_id)
+            self.served_codes[serves_from:] = label_values(_items(self.run_.served[serves_from:]))
+
+    def _rebaseline(self, delivered: int) -> None:
         """The worker's re-baselining on a promotion: the promoted version's profile, the
-        windows restart; the new model's predictions go with the labels from here on."""
+        windows restart."""
         store = self.store
         version = store.current_version(self.model_id)
         self.monitor.rebaseline(profile_from_store(store.root, store.reference_profile_path(self.model_id, version)))
         self.lab_start = delivered
-        self.served_codes[stop:] = label_values(_items(self.run_.served[stop:]))
 
     def _skipped(self, pending: _Pending, reason: str, cause: str) -> None:
         trigger = pending.trigger

@@ -1,0 +1,244 @@
+"""`driftline backtest --retrain`'s driftline policy equals the live loop on the same events
+(issue 23): one short scenario of `bench.loop`'s kind (a covariate shift, regression) runs
+through `LoopRun` (the real worker and retrainer, the simulated inference service, the
+real broker and database), then the events the live run saw are read back from its
+topics and replayed by `LoopReplay` with the same settings. The replay must fire the same
+triggers at the same events, hand them to the retrainer's policy with the same outcome
+(retrained, superseded, stale, cooldown...), train on the same rows, hold out the same
+rows and promote or reject the same challengers, with the same validation figures.
+
+What the events alone cannot tell, the replay is given (`LoopTiming`), from the live
+run's own records:
+- the worker's micro-batches (its saved states: the last offset of each input per batch):
+  a batch takes its feature events, then its labelled records, and where the labels fall
+  between feature events decides the labelled end of a features trigger's window, the
+  features end of a labelled trigger's, and where a promotion re-baselines the monitor;
+- per retrain, how many labelled records were on the topic when the retrainer read its
+  data (the newest row of its holdout), and for a trigger of the features alone the first
+  one it read (the retrainer's `post_trigger_rows_ready` log line): the retrainer reads
+  the topic's high watermark at a moment of its own clock;
+- per promotion, the row from which the inference service served the new version (the
+  version on the feature events) and the batch at whose start the worker re-baselined
+  (the first saved state naming the promotion): training takes seconds while events
+  flow.
+The windows' starts, the change point, the split, the holdout's start, the policy's
+verdicts and the validation are the replay's own, on the product's code, and compared.
+
+One tolerance, named: the retrainer's cooldown compares the triggers' publication times
+(wall clock), the replay their events' times; they differ by the worker's lag (under a
+second here but for the worker's start-up), so two triggers whose distance straddles
+the cooldown by less than that could be judged differently. The scenario's triggers are
+either superseded or stale before the cooldown applies, or far from its boundary.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from psycopg import sql
+
+from retrain import datasets
+from retrain.model_store import open_model_store
+from schemas.messages import FeatureEvent, LabelledRecord, RetrainOutcome, RetrainRequest, decode
+from schemas.settings import ModelSettings, Settings
+from streams.demo import LoopRun, Scenario
+from streams.loop_backtest import LabelledStream, LiveRetrain, LoopReplay, LoopTiming, PolicyRun
+from streams.model_state import ModelState, decode_state
+from streams.references import profile_from_settings
+
+pytestmark = pytest.mark.services
+SCENARIO = Scenario("replay_matches", events=12_000, covariate_shift_at=2_000)
+LABELLED_TYPES = {"concept_drift", "performance_degradation"}  # the labelled signals' (detectors.fusion)
+# The retrainer's reasons of a skip, by their first words, and the replay's causes.
+SKIP_CAUSES = {"superseded": "superseded", "stale": "stale", "cooldown": "cooldown", "severity": "severity",
+               "too few": "samples"}
+
+
+@dataclass
+class Live:
+    """What the live run wrote, read back from its topics (offset order)."""
+
+    settings: Settings
+    model: ModelSettings
+    model_id: str
+    features: list[FeatureEvent]  # the feature topic's offset is the row
+    labelled: list[LabelledRecord]  # the labelled topic's offset is the delivery index
+    label_rows: np.ndarray  # the row of each labelled record
+    states: list[ModelState]  # the worker's, one per micro-batch
+    triggers: list[RetrainRequest]
+    outcomes: dict[str, RetrainOutcome]  # by trigger_id
+    retrainer_log: Path
+
+
+def read_topic(settings: Settings, topic: str) -> list[bytes]:
+    """Every record of partition 0 of `topic` (the run's topics have one), to its end."""
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": f"{topic}-readback",
+                         "enable.auto.commit": False})
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        consumer.assign([TopicPartition(topic, 0, low)])
+        values: list[bytes] = []
+        while len(values) < high - low:
+            for message in consumer.consume(10_000, timeout=1.0):
+                assert message.error() is None, message.error()
+                values.append(message.value())
+        return values
+    finally:
+        consumer.close()
+
+
+def read_live(run: LoopRun) -> Live:
+    settings = run.settings
+    kafka = settings.kafka
+    features = [decode(FeatureEvent, v) for v in read_topic(settings, kafka.features_topic)]
+    assert [e.event_id for e in features] == [f"{run.model}-{row}" for row in range(len(features))]
+    labelled = [decode(LabelledRecord, v) for v in read_topic(settings, kafka.labelled_topic)]
+    label_rows = np.array([int(r.event_id.rsplit("-", 1)[1]) for r in labelled])
+    # The replay hands labels over in row order: the join must have kept it.
+    assert np.all(np.diff(label_rows) > 0)
+    outcomes = [decode(RetrainOutcome, v) for v in read_topic(settings, kafka.retrain_events_topic)]
+    return Live(settings, settings.models[run.model], run.model, features, labelled, label_rows,
+                [decode_state(v) for v in read_topic(settings, settings.monitor.state_topic)],
+                [decode(RetrainRequest, v) for v in read_topic(settings, kafka.retrain_requests_topic)],
+                {o.trigger_id: o for o in outcomes}, run.work / "retrainer.log")
+
+
+# -- what the live run saw, in the replay's terms ------------------------------------------------
+def batches(live: Live) -> list[tuple[int, int]]:
+    """Each micro-batch's end: (feature events, labelled records) the worker had processed."""
+    kafka = live.settings.kafka
+    ends = []
+    for state in live.states:
+        done = {topic: p.last_offset + 1 for topic, p in state.progress.items()}
+        ends.append((done.get(kafka.features_topic, 0), done.get(kafka.labelled_topic, 0)))
+    assert ends == sorted(ends)
+    return ends
+
+
+def source_and_row(request: RetrainRequest) -> tuple[str, int]:
+    """Where a trigger fired: a feature event's row, or for a labelled record the last
+    feature row the worker had then (the replay's row of a labelled trigger)."""
+    source = "labelled" if set(request.decision.trigger_types) <= LABELLED_TYPES else "features"
+    return source, request.window.features.ranges[0].end
+
+
+def labels_read_from(live: Live, trigger_id: str, labels_end: int) -> int:
+    """The first labelled record a trigger of the features alone read: the retrainer logs
+    how many it read, up to the end of its holdout."""
+    for line in live.retrainer_log.read_text().splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("event") == "post_trigger_rows_ready" and entry.get("trigger_id") == trigger_id:
+                return labels_end - entry["rows"]
+    raise AssertionError(f"no post_trigger_rows_ready for trigger {trigger_id}")
+
+
+def timing(live: Live) -> LoopTiming:
+    ends = batches(live)
+    retrains = {}
+    for request in live.triggers:
+        outcome = live.outcomes[request.trigger_id]
+        if outcome.holdout is None:
+            continue  # nothing was read
+        (holdout,) = outcome.holdout.labelled
+        labels_end = holdout.end + 1  # the newest record read is the holdout's newest
+        serves_from, applied_at = len(live.features), None
+        if outcome.outcome == "promoted":
+            serves_from = next(row for row, e in enumerate(live.features) if e.model_version == outcome.new_version)
+            first = next(i for i, s in enumerate(live.states) if s.promotion_id == request.trigger_id)
+            applied_at = ends[first - 1] if first else (0, 0)  # re-baselined at that batch's start
+        labels_start = labels_read_from(live, request.trigger_id, labels_end) \
+            if request.window.labelled is None else None
+        retrains[source_and_row(request)] = LiveRetrain(labels_end, serves_from, applied_at, labels_start)
+    return LoopTiming(ends, retrains)
+
+
+def replay(live: Live, workdir: Path) -> PolicyRun:
+    """The live run's events replayed with its settings; the reference model's
+    predictions are version 1's, as the live store holds it."""
+    model, settings = live.model, live.settings
+    historical = datasets.historical_frame(model)
+    columns = datasets.feature_columns(model, historical)
+    rows = batches(live)[-1][0]  # as far as the worker got
+    features = pd.DataFrame([e.features for e in live.features[:rows]])[columns]
+    actual = np.full(rows, np.nan)
+    kept = live.label_rows < rows
+    actual[live.label_rows[kept]] = [r.actual for r, k in zip(live.labelled, kept) if k]
+    first_version = open_model_store(settings).load_model(live.model_id, "1")
+    reference_predictions = first_version.predict(features)
+    served_by_first = np.array([e.model_version == "1" for e in live.features[:rows]])
+    recorded = np.array([e.prediction for e in live.features[:rows]])
+    np.testing.assert_array_equal(reference_predictions[served_by_first], recorded[served_by_first])
+    times = pd.DatetimeIndex(pd.to_datetime([e.timestamp for e in live.features[:rows]], utc=True))
+    stream = LabelledStream(features, actual, reference_predictions, times, model.task)
+    loop = LoopReplay(stream, historical, profile_from_settings(model, settings.detectors), model, settings, workdir)
+    return loop.driftline(timing=timing(live))
+
+
+# -- the comparison --------------------------------------------------------------------------------
+def cause(outcome: RetrainOutcome) -> str:
+    if outcome.outcome != "skipped":
+        return outcome.outcome
+    return next((c for words, c in SKIP_CAUSES.items() if outcome.reason.startswith(words)), outcome.reason)
+
+
+def live_triggers(live: Live) -> list[tuple]:
+    """(source, row, labelled record it fired at, severity, types) per trigger."""
+    out = []
+    for request in live.triggers:
+        source, row = source_and_row(request)
+        label = request.window.labelled.ranges[0].end if source == "labelled" else None
+        out.append((source, row, label, request.decision.severity, request.decision.trigger_types))
+    return out
+
+
+def live_retrains(live: Live) -> list[tuple]:
+    """Per trigger, in the order the retrainer settled them: where it fired, what became
+    of it, the rows it trained on and held out ([first, last]), the validation's words."""
+    out = []
+    for outcome in live.outcomes.values():
+        request = next(r for r in live.triggers if r.trigger_id == outcome.trigger_id)
+        spans = [None, None]
+        for i, window in enumerate((outcome.training, outcome.holdout)):
+            if window is not None:
+                (span,) = window.labelled
+                spans[i] = [int(live.label_rows[span.start]), int(live.label_rows[span.end])]
+        reason = outcome.reason if outcome.outcome in ("promoted", "rejected") else None
+        out.append((*source_and_row(request), cause(outcome), *spans, reason))
+    return out
+
+
+def replayed_retrains(run: PolicyRun) -> list[tuple]:
+    sources = {t["trigger_id"]: t["source"] for t in run.triggers}
+    return [(sources[r.trigger_id], r.trigger_row, r.outcome if r.attempted else r.cause, r.training_rows,
+             r.holdout_rows, r.reason if r.outcome in ("promoted", "rejected") else None) for r in run.retrains]
+
+
+def test_the_replay_fires_retrains_and_promotes_as_the_live_loop(kafka_bootstrap, postgres_dsn, tmp_path: Path,
+                                                                unique_name: str) -> None:
+    run = LoopRun(SCENARIO, tmp_path / "loop", schema=unique_name)
+    try:
+        run.run()
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(unique_name)))
+    live = read_live(run)
+    assert any(o.outcome == "promoted" for o in live.outcomes.values()), "nothing to compare a promotion with"
+    replayed = replay(live, tmp_path / "replay")
+
+    assert [(t["source"], t["offset"], t.get("label"), t["severity"], t["trigger_types"])
+            for t in replayed.triggers] == live_triggers(live)
+    assert sorted(replayed_retrains(replayed), key=str) == sorted(live_retrains(live), key=str)
+    # the retrains and promotions in the same order
+    assert [r[:3] for r in replayed_retrains(replayed) if r[2] in ("promoted", "rejected", "failed")] == \
+        [r[:3] for r in live_retrains(live) if r[2] in ("promoted", "rejected", "failed")]
+    # the promoted model is the live one: the same predictions from the row it served from
+    served = np.array([e.prediction for e in live.features[:len(replayed.served)]])
+    np.testing.assert_allclose(replayed.served, served, rtol=0, atol=1e-12)
