@@ -24,6 +24,11 @@ without one: the retrainer's cooldown and `post_trigger_wait_seconds` are measur
 (`cooldown_rows` counts the cooldown in rows instead). A trigger still waiting for its
 evidence when the file ends is skipped: a model trained then would serve no row.
 
+A trigger names the version that served the event it fired at, as the worker's does: a
+labelled trigger on a prediction of the replaced version is stale. `LoopTiming` makes the
+replay follow a live run of the same events (the worker's micro-batches, when each retrain
+read its labels, served and reached the monitor), to compare the two.
+
 The reference model is version 1 of each policy's store, as its recorded predictions
 (`RecordedPredictions`), so that the first challenger is validated against it as any
 later one is against its champion. Policies that train on identical rows share one fit
@@ -356,7 +361,7 @@ class LiveRetrain:
     labels_end: int  # labelled rows (in delivery order) on the topic when it read its data
     serves_from: int  # the row from which its model served, when promoted
     # The micro-batch end (rows, labels) at which the monitor applied its outcome (a
-    # promotion re-baselines it; a follow-up is then admitted). None: when trained.
+    # promotion re-baselines it; a follow-up is then admitted). None: not within the run.
     applied_at: tuple[int, int] | None = None
     labels_start: int | None = None  # a trigger of the features alone: the first labelled row it read
 
@@ -517,7 +522,7 @@ class _DriftlineRun:
         while self.pending is not None:
             pending = self.pending
             if pending.retrain is None:
-                end = self._evidence(pending, stop, delivered)
+                end = self._evidence(pending, stop, delivered, at_end)
                 if end is None:
                     if at_end:
                         self.pending = None
@@ -525,22 +530,23 @@ class _DriftlineRun:
                                       "end of file")
                     return
                 self._train(pending, stop, delivered, end)
-            applied = pending.live.applied_at if pending.live is not None else None
-            if applied is not None and (stop < applied[0] or delivered < applied[1]):
-                return
+            if pending.live is not None:
+                applied = pending.live.applied_at
+                if applied is None or stop < applied[0] or delivered < applied[1]:
+                    return
             if pending.retrain.outcome == "promoted":
                 self._rebaseline(delivered)
             self.pending, follow_up, self.follow_up = None, self.follow_up, None
             if follow_up is not None:
                 self._admit(follow_up, delivered)
 
-    def _evidence(self, pending: _Pending, stop: int, delivered: int) -> int | None:
+    def _evidence(self, pending: _Pending, stop: int, delivered: int, at_end: bool) -> int | None:
         """The end (a delivery index) of the labelled rows the retrain reads, once
         `post_trigger_rows` labels came after its window or `post_trigger_wait_seconds`
         passed since it fired (`_settled_window` of the consumer); live, once the monitor
         has the labels the live retrain read. None while waiting."""
-        if pending.live is not None:
-            return pending.live.labels_end if delivered >= pending.live.labels_end else None
+        if pending.live is not None:  # read from the topic: the monitor may be behind at the end
+            return pending.live.labels_end if delivered >= pending.live.labels_end or at_end else None
         waited = (self.replay.time_at(stop - 1) - self.replay.time_at(pending.row)).total_seconds()
         if delivered - 1 - pending.lab_end < self.wanted and waited < self.replay.retrain.post_trigger_wait_seconds:
             return None
