@@ -476,8 +476,11 @@ class _DriftlineRun:
         trigger_id = hashlib.sha256(
             f"{version}\x1f{self.monitor.profile.fingerprint}\x1f{source}\x1f{row}".encode()).hexdigest()[:32]
         line = trigger_line(decision, row, source)
-        label = {"label": lab_end} if source == "labelled" else {}
-        run.triggers.append({**line, **label, "trigger_id": trigger_id, "model_version": version})
+        label = {"label": lab_end} if source == "labelled" else {}  # the label it fired at
+        # The labelled rows (delivery indices) its window holds, as the worker's trigger's window.
+        window = [self.lab_start, lab_end] if lab_end >= self.lab_start else None
+        run.triggers.append({**line, **label, "labelled_window": window, "trigger_id": trigger_id,
+                             "model_version": version})
         times = [replay.time_at(feature_end)]
         if lab_end >= self.lab_start:
             times.append(replay.time_at(int(self.stream.labelled_rows[lab_end])))
@@ -543,14 +546,31 @@ class _DriftlineRun:
     def _evidence(self, pending: _Pending, stop: int, delivered: int, at_end: bool) -> int | None:
         """The end (a delivery index) of the labelled rows the retrain reads, once
         `post_trigger_rows` labels came after its window or `post_trigger_wait_seconds`
-        passed since it fired (`_settled_window` of the consumer); live, once the monitor
-        has the labels the live retrain read. None while waiting."""
-        if pending.live is not None:  # read from the topic: the monitor may be behind at the end
-            return pending.live.labels_end if delivered >= pending.live.labels_end or at_end else None
-        waited = (self.replay.time_at(stop - 1) - self.replay.time_at(pending.row)).total_seconds()
-        if delivered - 1 - pending.lab_end < self.wanted and waited < self.replay.retrain.post_trigger_wait_seconds:
+        passed since it fired (`_settled_window` of the consumer). None while waiting.
+
+        Live, the labels the live retrain read, once the monitor has them too (at the end
+        of the run, whatever it has): a read that the rule would not have allowed is an
+        error, so a replay that does not follow the retrainer's rule fails there."""
+        if pending.live is None:
+            if self._waiting(pending, stop, delivered):
+                return None
+            return delivered if self.wanted else pending.lab_end + 1
+        end = pending.live.labels_end
+        if at_end:
+            return end
+        if delivered < end:
             return None
-        return delivered if self.wanted else pending.lab_end + 1
+        if self.wanted and self._waiting(pending, stop, end):
+            raise ValueError(f"the live retrain of the trigger at row {pending.row} read {end - 1 - pending.lab_end} "
+                             f"labelled rows after its window, fewer than post_trigger_rows ({self.wanted}), "
+                             "before post_trigger_wait_seconds passed")
+        return end
+
+    def _waiting(self, pending: _Pending, stop: int, delivered: int) -> bool:
+        """Fewer than `post_trigger_rows` labels after the trigger's window, and less than
+        `post_trigger_wait_seconds` since it fired."""
+        waited = (self.replay.time_at(stop - 1) - self.replay.time_at(pending.row)).total_seconds()
+        return delivered - 1 - pending.lab_end < self.wanted and waited < self.replay.retrain.post_trigger_wait_seconds
 
     def _train(self, pending: _Pending, stop: int, delivered: int, end: int) -> None:
         """Prepares, trains, validates; a promoted model serves from the batch's end, or

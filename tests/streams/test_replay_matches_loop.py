@@ -208,13 +208,21 @@ def cause(outcome: RetrainOutcome) -> str:
 
 
 def live_triggers(live: Live) -> list[tuple]:
-    """(source, row, labelled record it fired at, severity, types) per trigger."""
+    """(source, row, labelled record it fired at, its window's labelled records [first,
+    last], severity, types) per trigger."""
     out = []
     for request in live.triggers:
         source, row = source_and_row(request)
         label = request.window.labelled.ranges[0].end if source == "labelled" else None
-        out.append((source, row, label, request.decision.severity, request.decision.trigger_types))
+        labelled = request.window.labelled
+        window = [labelled.ranges[0].start, labelled.ranges[0].end] if labelled is not None else None
+        out.append((source, row, label, window, request.decision.severity, request.decision.trigger_types))
     return out
+
+
+def replayed_triggers(run: PolicyRun) -> list[tuple]:
+    return [(t["source"], t["offset"], t.get("label"), t["labelled_window"], t["severity"], t["trigger_types"])
+            for t in run.triggers]
 
 
 def live_retrains(live: Live) -> list[tuple]:
@@ -253,8 +261,7 @@ def test_the_replay_fires_retrains_and_promotes_as_the_live_loop(kafka_bootstrap
     assert [o for o in outcomes if o[0] == "promoted"], outcomes
     replayed = replay(live, tmp_path / "replay")
 
-    assert [(t["source"], t["offset"], t.get("label"), t["severity"], t["trigger_types"])
-            for t in replayed.triggers] == live_triggers(live)
+    assert replayed_triggers(replayed) == live_triggers(live)
     assert sorted(replayed_retrains(replayed), key=str) == sorted(live_retrains(live), key=str)
     # the retrains and promotions in the same order
     assert [r[:3] for r in replayed_retrains(replayed) if r[2] in ("promoted", "rejected", "failed")] == \
