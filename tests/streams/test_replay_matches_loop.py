@@ -129,11 +129,17 @@ def batches(live: Live) -> list[tuple[int, int]]:
     return ends
 
 
-def source_and_row(request: RetrainRequest) -> tuple[str, int]:
+def source_and_row(live: Live, request: RetrainRequest) -> tuple[str, int]:
     """Where a trigger fired: a feature event's row, or for a labelled record the last
-    feature row the worker had then (the replay's row of a labelled trigger)."""
-    source = "labelled" if set(request.decision.trigger_types) <= LABELLED_TYPES else "features"
-    return source, request.window.features.ranges[0].end
+    feature row the worker had then (the replay's row of a labelled trigger: where in its
+    micro-batch the record came is not recorded, the batch is)."""
+    window = request.window
+    if not set(request.decision.trigger_types) <= LABELLED_TYPES:
+        return "features", window.features.ranges[0].end
+    if window.features is not None:
+        return "labelled", window.features.ranges[0].end
+    label = window.labelled.ranges[0].end  # no feature event since the window restarted
+    return "labelled", next(rows for rows, labels in batches(live) if labels > label) - 1
 
 
 def labels_read_from(live: Live, trigger_id: str, labels_end: int) -> int:
@@ -174,7 +180,7 @@ def timing(live: Live) -> LoopTiming:
             serves_from, applied_at = len(live.features), answered_at(live, outcome, ends)
         labels_start = labels_read_from(live, request.trigger_id, labels_end) \
             if request.window.labelled is None else None
-        retrains[source_and_row(request)] = LiveRetrain(labels_end, serves_from, applied_at, labels_start)
+        retrains[source_and_row(live, request)] = LiveRetrain(labels_end, serves_from, applied_at, labels_start)
     return LoopTiming(ends, retrains)
 
 
@@ -212,7 +218,7 @@ def live_triggers(live: Live) -> list[tuple]:
     last], severity, types) per trigger."""
     out = []
     for request in live.triggers:
-        source, row = source_and_row(request)
+        source, row = source_and_row(live, request)
         label = request.window.labelled.ranges[0].end if source == "labelled" else None
         labelled = request.window.labelled
         window = [labelled.ranges[0].start, labelled.ranges[0].end] if labelled is not None else None
@@ -237,7 +243,7 @@ def live_retrains(live: Live) -> list[tuple]:
                 (span,) = window.labelled
                 spans[i] = [int(live.label_rows[span.start]), int(live.label_rows[span.end])]
         reason = outcome.reason if outcome.outcome in ("promoted", "rejected") else None
-        out.append((*source_and_row(request), cause(outcome), *spans, reason))
+        out.append((*source_and_row(live, request), cause(outcome), *spans, reason))
     return out
 
 
