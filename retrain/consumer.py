@@ -243,6 +243,8 @@ class Retrainer:
             )
             self._to_publish(item, (self.settings.kafka.dead_letter_topic, self._dead_letter(item, error)))
             return
+        # When it came matters: read while its model retrains, it waits as the follow-up.
+        log.info("trigger_received", trigger_id=item.trigger.trigger_id, model=item.model_id, offset=item.offset)
         if item.model_id not in self.settings.models:
             self._unknown_model(item)
             return

@@ -322,7 +322,7 @@ class LoopReplay:
         job = RetrainJob(trigger, self.model, self.retrain, store, prepared, self.settings.detectors, self.fitted)
         job.start()
         record = job.wait(POLL_SECONDS)
-        if record.outcome == "promoted":
+        if record.outcome == "promoted" and row < len(self.stream):  # else it serves no row
             served = store.load_model(trigger.model_id, record.new_version)
             run.served[row:] = _predict(served, self.stream.features.iloc[row:], self.stream.task)
         execution = record.execution
@@ -360,9 +360,12 @@ class LiveRetrain:
 
     labels_end: int  # labelled rows (in delivery order) on the topic when it read its data
     serves_from: int  # the row from which its model served, when promoted
-    # The micro-batch end (rows, labels) at which the monitor applied its outcome (a
-    # promotion re-baselines it; a follow-up is then admitted). None: not within the run.
-    applied_at: tuple[int, int] | None = None
+    # Micro-batch ends (rows, labels), None: not within the run. `answered_at`: the
+    # retrainer had its outcome once the worker's triggers up to there were published
+    # (they were follow-ups, the later ones are not); `rebaselined_at`: the monitor
+    # re-baselined on its promotion before the micro-batch after it.
+    answered_at: tuple[int, int] | None = None
+    rebaselined_at: tuple[int, int] | None = None
     labels_start: int | None = None  # a trigger of the features alone: the first labelled row it read
 
 
@@ -415,6 +418,7 @@ class _DriftlineRun:
         self.lab_start = 0  # where the labelled window starts (ModelRuntime's), as a delivery index
         self.pending: _Pending | None = None
         self.follow_up: _Pending | None = None
+        self.rebaselines: list[tuple[tuple[int, int], str]] = []  # live: (micro-batch end, version) to come
         self.last_attempt_at: dt.datetime | None = None
         self.wanted = replay.retrain.post_trigger_rows
 
@@ -520,8 +524,10 @@ class _DriftlineRun:
         self.pending = pending
 
     def _settle(self, stop: int, delivered: int, *, at_end: bool) -> None:
-        """Retrains the pending trigger once its evidence is there (`_evidence`), applies
-        its outcome when the monitor would (`_applied`), then admits the follow-up."""
+        """Retrains the pending trigger once its evidence is there (`_evidence`), answers
+        it (live: when the retrainer did), then admits the follow-up; re-baselines the
+        monitor on a promotion (live: when the worker did)."""
+        self._rebaseline_due(stop, delivered)
         while self.pending is not None:
             pending = self.pending
             if pending.retrain is None:
@@ -533,15 +539,12 @@ class _DriftlineRun:
                                       "end of file")
                     return
                 self._train(pending, stop, delivered, end)
-            if pending.live is not None:
-                applied = pending.live.applied_at
-                if applied is None or stop < applied[0] or delivered < applied[1]:
-                    return
-            if pending.retrain.outcome == "promoted":
-                self._rebaseline(delivered)
+            if pending.live is not None and not _reached(pending.live.answered_at, stop, delivered):
+                return
             self.pending, follow_up, self.follow_up = None, self.follow_up, None
             if follow_up is not None:
                 self._admit(follow_up, delivered)
+        self._rebaseline_due(stop, delivered)
 
     def _evidence(self, pending: _Pending, stop: int, delivered: int, at_end: bool) -> int | None:
         """The end (a delivery index) of the labelled rows the retrain reads, once
@@ -590,15 +593,27 @@ class _DriftlineRun:
         pending.retrain = retrain
         if retrain.attempted:
             self.last_attempt_at = pending.trigger.triggered_at
-        if retrain.outcome == "promoted":
-            self.versions[serves_from:] = self.store.current_version(self.model_id)
-            self.served_codes[serves_from:] = label_values(_items(self.run_.served[serves_from:]))
+        if retrain.outcome != "promoted":
+            return
+        version = self.store.current_version(self.model_id)
+        self.versions[serves_from:] = version
+        self.served_codes[serves_from:] = label_values(_items(self.run_.served[serves_from:]))
+        if pending.live is None:
+            self._rebaseline(version, delivered)
+        elif pending.live.rebaselined_at is not None:
+            if _reached(pending.live.rebaselined_at, stop, delivered) and pending.live.rebaselined_at != (stop, delivered):
+                raise ValueError(f"the monitor re-baselined on the retrain of the trigger at row {pending.row} "
+                                 f"before the replay could train it (the monitor had not the labels it read)")
+            self.rebaselines.append((pending.live.rebaselined_at, version))
 
-    def _rebaseline(self, delivered: int) -> None:
+    def _rebaseline_due(self, stop: int, delivered: int) -> None:
+        while self.rebaselines and _reached(self.rebaselines[0][0], stop, delivered):
+            self._rebaseline(self.rebaselines.pop(0)[1], delivered)
+
+    def _rebaseline(self, version: str, delivered: int) -> None:
         """The worker's re-baselining on a promotion: the promoted version's profile, the
         windows restart."""
         store = self.store
-        version = store.current_version(self.model_id)
         self.monitor.rebaseline(profile_from_store(store.root, store.reference_profile_path(self.model_id, version)))
         self.lab_start = delivered
 
@@ -607,6 +622,11 @@ class _DriftlineRun:
         self.run_.retrains.append(Retrain(
             policy="driftline", row=pending.row, outcome="skipped", reason=reason, cause=cause, trigger_id=trigger.trigger_id,
             trigger_row=pending.row, trigger_types=list(trigger.trigger_types), severity=trigger.severity))
+
+
+def _reached(end: tuple[int, int] | None, stop: int, delivered: int) -> bool:
+    """Whether the micro-batch end (rows, labels) `end` is reached at (stop, delivered)."""
+    return end is not None and stop >= end[0] and delivered >= end[1]
 
 
 # -- results -----------------------------------------------------------------------------------

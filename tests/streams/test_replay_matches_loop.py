@@ -34,6 +34,7 @@ either superseded or stale before the cooldown applies, or far from its boundary
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,24 +143,36 @@ def source_and_row(live: Live, request: RetrainRequest) -> tuple[str, int]:
     return "labelled", next(rows for rows, labels in batches(live) if labels > label) - 1
 
 
+def log_entries(path: Path, event: str) -> list[dict]:
+    """The structured log lines of `event` in a process's log."""
+    entries = (json.loads(line) for line in path.read_text().splitlines() if line.startswith("{"))
+    return [entry for entry in entries if entry.get("event") == event]
+
+
 def labels_read_from(live: Live, trigger_id: str, labels_end: int) -> int:
     """The first labelled record a trigger of the features alone read: the retrainer logs
     how many it read, up to the end of its holdout."""
-    for line in live.retrainer_log.read_text().splitlines():
-        if line.startswith("{"):
-            entry = json.loads(line)
-            if entry.get("event") == "post_trigger_rows_ready" and entry.get("trigger_id") == trigger_id:
-                return labels_end - entry["rows"]
-    raise AssertionError(f"no post_trigger_rows_ready for trigger {trigger_id}")
+    (ready,) = [e for e in log_entries(live.retrainer_log, "post_trigger_rows_ready") if e["trigger_id"] == trigger_id]
+    return labels_end - ready["rows"]
 
 
-def answered_at(live: Live, outcome: RetrainOutcome, ends: list[tuple[int, int]]) -> tuple[int, int] | None:
-    """The micro-batch end by which a retrain that changed no model had its outcome: the
-    first after the feature events produced by then (both clocks are the machine's wall
-    clock). It changes no event, only when a follow-up is admitted (a trigger fired after
-    it is admitted at once instead); this is the one approximated input."""
-    row = next((r for r, e in enumerate(live.features) if e.timestamp > outcome.completed_at), None)
-    return None if row is None else next((end for end in ends if end[0] > row), None)
+def batch_of(live: Live, request: RetrainRequest) -> int:
+    """The index of the micro-batch in which a trigger fired."""
+    source, row = source_and_row(live, request)
+    label = request.window.labelled.ranges[0].end if source == "labelled" else None
+    return next(i for i, (rows, labels) in enumerate(batches(live))
+                if (rows > row if label is None else labels > label))
+
+
+def answered_at(live: Live, outcome: RetrainOutcome) -> tuple[int, int]:
+    """The micro-batch end after which the retrainer had the outcome: that of the last
+    trigger it received before (its `trigger_received` log line against the outcome's
+    `completed_at`, one process's clock; a trigger received while its model retrains
+    waits as the follow-up)."""
+    received = {entry["trigger_id"]: dt.datetime.fromisoformat(entry["timestamp"])
+                for entry in log_entries(live.retrainer_log, "trigger_received")}
+    before = [batch_of(live, r) for r in live.triggers if received[r.trigger_id] < outcome.completed_at]
+    return batches(live)[max(before)]
 
 
 def timing(live: Live) -> LoopTiming:
@@ -171,16 +184,17 @@ def timing(live: Live) -> LoopTiming:
             continue  # nothing was read
         (holdout,) = outcome.holdout.labelled
         labels_end = holdout.end + 1  # the newest record read is the holdout's newest
-        if outcome.outcome == "promoted":  # None: not within the run
+        serves_from, rebaselined_at = len(live.features), None  # None: not within the run
+        if outcome.outcome == "promoted":
             serves_from = next((row for row, e in enumerate(live.features) if e.model_version == outcome.new_version),
-                               len(live.features))
+                               serves_from)
             first = next((i for i, s in enumerate(live.states) if s.promotion_id == request.trigger_id), None)
-            applied_at = None if first is None else ends[first - 1] if first else (0, 0)  # at that batch's start
-        else:
-            serves_from, applied_at = len(live.features), answered_at(live, outcome, ends)
+            if first is not None:  # re-baselined at the start of that micro-batch
+                rebaselined_at = ends[first - 1] if first else (0, 0)
         labels_start = labels_read_from(live, request.trigger_id, labels_end) \
             if request.window.labelled is None else None
-        retrains[source_and_row(live, request)] = LiveRetrain(labels_end, serves_from, applied_at, labels_start)
+        retrains[source_and_row(live, request)] = LiveRetrain(labels_end, serves_from, answered_at(live, outcome),
+                                                              rebaselined_at, labels_start)
     return LoopTiming(ends, retrains)
 
 
