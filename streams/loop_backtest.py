@@ -600,11 +600,11 @@ class _DriftlineRun:
         self.served_codes[serves_from:] = label_values(_items(self.run_.served[serves_from:]))
         if pending.live is None:
             self._rebaseline(version, delivered)
-        elif pending.live.rebaselined_at is not None:
-            if _reached(pending.live.rebaselined_at, stop, delivered) and pending.live.rebaselined_at != (stop, delivered):
+        elif (at := pending.live.rebaselined_at) is not None:
+            if _reached(at, stop, delivered) and at != (stop, delivered):
                 raise ValueError(f"the monitor re-baselined on the retrain of the trigger at row {pending.row} "
                                  f"before the replay could train it (the monitor had not the labels it read)")
-            self.rebaselines.append((pending.live.rebaselined_at, version))
+            self.rebaselines.append((at, version))
 
     def _rebaseline_due(self, stop: int, delivered: int) -> None:
         while self.rebaselines and _reached(self.rebaselines[0][0], stop, delivered):

@@ -1,35 +1,41 @@
 """`driftline backtest --retrain`'s driftline policy equals the live loop on the same events
-(issue 23): one short scenario of `bench.loop`'s kind (regression, a covariate shift then a
-change of concept) runs
-through `LoopRun` (the real worker and retrainer, the simulated inference service, the
-real broker and database), then the events the live run saw are read back from its
-topics and replayed by `LoopReplay` with the same settings. The replay must fire the same
-triggers at the same events, hand them to the retrainer's policy with the same outcome
-(retrained, superseded, stale, cooldown...), train on the same rows, hold out the same
-rows and promote or reject the same challengers, with the same validation figures.
+(issue 23). One short scenario of `bench.loop`'s kind (regression, a covariate shift then a
+change of concept) runs through `LoopRun`: the real worker and retrainer, the simulated
+inference service, the real broker and database. The events the live run saw are read
+back from its topics (features with the version that served each, the labelled records,
+in offset order) and replayed by `LoopReplay` with the run's settings and reference. The
+replay must fire the same triggers at the same events with the same labelled windows,
+give each the same fate (retrained, superseded, stale, cooldown, ...), train on the same
+rows, hold out the same rows, and promote or reject in the same order with the same
+validation figures; its promoted models must predict what the live ones served.
 
 What the events alone cannot tell, the replay is given (`LoopTiming`), from the live
 run's own records:
-- the worker's micro-batches (its saved states: the last offset of each input per batch):
-  a batch takes its feature events, then its labelled records, and where the labels fall
-  between feature events decides the labelled end of a features trigger's window, the
-  features end of a labelled trigger's, and where a promotion re-baselines the monitor;
-- per retrain, how many labelled records were on the topic when the retrainer read its
-  data (the newest row of its holdout), and for a trigger of the features alone the first
-  one it read (the retrainer's `post_trigger_rows_ready` log line): the retrainer reads
-  the topic's high watermark at a moment of its own clock;
-- per promotion, the row from which the inference service served the new version (the
-  version on the feature events) and the batch at whose start the worker re-baselined
-  (the first saved state naming the promotion): training takes seconds while events
-  flow.
-The windows' starts, the change point, the split, the holdout's start, the policy's
-verdicts and the validation are the replay's own, on the product's code, and compared.
+- the worker's micro-batches (its saved states: each input's last offset per batch). A
+  batch takes its feature events, then its labelled records: where the labels fall
+  between feature events decides a window's ends and where a promotion re-baselines the
+  monitor (the label delay as the join and the worker saw it). A labelled trigger's row
+  is the last feature row of its batch: where in the batch its record came is not kept;
+- per retrain, how many labelled records were on the topic when the retrainer read them
+  (the newest row of its holdout; the retrainer reads the topic's end at a moment of its
+  own clock), and for a trigger of the features alone the first one (its
+  `post_trigger_rows_ready` log line). The replay checks each read against its own
+  `post_trigger_rows` rule;
+- when the retrainer answered it (the batch of the last trigger it received before the
+  outcome, by its `trigger_received` log line): a trigger received while its model
+  retrains waits as the follow-up;
+- per promotion, the row from which the inference service served the new version and
+  the batch at whose start the worker re-baselined (the first saved state naming it).
+Everything else is the replay's own, on the product's code: the detectors, the windows'
+starts, the policy, the change point, the split, the training and the validation.
 
-One tolerance, named: the retrainer's cooldown compares the triggers' publication times
-(wall clock), the replay their events' times; they differ by the worker's lag (under a
-second here but for the worker's start-up), so two triggers whose distance straddles
-the cooldown by less than that could be judged differently. The scenario's triggers are
-either superseded or stale before the cooldown applies, or far from its boundary.
+Tolerances, named: the retrainer's cooldown compares the triggers' publication times
+(wall clock), the replay their events' times; they differ by the worker's lag (a second
+at its start-up, less after), so a trigger whose distance to the last retrain straddles
+the cooldown by less than that would be judged differently (this scenario's are seconds
+away from it). The replay has no promotion watch: the change of concept comes late
+enough that the first promotion's watch is over, and a run that rolled back fails here
+(as `bench.loop` requires of this kind of scenario).
 """
 
 from __future__ import annotations
@@ -56,12 +62,11 @@ from streams.model_state import ModelState, decode_state
 from streams.references import profile_from_settings
 
 pytestmark = pytest.mark.services
-# Two promotions: after the shift (a trigger of the features alone, before any label),
-# and after the change of concept (a labelled trigger, its window split at the change).
-# The change of concept comes well after the first promotion's watch (`retrain.watch_rows`
-# labelled events): a model promoted for the shift and judged on the new concept would be
-# rolled back, and the replay has no promotion watch (as bench.loop, this scenario must
-# roll nothing back).
+# Two promotions: after the shift (on a trigger of the features alone, as a rule: the
+# worker starts behind and fires before it has a label) and after the change of concept
+# (a labelled trigger, its window split at the change). The change comes after the first
+# promotion's watch (`retrain.watch_rows` labelled events) is over: a model promoted for the
+# shift and judged on the new concept would be rolled back.
 SCENARIO = Scenario("replay_matches", events=18_000, covariate_shift_at=2_000, concept_change_at=12_000)
 LABELLED_TYPES = {"concept_drift", "performance_degradation"}  # the labelled signals' (detectors.fusion)
 # The retrainer's reasons of a skip, by their first words, and the replay's causes.
@@ -93,10 +98,14 @@ def read_topic(settings: Settings, topic: str) -> list[bytes]:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
         consumer.assign([TopicPartition(topic, 0, low)])
         values: list[bytes] = []
-        while len(values) < high - low:
-            for message in consumer.consume(10_000, timeout=1.0):
+        last = low - 1
+        while last < high - 1:
+            messages = consumer.consume(10_000, timeout=10.0)
+            assert messages, f"{topic}: offset {high - 1} not reached"
+            for message in messages:
                 assert message.error() is None, message.error()
                 values.append(message.value())
+                last = message.offset()
         return values
     finally:
         consumer.close()
@@ -287,5 +296,4 @@ def test_the_replay_fires_retrains_and_promotes_as_the_live_loop(kafka_bootstrap
     assert [r[:3] for r in replayed_retrains(replayed) if r[2] in ("promoted", "rejected", "failed")] == \
         [r[:3] for r in live_retrains(live) if r[2] in ("promoted", "rejected", "failed")]
     # the promoted model is the live one: the same predictions from the row it served from
-    served = np.array([e.prediction for e in live.features[:len(replayed.served)]])
-    np.testing.assert_allclose(replayed.served, served, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(replayed.served, [e.prediction for e in live.features[:len(replayed.served)]])
