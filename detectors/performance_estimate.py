@@ -111,8 +111,8 @@ def scores_to_q(scores: np.ndarray, predictions: np.ndarray, positive: Any) -> n
     if isinstance(scores, np.ndarray) and scores.dtype.kind == "f" and positive is not None:
         return positive_probability_to_predicted(predictions, scores, positive)
     scores = np.asarray(scores, dtype=object)
-    if len(scores) and all(isinstance(s, (int, float, np.number)) or s is None
-                           for s in scores[:100]) and positive is not None:
+    present = [s for s in scores if s is not None][:100]
+    if present and all(isinstance(s, (int, float, np.number)) for s in present) and positive is not None:
         p = np.array([np.nan if s is None else float(s) for s in scores])
         return positive_probability_to_predicted(predictions, p, positive)
     return predicted_class_probability(list(predictions), list(scores), positive)

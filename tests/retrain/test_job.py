@@ -6,11 +6,15 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
-from detectors import DetectorConfig
-from retrain.job import RetrainJob
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+
+from detectors import DetectorConfig, ReferenceProfile
+from retrain.job import RetrainJob, reference_profile
 from retrain.model_store import ARTIFACT, PROFILE, FileModelStore
 from retrain.outcome import Trigger
-from retrain.preparation import clean, records_to_frame, split_at_change
+from retrain.preparation import PreparedData, clean, records_to_frame, split_at_change
 from schemas.settings import ModelSettings, RetrainSettings
 from tests.retrain.conftest import MODEL
 from tests.retrain.synthetic import labelled_records, regression_frame
@@ -105,3 +109,25 @@ def test_rejected_versions_are_pruned_after_every_decision(
         assert _run(store, model, RetrainSettings(), f"t-worse-{k}").outcome == "rejected"
     assert store.versions(MODEL) == ["1", "4", "5"]  # the two newest, and the current one
     assert store.current_version(MODEL) == "1"
+
+
+def test_a_promoted_classifier_with_a_score_column_keeps_its_accuracy_estimated_before_labels(tmp_path: Path) -> None:
+    """The promoted profile carries the new model's holdout probabilities, so CBPE goes on
+    after a promotion; without a score_column the profile has no estimator, as before."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 2))
+    frame = pd.DataFrame(x, columns=FEATURES).assign(actual=(rng.random(3000) < 1 / (1 + np.exp(-2 * x[:, 0]))) * 1)
+    prepared = PreparedData(frame.iloc[:2000], frame.iloc[2000:].reset_index(drop=True), FEATURES, "actual")
+    fitted = LogisticRegression().fit(prepared.train[FEATURES], prepared.train["actual"])
+    predictions = fitted.predict(prepared.holdout_features)
+    accuracy = float(np.mean(predictions == prepared.holdout["actual"]))
+
+    def profile(score_column: str | None) -> ReferenceProfile:
+        model = ModelSettings(reference_path=tmp_path / "unused.csv", task="classification", score_column=score_column)
+        return ReferenceProfile.from_bytes(
+            reference_profile(prepared, model, DetectorConfig(), fitted, predictions, {"accuracy": accuracy}))
+
+    estimator = profile("score").estimator
+    assert estimator["kind"] == "cbpe"
+    assert abs(estimator["reference_estimate"] - accuracy) < 0.03
+    assert profile(None).estimator is None
