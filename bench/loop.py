@@ -46,7 +46,9 @@ ORACLE_ROWS = 5_000
 CLASSIFICATION_POINTS = 0.02  # "within 2 points of the oracle's accuracy"
 TARGET_EVENTS = {"covariate": 5_000, "concept": 6_000, "covariate+concept": 6_000}
 MAX_PROMOTIONS_PER_CHANGE = 2
-ROLLBACK_SLACK_EVENTS = 500  # a bad promotion rolled back within watch_rows + this many events
+ROLLBACK_SLACK_EVENTS = 500
+LATE_LABEL_EVENTS = 5_000  # labels that many events after their prediction
+LATE_LABEL_POST = 16_000  # events after the change: the retrain waits for post-change labels  # a bad promotion rolled back within watch_rows + this many events
 
 
 def scenarios(quick: bool, stationary_minutes: float) -> list[Scenario]:
@@ -61,7 +63,16 @@ def scenarios(quick: bool, stationary_minutes: float) -> list[Scenario]:
         Scenario("bad_challenger", events=pre + 2 * post, covariate_shift_at=pre, rate=RATE,
                  train_command=(sys.executable, str(ROOT / "bench" / "bad_challenger.py"), "{data}", "{output}",
                                 "{target}", "{task}", "{work}/trainings")),
+        *late_label_scenarios(pre),
     ]
+
+
+def late_label_scenarios(pre: int) -> list[Scenario]:
+    """A covariate shift with labels LATE_LABEL_EVENTS late, without and with the
+    performance estimated before labels, on the same scored reference."""
+    late = {"events": pre + LATE_LABEL_POST, "covariate_shift_at": pre, "rate": RATE, "scored_reference": True,
+            "actual_delay_seconds": LATE_LABEL_EVENTS / RATE}
+    return [Scenario("late_labels", **late), Scenario("late_labels_estimated", **late, estimate=True)]
 
 
 def oracle_error(scenario: Scenario, phase: Phase) -> float:
@@ -261,7 +272,27 @@ def table(results: list[tuple[Scenario, Timeline]], rolled_back: dict[str, list[
             lines.append(f"| {scenario.name} | version {r.version} @ {r.promoted_at:,} | {r.rolled_back_at:,} | "
                          f"{r.labelled:,} / {r.labelled_own:,} | {r.champion_error:.3f} / {r.error_after:.3f} | "
                          f"{'met' if met else 'NOT met'} |")
-    return "\n".join(lines)
+    return "\n".join(lines + late_label_table(results))
+
+
+def late_label_table(results: list[tuple[Scenario, Timeline]]) -> list[str]:
+    """The late-label runs side by side: what the estimate changes."""
+    late = [(s, t) for s, t in results if s.actual_delay_seconds * s.rate >= LATE_LABEL_EVENTS]
+    if not late:
+        return []
+    lines = ["", f"| labels {LATE_LABEL_EVENTS:,} events late | estimate | detection delay | first trigger "
+             "| recovered (<= 1.2x oracle) | vs pre-change baseline | retrains | promotions |",
+             "|---|---|---|---|---|---|---|---|"]
+    for scenario, timeline in late:
+        change = changes(scenario, timeline)[0]
+        first = next((r.decision for at, r in timeline.triggers if _fired_at(r) >= change.onset), None)
+        fired = f"{first.severity} {'+'.join(first.trigger_types)}" if first else "-"
+        c = counts(scenario, timeline)
+        lines.append(f"| {scenario.name} | {'on' if scenario.estimate else 'off'} | "
+                     f"{'-' if change.delay is None else f'{change.delay:,} ev'} | {fired} | "
+                     f"{_events(change.recovered)} | {_events(change.recovered_vs_baseline)} | "
+                     f"{c['retrains']} | {c['promotions']} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

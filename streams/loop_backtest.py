@@ -454,13 +454,14 @@ class _DriftlineRun:
         self.pending = pending
 
     def _settle(self, stop: int, delivered: int, *, at_end: bool) -> None:
-        """Retrains the pending trigger once `post_trigger_rows` labels came after its
-        window or `post_trigger_wait_seconds` passed since it fired (`_settled_window`
+        """Retrains the pending trigger once `post_trigger_rows` labels of rows served
+        after it came past its window, or `post_trigger_wait_seconds` passed since it fired (`_settled_window`
         of the consumer), then admits the follow-up."""
         while self.pending is not None:
             pending = self.pending
             waited = (self.replay.time_at(stop - 1) - self.replay.time_at(pending.row)).total_seconds()
-            if delivered - 1 - pending.lab_end < self.wanted and waited < self.replay.retrain.post_trigger_wait_seconds:
+            if self._labels_after_trigger(pending, delivered) < self.wanted \
+                    and waited < self.replay.retrain.post_trigger_wait_seconds:
                 if at_end:
                     self.pending = None
                     self._skipped(pending, f"the file ended before {self.wanted} labelled rows followed the trigger",
@@ -481,6 +482,14 @@ class _DriftlineRun:
             self.pending, follow_up, self.follow_up = None, self.follow_up, None
             if follow_up is not None:
                 self._admit(follow_up, delivered)
+
+    def _labels_after_trigger(self, pending: _Pending, delivered: int) -> int:
+        """Labels delivered past the trigger's window of rows served at or after the one it
+        fired at (`_labels_after_trigger` of the consumer): a late label shows nothing of a
+        change that came after its prediction."""
+        since = int(self.stream.times.searchsorted(pending.event_time_end))  # the first row served then
+        first = max(pending.lab_end + 1, int(np.searchsorted(self.stream.labelled_rows, since)))
+        return max(0, delivered - first)
 
     def _rebaseline(self, stop: int, delivered: int) -> None:
         """The worker's re-baselining on a promotion: the promoted version's profile, the
