@@ -86,10 +86,8 @@ class Missing(SequentialSignal):
         self.rate._reset()
 
     def snapshot(self, last: dict[str, Any]) -> dict[str, dict[str, float]]:
-        share = last.get("missing_batch_share", np.zeros(len(self.columns)))
-        return {name: {"missing_share": float(share[j]),
-                       "missing_reference_share": float(self.reference[j])}
-                for j, name in enumerate(self.columns)}
+        return self.per_column(missing_share=last.get("missing_batch_share", 0.0),
+                               missing_reference_share=self.reference)
 
     def get_state(self) -> dict[str, Any]:
         return self.rate.get_state()

@@ -88,10 +88,7 @@ class Stuck(SequentialSignal):
         self.rate._reset()
 
     def snapshot(self, last: dict[str, Any]) -> dict[str, dict[str, float]]:
-        share = last.get("repeat_batch_share", np.zeros(len(self.columns)))
-        return {name: {"repeat_share": float(share[j]),
-                       "repeat_reference_share": float(self.reference[j])}
-                for j, name in enumerate(self.columns)}
+        return self.per_column(repeat_share=last.get("repeat_batch_share", 0.0), repeat_reference_share=self.reference)
 
     def get_state(self) -> dict[str, Any]:
         return {**self.rate.get_state(), "previous": self.previous.copy()}

@@ -105,8 +105,7 @@ class UnseenCategory(SequentialSignal):
         self.new = {c: {} for c in self.columns}
 
     def snapshot(self, last: dict[str, Any]) -> dict[str, dict[str, float]]:
-        share = last.get("unseen_batch_share", np.zeros(len(self.columns)))
-        return {name: {"unseen_share": float(share[j])} for j, name in enumerate(self.columns)}
+        return self.per_column(unseen_share=last.get("unseen_batch_share", 0.0))
 
     def get_state(self) -> dict[str, Any]:
         return {**self.rate.get_state(), "new_levels": {c: dict(v) for c, v in self.new.items()}}
