@@ -22,6 +22,7 @@ from retrain.models_cli import bootstrap
 from schemas.messages import ChangePoint, Decision, OffsetRange, RetrainRequest, TopicWindow, Window, encode
 from schemas.settings import KafkaSettings, ModelSettings, PostgresSettings, RetrainSettings, Settings
 from tests.retrain.synthetic import START, encoded, labelled_records, regression_frame
+from tests.retrain.trainers import MARKER_ENV, RELEASE_ENV
 
 MODEL = "m"
 DEADLINE_SECONDS = 60
@@ -244,3 +245,13 @@ def harness(
     h = Harness(unique_name, kafka_bootstrap, postgres_dsn, db_schema, store, training_csv, work)
     yield h
     h.stop_all()
+
+
+@pytest.fixture
+def training_gate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, Path]:
+    """For `tests.retrain.trainers:gated`: the file it creates when a training starts, and
+    the file whose creation lets the training finish."""
+    marker, release = tmp_path / "training-started", tmp_path / "release"
+    monkeypatch.setenv(MARKER_ENV, str(marker))
+    monkeypatch.setenv(RELEASE_ENV, str(release))
+    return marker, release

@@ -59,12 +59,17 @@ def _run(store: FileModelStore, model: ModelSettings, retrain: RetrainSettings, 
     return job.wait(poll_seconds=0.01)
 
 
+def _constant_challengers(store_template: Path, training_csv: Path, tmp_path: Path, keep_versions: int):
+    """A store whose version 1 serves, and a model whose retrains predict a constant."""
+    store = FileModelStore(tmp_path / "store", keep_versions=keep_versions)
+    shutil.copytree(store_template, store.root)
+    return store, ModelSettings(reference_path=training_csv, trainer="tests.retrain.trainers:constant")
+
+
 def test_a_worse_challenger_is_rejected_and_the_champion_still_serves(
     store_template: Path, training_csv: Path, tmp_path: Path
 ) -> None:
-    store = FileModelStore(tmp_path / "store", keep_versions=5)
-    shutil.copytree(store_template, store.root)
-    model = ModelSettings(reference_path=training_csv, trainer="tests.retrain.trainers:constant")
+    store, model = _constant_challengers(store_template, training_csv, tmp_path, keep_versions=5)
     outcome = _run(store, model, RetrainSettings(), "t-worse")
     assert (outcome.outcome, outcome.previous_version, outcome.new_version) == ("rejected", "1", "2")
     assert outcome.reason.startswith("rejected: rmse")
@@ -76,7 +81,6 @@ def test_a_champion_that_cannot_score_fails_the_retrain_unless_promotion_over_it
     store_template: Path, training_csv: Path, tmp_path: Path
 ) -> None:
     import joblib
-    import pandas as pd
     from sklearn.linear_model import LinearRegression
 
     store = FileModelStore(tmp_path / "store", keep_versions=5)
@@ -102,9 +106,7 @@ def test_a_champion_that_cannot_score_fails_the_retrain_unless_promotion_over_it
 def test_rejected_versions_are_pruned_after_every_decision(
     store_template: Path, training_csv: Path, tmp_path: Path
 ) -> None:
-    store = FileModelStore(tmp_path / "store", keep_versions=2)
-    shutil.copytree(store_template, store.root)
-    model = ModelSettings(reference_path=training_csv, trainer="tests.retrain.trainers:constant")
+    store, model = _constant_challengers(store_template, training_csv, tmp_path, keep_versions=2)
     for k in range(4):
         assert _run(store, model, RetrainSettings(), f"t-worse-{k}").outcome == "rejected"
     assert store.versions(MODEL) == ["1", "4", "5"]  # the two newest, and the current one

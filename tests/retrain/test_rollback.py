@@ -18,7 +18,6 @@ from schemas.messages import RetrainOutcome, decode
 from schemas.settings import MlflowSettings, Settings
 from tests.retrain.conftest import MODEL, Harness, wait_for
 from tests.retrain.test_models_cli import second_version
-from tests.retrain.trainers import MARKER_ENV, RELEASE_ENV
 
 pytestmark = pytest.mark.services
 
@@ -64,11 +63,9 @@ def test_a_promotion_regression_rolls_the_promoted_version_back(harness: Harness
 
 
 def test_a_rollback_does_not_wait_for_the_models_running_retrain(
-    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    harness: Harness, training_gate: tuple[Path, Path]
 ) -> None:
-    marker, release = tmp_path / "training-started", tmp_path / "release-training"
-    monkeypatch.setenv(MARKER_ENV, str(marker))
-    monkeypatch.setenv(RELEASE_ENV, str(release))
+    marker, release = training_gate
     settings = harness.settings(model={"trainer": "tests.retrain.trainers:gated"})
     store = open_model_store(settings)
     store.promote(MODEL, second_version(store))  # version 2 serves, over version 1
