@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..calibration import Calibration, cusum_lambda
 from .base import Checks, Context, FeatureBatch, SequentialSignal, per_column
-from ._rate import RateCUSUM, rate_threshold, upper_rate
+from ._rate import RateCUSUM
 
 UNSEEN_SHIFT = 0.02  # design share of values of unseen levels (the CUSUM's alternative)
 KEEP_LEVELS = 20  # new levels counted per column (the most frequent are kept)
@@ -46,9 +46,7 @@ class UnseenCategory(SequentialSignal):
 
     def calibrate(self, cal: Calibration) -> None:
         tau = per_column(cal.cat_tau, len(self.columns))
-        p0 = upper_rate(self.singletons, self.rows, tau)
-        p1 = np.minimum(p0 + UNSEEN_SHIFT, 0.99)
-        self.rate = RateCUSUM(p0, p1, rate_threshold(cal.arl_test, p0, p1, tau), tau)
+        self.rate = RateCUSUM.calibrated(self.singletons, self.rows, tau, UNSEEN_SHIFT, cal.arl_test)
         self.new = {c: {} for c in self.columns}
 
     @property
