@@ -52,9 +52,9 @@ from retrain.labelled_source import read_window
 from retrain.model_store import open_model_store
 from retrain.outcome import OutcomeRecord, Trigger, event_from_row
 from retrain.policy import PolicyDecision, Verdict, superseded
-from retrain.preparation import PreparedData
+from retrain.preparation import PREDICTION, PreparedData, records_to_frame
 from retrain.repository import RetrainEventRepository
-from retrain.rollback import is_regression, roll_back
+from retrain.rollback import LiveEvents, is_regression, roll_back
 from retrain.training_process import remove_stale_scratch
 from schemas.messages import (
     DeadLetter,
@@ -418,7 +418,8 @@ class Retrainer:
             # A rollback waits for nothing (neither the model's running retrain, which would
             # replace the bad version only later, nor a training slot); no retrain policy applies.
             if not self._republished(item):
-                self._outcome(item, roll_back(self.store, trigger, enabled=self.retrain.auto_rollback))
+                self._outcome(item, roll_back(self.store, trigger, enabled=self.retrain.auto_rollback,
+                                              live=self._live_events(item)))
             return
         if not item.admitted:
             if self._blocked(item) is not None:
@@ -509,6 +510,21 @@ class Retrainer:
         if not ranges:
             return window
         return msgspec.structs.replace(window, labelled=TopicWindow(topic=labelled_topic, ranges=ranges))
+
+    def _live_events(self, item: InFlight) -> LiveEvents | None:
+        """The promoted version's own labelled events in a regression trigger's window
+        (the ones its watch judged), for the rollback to score the replaced version on."""
+        window, trigger = item.request.window.labelled, item.trigger
+        if window is None or not self.retrain.auto_rollback:
+            return None
+        model = self.settings.models[trigger.model_id]
+        read = read_window(self.settings.kafka, window, trigger.model_id, f"{self.retrain.group_id}-readback",
+                           self.retrain.labelled_read_timeout_seconds)
+        served = [r for r in read.records if r.model_version == trigger.model_version]
+        columns = datasets.feature_columns(model, datasets.historical_frame(model))
+        frame = records_to_frame(served, columns, model.actual_column)
+        return LiveEvents(frame[columns], frame[PREDICTION].to_numpy(), frame[model.actual_column].to_numpy(),
+                          model.task)
 
     def _labels_after_trigger(
         self, item: InFlight, spans: dict[int, tuple[int, int]], ends: dict[int, int], since: dt.datetime | None

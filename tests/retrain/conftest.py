@@ -124,10 +124,13 @@ class Harness:
         returns their offset window."""
         return self.labelled_frame(regression_frame(rows, seed=seed, drifted=True), f"s{seed}-", model_id, start)
 
-    def labelled_frame(self, frame: Any, prefix: str, model_id: str = MODEL, start: dt.datetime = START) -> TopicWindow:
-        """Produces a frame's rows as labelled records (partition 0); returns their window."""
+    def labelled_frame(self, frame: Any, prefix: str, model_id: str = MODEL, start: dt.datetime = START,
+                       model_version: str = "1") -> TopicWindow:
+        """Produces a frame's rows as labelled records (partition 0) of predictions
+        `model_version` served; returns their window."""
         rows = len(frame)
-        self.produce(self.kafka.labelled_topic, encoded(labelled_records(model_id, frame, prefix=prefix, start=start)))
+        records = labelled_records(model_id, frame, prefix=prefix, start=start, model_version=model_version)
+        self.produce(self.kafka.labelled_topic, encoded(records))
         start, self.labelled_end = self.labelled_end + 1, self.labelled_end + rows
         return TopicWindow(
             topic=self.kafka.labelled_topic, ranges=[OffsetRange(partition=0, start=start, end=self.labelled_end)]
