@@ -30,6 +30,7 @@ import datetime as dt
 import math
 import sys
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +40,7 @@ from retrain.builtin_trainer import train
 from schemas.messages import LabelledRecord, decode
 from schemas.settings import KafkaSettings, RetrainSettings
 from streams.demo import ROOT, Scenario, Timeline, LoopRun, RECOVERY_FACTOR, WINDOW
-from streams.workload import Phase, Workload
+from streams.workload import Phase
 
 RATE = 500.0
 ORACLE_ROWS = 5_000
@@ -47,6 +48,7 @@ CLASSIFICATION_POINTS = 0.02  # "within 2 points of the oracle's accuracy"
 TARGET_EVENTS = {"covariate": 5_000, "concept": 6_000, "covariate+concept": 6_000}
 MAX_PROMOTIONS_PER_CHANGE = 2
 ROLLBACK_SLACK_EVENTS = 500
+HARMLESS_COLUMN = 4  # x4: the workload's target ignores it
 LATE_LABEL_EVENTS = 5_000  # labels that many events after their prediction
 LATE_LABEL_POST = 16_000  # events after the change: the retrain waits for post-change labels  # a bad promotion rolled back within watch_rows + this many events
 
@@ -64,7 +66,16 @@ def scenarios(quick: bool, stationary_minutes: float) -> list[Scenario]:
                  train_command=(sys.executable, str(ROOT / "bench" / "bad_challenger.py"), "{data}", "{output}",
                                 "{target}", "{task}", "{work}/trainings")),
         *late_label_scenarios(pre),
+        *harmless_scenarios(pre, post),
     ]
+
+
+def harmless_scenarios(pre: int, post: int) -> list[Scenario]:
+    """x4, a column the target ignores, moves 1.5 sd: drift that does no harm, without
+    and with the performance estimated before labels, on the same scored reference."""
+    harmless = {"events": pre + post, "covariate_shift_at": pre, "rate": RATE, "scored_reference": True,
+                "shifted_columns": (HARMLESS_COLUMN,)}
+    return [Scenario("harmless", **harmless), Scenario("harmless_estimated", **harmless, estimate=True)]
 
 
 def late_label_scenarios(pre: int) -> list[Scenario]:
@@ -77,7 +88,7 @@ def late_label_scenarios(pre: int) -> list[Scenario]:
 
 def oracle_error(scenario: Scenario, phase: Phase) -> float:
     """The windowed error an oracle reaches: trained on post-change rows only."""
-    workload = Workload(task=scenario.task, seed=scenario.seed)
+    workload = scenario.workload
     fitted = train(workload.frame(ORACLE_ROWS, phase, seed=1001), "actual", task=scenario.task, seed=0)
     fresh = workload.frame(ORACLE_ROWS, phase, seed=1002)
     predicted = fitted.predict(fresh.drop(columns=["actual"]))
@@ -272,7 +283,7 @@ def table(results: list[tuple[Scenario, Timeline]], rolled_back: dict[str, list[
             lines.append(f"| {scenario.name} | version {r.version} @ {r.promoted_at:,} | {r.rolled_back_at:,} | "
                          f"{r.labelled:,} / {r.labelled_own:,} | {r.champion_error:.3f} / {r.error_after:.3f} | "
                          f"{'met' if met else 'NOT met'} |")
-    return "\n".join(lines + late_label_table(results))
+    return "\n".join(lines + late_label_table(results) + harmless_table(results))
 
 
 def late_label_table(results: list[tuple[Scenario, Timeline]]) -> list[str]:
@@ -292,6 +303,25 @@ def late_label_table(results: list[tuple[Scenario, Timeline]]) -> list[str]:
                      f"{'-' if change.delay is None else f'{change.delay:,} ev'} | {fired} | "
                      f"{_events(change.recovered)} | {_events(change.recovered_vs_baseline)} | "
                      f"{c['retrains']} | {c['promotions']} |")
+    return lines
+
+
+def harmless_table(results: list[tuple[Scenario, Timeline]]) -> list[str]:
+    """The harmless-drift runs side by side: with the estimate, no retrain (the target)."""
+    harmless = [(s, t) for s, t in results if s.shifted_columns == (HARMLESS_COLUMN,)]
+    if not harmless:
+        return []
+    lines = ["", "| harmless drift (x4, unused, moves 1.5 sd) | estimate | triggers by severity | retrains "
+             "| error before / at the end | target |", "|---|---|---|---|---|---|"]
+    for scenario, timeline in harmless:
+        severities = Counter(r.decision.severity for _, r in timeline.triggers)
+        by_severity = ", ".join(f"{n} {s}" for s, n in sorted(severities.items())) or "none"
+        retrains = counts(scenario, timeline)["retrains"]
+        onset = scenario.onsets[0][0]
+        target = ("met" if retrains == 0 and set(severities) <= {"LOW"} else "NOT met") if scenario.estimate \
+            else "- (no estimate: the design's rule)"
+        lines.append(f"| {scenario.name} | {'on' if scenario.estimate else 'off'} | {by_severity} | {retrains} | "
+                     f"{timeline.error_at(onset):.3f} / {timeline.error_at(scenario.events):.3f} | {target} |")
     return lines
 
 

@@ -73,6 +73,11 @@ class Scenario:
     # predictions, and a classifier's scores (True), as a team profiles a model it serves.
     scored_reference: bool = False
     estimate: bool = False  # the performance estimated before labels (DLE; CBPE needs scored_reference)
+    shifted_columns: tuple[int, ...] = (0, 1)  # what the covariate shift moves (streams.workload)
+
+    @property
+    def workload(self) -> Workload:
+        return Workload(task=self.task, seed=self.seed, shifted=self.shifted_columns)
 
     @property
     def schedule(self) -> Schedule:
@@ -136,7 +141,7 @@ class LoopRun:
     def write_config(self) -> Path:
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
-        training = Workload(task=self.scenario.task, seed=self.scenario.seed).frame(REFERENCE_ROWS)
+        training = self.scenario.workload.frame(REFERENCE_ROWS)
         training.to_csv(self.work / "training.csv", index=False)
         training.to_csv(self.work / "reference.csv", index=False)  # scored_reference: replaced once version 1 exists
         train_command = [part.replace("{work}", str(self.work)) for part in self.scenario.train_command]
@@ -199,7 +204,7 @@ task = "{self.scenario.task}"
 
         store = open_model_store(settings)
         served = store.load_model(self.model, store.current_version(self.model))
-        frame = Workload(task=self.scenario.task, seed=self.scenario.seed).frame(REFERENCE_ROWS, seed=SCORED_SEED)
+        frame = self.scenario.workload.frame(REFERENCE_ROWS, seed=SCORED_SEED)
         features = frame[list(FEATURES)]
         frame["prediction"] = served.predict(features)
         if self.scenario.task == "classification":
@@ -230,7 +235,7 @@ task = "{self.scenario.task}"
             self.write_scored_reference(settings)
         worker, retrainer = self.start("worker", config), self.start("retrainer", config)
         began = time.monotonic()
-        simulator = InferenceSimulator(settings, self.model, Workload(task=self.scenario.task, seed=self.scenario.seed),
+        simulator = InferenceSimulator(settings, self.model, self.scenario.workload,
                                        self.scenario.schedule)
         stop_watching = threading.Event()
         watcher = threading.Thread(target=self._watch, args=(simulator.progress, stop_watching, on_trigger, on_outcome),
