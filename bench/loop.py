@@ -15,8 +15,10 @@ one table. For each change it reports:
   worker's largest input lag while a retrain ran.
 `bad_challenger` retrains with bench/bad_challenger.py, whose first retrained model beats
 the champion on the holdout and serves worse: the monitor's watch of that promotion must
-roll it back within `retrain.watch_rows` + 500 labelled events (the labelled topic's
-records between the two outcomes), the error then back within 1.2x of the old champion's;
+roll it back within `retrain.watch_rows` + 500 of its own labelled events (the labelled
+topic's records between the two outcomes of predictions the bad version served: the watch
+judges only those, and the replaced version's late labels come first; the table shows all
+records too), the error then back within 1.2x of the old champion's;
 every other scenario must roll nothing back.
 A classifier's error is its error rate; "recovered" is then within 2 points of the oracle.
 """
@@ -28,22 +30,27 @@ import datetime as dt
 import math
 import sys
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
 from retrain.builtin_trainer import train
+from schemas.messages import LabelledRecord, decode
 from schemas.settings import KafkaSettings, RetrainSettings
 from streams.demo import ROOT, Scenario, Timeline, LoopRun, RECOVERY_FACTOR, WINDOW
-from streams.workload import Phase, Workload
+from streams.workload import Phase
 
 RATE = 500.0
 ORACLE_ROWS = 5_000
 CLASSIFICATION_POINTS = 0.02  # "within 2 points of the oracle's accuracy"
 TARGET_EVENTS = {"covariate": 5_000, "concept": 6_000, "covariate+concept": 6_000}
 MAX_PROMOTIONS_PER_CHANGE = 2
-ROLLBACK_SLACK_EVENTS = 500  # a bad promotion rolled back within watch_rows + this many events
+ROLLBACK_SLACK_EVENTS = 500
+HARMLESS_COLUMN = 4  # x4: the workload's target ignores it
+LATE_LABEL_EVENTS = 5_000  # labels that many events after their prediction
+LATE_LABEL_POST = 16_000  # events after the change: the retrain waits for post-change labels  # a bad promotion rolled back within watch_rows + this many events
 
 
 def scenarios(quick: bool, stationary_minutes: float) -> list[Scenario]:
@@ -58,12 +65,30 @@ def scenarios(quick: bool, stationary_minutes: float) -> list[Scenario]:
         Scenario("bad_challenger", events=pre + 2 * post, covariate_shift_at=pre, rate=RATE,
                  train_command=(sys.executable, str(ROOT / "bench" / "bad_challenger.py"), "{data}", "{output}",
                                 "{target}", "{task}", "{work}/trainings")),
+        *late_label_scenarios(pre),
+        *harmless_scenarios(pre, post),
     ]
+
+
+def harmless_scenarios(pre: int, post: int) -> list[Scenario]:
+    """x4, a column the target ignores, moves 1.5 sd: drift that does no harm, without
+    and with the performance estimated before labels, on the same scored reference."""
+    harmless = {"events": pre + post, "covariate_shift_at": pre, "rate": RATE, "scored_reference": True,
+                "shifted_columns": (HARMLESS_COLUMN,)}
+    return [Scenario("harmless", **harmless), Scenario("harmless_estimated", **harmless, estimate=True)]
+
+
+def late_label_scenarios(pre: int) -> list[Scenario]:
+    """A covariate shift with labels LATE_LABEL_EVENTS late, without and with the
+    performance estimated before labels, on the same scored reference."""
+    late = {"events": pre + LATE_LABEL_POST, "covariate_shift_at": pre, "rate": RATE, "scored_reference": True,
+            "actual_delay_seconds": LATE_LABEL_EVENTS / RATE}
+    return [Scenario("late_labels", **late), Scenario("late_labels_estimated", **late, estimate=True)]
 
 
 def oracle_error(scenario: Scenario, phase: Phase) -> float:
     """The windowed error an oracle reaches: trained on post-change rows only."""
-    workload = Workload(task=scenario.task, seed=scenario.seed)
+    workload = scenario.workload
     fitted = train(workload.frame(ORACLE_ROWS, phase, seed=1001), "actual", task=scenario.task, seed=0)
     fresh = workload.frame(ORACLE_ROWS, phase, seed=1002)
     predicted = fitted.predict(fresh.drop(columns=["actual"]))
@@ -147,12 +172,13 @@ class Rollback:
     promoted_at: int  # simulator events when the promotion, then its rollback, were seen
     rolled_back_at: int
     labelled: int  # labelled records the join produced from the promotion to the rollback
+    labelled_own: int  # of those, the promoted version's (what its watch judges)
     champion_error: float  # the old champion's windowed error when the bad version was promoted
     error_after: float  # once the window is wholly served by the restored version
 
     @property
     def target_met(self) -> bool:
-        return (self.labelled <= RetrainSettings().watch_rows + ROLLBACK_SLACK_EVENTS
+        return (self.labelled_own <= RetrainSettings().watch_rows + ROLLBACK_SLACK_EVENTS
                 and self.error_after <= RECOVERY_FACTOR * self.champion_error)
 
 
@@ -166,27 +192,53 @@ def rollbacks(timeline: Timeline, kafka: KafkaSettings) -> list[Rollback]:
         # the simulated service follows the champion at its next request batch
         served = next((t.events for t in timeline.ticks if t.events >= at and t.version == o.new_version), None)
         after = math.nan if served is None else timeline.error_at(served + WINDOW)
-        labelled = labelled_between(kafka, promotion.completed_at, o.completed_at)
-        found.append(Rollback(o.previous_version, promoted_at, at, labelled, timeline.error_at(promoted_at), after))
+        labelled, own = labelled_between(kafka, promotion.completed_at, o.completed_at, o.previous_version)
+        found.append(Rollback(o.previous_version, promoted_at, at, labelled, own, timeline.error_at(promoted_at),
+                              after))
     return found
 
 
-def labelled_between(kafka: KafkaSettings, start: dt.datetime, end: dt.datetime) -> int:
-    """Records appended to the labelled topic between two moments (their broker timestamps)."""
-    consumer = Consumer({**kafka.client_config(), "group.id": f"bench-loop-{uuid.uuid4().hex}"})
+def labelled_between(kafka: KafkaSettings, start: dt.datetime, end: dt.datetime, version: str) -> tuple[int, int]:
+    """Records appended to the labelled topic between two moments (their broker
+    timestamps): all of them, and those of predictions `version` served. The watch judges
+    the promoted version on its own labelled events; the replaced version's late labels
+    come first."""
+    consumer = Consumer({**kafka.client_config(), "group.id": f"bench-loop-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
     try:
         topic = kafka.labelled_topic
         partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
 
-        def offsets(moment: dt.datetime) -> list[int]:
+        def offsets(moment: dt.datetime) -> list[TopicPartition]:
             asked = [TopicPartition(topic, p, int(moment.timestamp() * 1000)) for p in partitions]
             found = consumer.offsets_for_times(asked, timeout=30)
-            return [tp.offset if tp.offset >= 0 else consumer.get_watermark_offsets(tp, timeout=30)[1]
-                    for tp in found]
+            return [TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else
+                                   consumer.get_watermark_offsets(tp, timeout=30)[1]) for tp in found]
 
-        return sum(b - a for a, b in zip(offsets(start), offsets(end)))
+        starts, ends = offsets(start), offsets(end)
+        total = sum(b.offset - a.offset for a, b in zip(starts, ends))
+        return total, _records_of_version(consumer, starts, ends, version)
     finally:
         consumer.close()
+
+
+def _records_of_version(consumer: Consumer, starts: list[TopicPartition], ends: list[TopicPartition],
+                        version: str) -> int:
+    remaining = {tp.partition: end.offset for tp, end in zip(starts, ends) if end.offset > tp.offset}
+    consumer.assign([tp for tp in starts if tp.partition in remaining])
+    count = 0
+    while remaining:
+        messages = consumer.consume(500, timeout=10)
+        if not messages:
+            raise RuntimeError(f"the labelled topic ended before offsets {remaining}")
+        for message in messages:
+            if message.error() or message.partition() not in remaining \
+                    or message.offset() >= remaining[message.partition()]:
+                continue
+            count += decode(LabelledRecord, message.value()).model_version == version
+            if message.offset() + 1 >= remaining[message.partition()]:
+                del remaining[message.partition()]
+    return count
 
 
 def _events(value: tuple[int, float] | None) -> str:
@@ -218,8 +270,8 @@ def table(results: list[tuple[Scenario, Timeline]], rolled_back: dict[str, list[
         lines.append(f"| {scenario.name} | {c['triggers']} | {c['retrains']} | {c['promotions']} | "
                      f"{c['rejected/failed']} | {c['skipped']} | {c['rollbacks']} | {c['stationary retrains']} | "
                      f"{c['max lag in retrains']:,} | {timeline.seconds:.0f} s |")
-    lines += ["", "| scenario | bad version promoted at | rolled back at | labelled events between | error: old "
-              "champion / after the rollback | target |", "|---|---|---|---|---|---|"]
+    lines += ["", "| scenario | bad version promoted at | rolled back at | labelled events between: all / the bad "
+              "version's | error: old champion / after the rollback | target |", "|---|---|---|---|---|---|"]
     for scenario, timeline in results:
         found = rolled_back[scenario.name]
         expected = bool(scenario.train_command)
@@ -229,9 +281,48 @@ def table(results: list[tuple[Scenario, Timeline]], rolled_back: dict[str, list[
         for r in found:
             met = expected and r.target_met and len(found) == 1
             lines.append(f"| {scenario.name} | version {r.version} @ {r.promoted_at:,} | {r.rolled_back_at:,} | "
-                         f"{r.labelled:,} | {r.champion_error:.3f} / {r.error_after:.3f} | "
+                         f"{r.labelled:,} / {r.labelled_own:,} | {r.champion_error:.3f} / {r.error_after:.3f} | "
                          f"{'met' if met else 'NOT met'} |")
-    return "\n".join(lines)
+    return "\n".join(lines + late_label_table(results) + harmless_table(results))
+
+
+def late_label_table(results: list[tuple[Scenario, Timeline]]) -> list[str]:
+    """The late-label runs side by side: what the estimate changes."""
+    late = [(s, t) for s, t in results if s.actual_delay_seconds * s.rate >= LATE_LABEL_EVENTS]
+    if not late:
+        return []
+    lines = ["", f"| labels {LATE_LABEL_EVENTS:,} events late | estimate | detection delay | first trigger "
+             "| recovered (<= 1.2x oracle) | vs pre-change baseline | retrains | promotions |",
+             "|---|---|---|---|---|---|---|---|"]
+    for scenario, timeline in late:
+        change = changes(scenario, timeline)[0]
+        first = next((r.decision for at, r in timeline.triggers if _fired_at(r) >= change.onset), None)
+        fired = f"{first.severity} {'+'.join(first.trigger_types)}" if first else "-"
+        c = counts(scenario, timeline)
+        lines.append(f"| {scenario.name} | {'on' if scenario.estimate else 'off'} | "
+                     f"{'-' if change.delay is None else f'{change.delay:,} ev'} | {fired} | "
+                     f"{_events(change.recovered)} | {_events(change.recovered_vs_baseline)} | "
+                     f"{c['retrains']} | {c['promotions']} |")
+    return lines
+
+
+def harmless_table(results: list[tuple[Scenario, Timeline]]) -> list[str]:
+    """The harmless-drift runs side by side: with the estimate, no retrain (the target)."""
+    harmless = [(s, t) for s, t in results if s.shifted_columns == (HARMLESS_COLUMN,)]
+    if not harmless:
+        return []
+    lines = ["", "| harmless drift (x4, unused, moves 1.5 sd) | estimate | triggers by severity | retrains "
+             "| error before / at the end | target |", "|---|---|---|---|---|---|"]
+    for scenario, timeline in harmless:
+        severities = Counter(r.decision.severity for _, r in timeline.triggers)
+        by_severity = ", ".join(f"{n} {s}" for s, n in sorted(severities.items())) or "none"
+        retrains = counts(scenario, timeline)["retrains"]
+        onset = scenario.onsets[0][0]
+        target = ("met" if retrains == 0 and set(severities) <= {"LOW"} else "NOT met") if scenario.estimate \
+            else "- (no estimate: the design's rule)"
+        lines.append(f"| {scenario.name} | {'on' if scenario.estimate else 'off'} | {by_severity} | {retrains} | "
+                     f"{timeline.error_at(onset):.3f} / {timeline.error_at(scenario.events):.3f} | {target} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,7 @@ FIT_PARAMS = {"max_iter": 60, "max_leaf_nodes": 15, "learning_rate": 0.1,
               "min_samples_leaf": 40, "early_stopping": False}
 MAX_FIT_ROWS = 50_000  # the last rows of a longer reference (fitting stays a few seconds)
 HOLDOUT_SHARE = 0.3  # the reference's newest rows, kept out of the fit: the test's baseline
+MIN_FIT_ROWS = 400  # labelled reference rows: 280 to fit on, 120 held out
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,9 @@ def fit_loss_model(x: np.ndarray, abs_error: np.ndarray, seed: int = 0,
 
     x = np.asarray(x, dtype=np.float64)[-MAX_FIT_ROWS:]
     y = np.asarray(abs_error, dtype=np.float64)[-MAX_FIT_ROWS:]
+    if len(y) < MIN_FIT_ROWS:
+        raise DetectorError(f"a loss model needs at least {MIN_FIT_ROWS} labelled reference rows, got {len(y)}")
     cut = int(round(len(y) * (1.0 - holdout)))
-    if cut < 200 or len(y) - cut < 100:
-        raise DetectorError(f"a loss model needs at least 300 labelled reference rows, got {len(y)}")
     # one thread: the trees are small, and OpenMP threads on a busy machine cost far
     # more than they save (measured: 40 s instead of 1 s on 2 shared cores)
     with threadpool_limits(1):

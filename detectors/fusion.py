@@ -134,8 +134,8 @@ def impact_severity(signals: list[dict[str, Any]], impact: dict[str, Any],
     """
     names = [s["signal"] for s in signals]
     strengths = [float(s["strength"]) for s in signals]
-    how = (f"estimated {impact['metric']} {impact['estimate']:.4g} against "
-           f"{impact['reference']:.4g} on the reference")
+    how = (f"estimated {impact['metric']} {impact['estimate']:.4g} over the last {impact['events']} events "
+           f"against {impact['reference']:.4g} on the reference")
     if impact["harmful"]:
         return severity_of(strengths + [float(impact["strength"])], config,
                            names + ["estimated_performance"]), f"harmful expected impact: {how}"

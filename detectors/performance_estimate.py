@@ -28,7 +28,7 @@ import numpy as np
 from . import dependence as dep
 from .cbpe import CalibrationMap, positive_class, positive_probability_to_predicted, \
     predicted_class_probability
-from .dle import LossModel, fit_loss_model
+from .dle import MIN_FIT_ROWS, LossModel, fit_loss_model
 from .errors import DetectorError
 from .prediction_error import prediction_errors
 
@@ -41,15 +41,18 @@ def build(frame, numeric: list[str], prediction_column: str, actual_column: str,
           ordered: bool) -> dict[str, Any] | None:
     """The profile's ``estimator`` record, or None when the model has no estimator:
     CBPE for a classifier whose reference has ``score_column``; DLE for a regression
-    model when ``config.loss_estimator``. ``ordered``: the frame's rows are in time
-    order (the errors' dependence is estimated from them)."""
+    model when ``config.loss_estimator`` and the frame has at least ``MIN_FIT_ROWS``
+    labelled rows (a retrained model's profile has labels on its holdout only, often
+    fewer: it then has no estimate, and severity follows the design's rule).
+    ``ordered``: the frame's rows are in time order (the errors' dependence is
+    estimated from them)."""
     pred = frame[prediction_column].to_numpy()
     act = frame[actual_column].to_numpy()
     ok = np.array([p is not None and a is not None for p, a in zip(pred, act)]) \
         & ~_isna(pred) & ~_isna(act)
     if task == "classification" and score_column:
         return _build_cbpe(frame, pred, act, ok, score_column, config, rng, ordered)
-    if task == "regression" and config.loss_estimator:
+    if task == "regression" and config.loss_estimator and ok.sum() >= MIN_FIT_ROWS:
         return _build_dle(frame, numeric, pred, act, ok, config, rng, ordered)
     return None
 
@@ -111,8 +114,8 @@ def scores_to_q(scores: np.ndarray, predictions: np.ndarray, positive: Any) -> n
     if isinstance(scores, np.ndarray) and scores.dtype.kind == "f" and positive is not None:
         return positive_probability_to_predicted(predictions, scores, positive)
     scores = np.asarray(scores, dtype=object)
-    if len(scores) and all(isinstance(s, (int, float, np.number)) or s is None
-                           for s in scores[:100]) and positive is not None:
+    present = [s for s in scores if s is not None][:100]
+    if present and all(isinstance(s, (int, float, np.number)) for s in present) and positive is not None:
         p = np.array([np.nan if s is None else float(s) for s in scores])
         return positive_probability_to_predicted(predictions, p, positive)
     return predicted_class_probability(list(predictions), list(scores), positive)

@@ -33,6 +33,7 @@ process itself is given up the same way after `max_attempts` starts.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import threading
 import time
@@ -47,12 +48,13 @@ from retrain import datasets, metrics
 from retrain.backoff import Backoff, RetryClock
 from retrain.errors import RetrainError
 from retrain.job import RetrainJob
+from retrain.labelled_source import read_window
 from retrain.model_store import open_model_store
 from retrain.outcome import OutcomeRecord, Trigger, event_from_row
 from retrain.policy import PolicyDecision, Verdict, superseded
-from retrain.preparation import PreparedData
+from retrain.preparation import PREDICTION, PreparedData, records_to_frame
 from retrain.repository import RetrainEventRepository
-from retrain.rollback import is_regression, roll_back
+from retrain.rollback import LiveEvents, is_regression, roll_back
 from retrain.training_process import remove_stale_scratch
 from schemas.messages import (
     DeadLetter,
@@ -105,6 +107,10 @@ class InFlight:
     given_up: bool = False
     start_counted: bool = False  # in retrain_trigger_starts, by this process
     labelled_from: dict[int, int] | None = None  # a features-only trigger: labelled offsets it starts at
+    # the labelled records past the trigger's window read so far (last offset per
+    # partition), and how many of them are of predictions made after the trigger
+    labels_read_to: dict[int, int] = field(default_factory=dict)
+    labels_after_trigger: int = 0
     attempts: int = 0  # failed attempts at a stage, other than PostgreSQL or Kafka outages
     received: float = field(default_factory=time.monotonic)
     started: float = field(default_factory=time.monotonic)
@@ -414,7 +420,8 @@ class Retrainer:
             # A rollback waits for nothing (neither the model's running retrain, which would
             # replace the bad version only later, nor a training slot); no retrain policy applies.
             if not self._republished(item):
-                self._outcome(item, roll_back(self.store, trigger, enabled=self.retrain.auto_rollback))
+                self._outcome(item, roll_back(self.store, trigger, enabled=self.retrain.auto_rollback,
+                                              live=self._live_events(item)))
             return
         if not item.admitted:
             if self._blocked(item) is not None:
@@ -487,7 +494,7 @@ class Retrainer:
             partition: max(end, self._high_watermark(labelled_topic, partition) - 1)
             for partition, (_, end) in spans.items()
         }
-        arrived = sum(ends[partition] - end for partition, (_, end) in spans.items())
+        arrived = self._labels_after_trigger(item, spans, ends, window.event_time_end)
         waited = time.monotonic() - item.received
         if arrived < wanted and waited < self.retrain.post_trigger_wait_seconds:
             item.waiting = True  # for the evidence after the change
@@ -505,6 +512,43 @@ class Retrainer:
         if not ranges:
             return window
         return msgspec.structs.replace(window, labelled=TopicWindow(topic=labelled_topic, ranges=ranges))
+
+    def _live_events(self, item: InFlight) -> LiveEvents | None:
+        """The promoted version's own labelled events in a regression trigger's window
+        (the ones its watch judged), for the rollback to score the replaced version on."""
+        window, trigger = item.request.window.labelled, item.trigger
+        if window is None or not self.retrain.auto_rollback:
+            return None
+        model = self.settings.models[trigger.model_id]
+        read = read_window(self.settings.kafka, window, trigger.model_id, f"{self.retrain.group_id}-readback",
+                           self.retrain.labelled_read_timeout_seconds)
+        served = [r for r in read.records if r.model_version == trigger.model_version]
+        columns = datasets.feature_columns(model, datasets.historical_frame(model))
+        frame = records_to_frame(served, columns, model.actual_column)
+        return LiveEvents(frame[columns], frame[PREDICTION].to_numpy(), frame[model.actual_column].to_numpy(),
+                          model.task)
+
+    def _labels_after_trigger(
+        self, item: InFlight, spans: dict[int, tuple[int, int]], ends: dict[int, int], since: dt.datetime | None
+    ) -> int:
+        """The model's labelled records past the trigger's window whose prediction was made
+        at or after `since` (the window's last event). Labels can come long after their
+        prediction: the records produced after a trigger may all be of predictions made
+        before it, which show nothing of the change. Without `since`, every record counts."""
+        if since is None:
+            return sum(ends[partition] - end for partition, (_, end) in spans.items())
+        unread = [
+            OffsetRange(partition=partition, start=item.labels_read_to.get(partition, end) + 1, end=ends[partition])
+            for partition, (_, end) in spans.items()
+            if ends[partition] > item.labels_read_to.get(partition, end)
+        ]
+        if unread:
+            read = read_window(self.settings.kafka, TopicWindow(topic=self.settings.kafka.labelled_topic, ranges=unread),
+                               item.trigger.model_id, f"{self.retrain.group_id}-readback",
+                               self.retrain.labelled_read_timeout_seconds)
+            item.labels_after_trigger += sum(record.timestamp >= since for record in read.records)
+            item.labels_read_to.update({r.partition: r.end for r in unread})
+        return item.labels_after_trigger
 
     def _start(self, item: InFlight) -> None:
         """Reads the trigger's data and starts its training, once its window is settled;

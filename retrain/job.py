@@ -40,15 +40,22 @@ def reference_profile(
     prepared: PreparedData,
     model: ModelSettings,
     config: DetectorConfig,
+    new_model: Any,
     holdout_predictions: Any,
     metrics: dict[str, float],
 ) -> bytes:
     """The monitor's new reference: the recent data the new model was trained for
     (`PreparedData.profile_rows` and the holdout), with its errors and baseline taken from
-    the holdout only (in-sample errors flatter a model)."""
+    the holdout only (in-sample errors flatter a model). A classifier configured with a
+    `score_column` gets the new model's class probabilities on the holdout there, so the
+    monitor keeps estimating its accuracy before labels (CBPE) after a promotion."""
     recent = prepared.profile_rows if prepared.profile_rows is not None else prepared.train
-    holdout = prepared.holdout.assign(**{model.prediction_column: list(holdout_predictions)})
-    frame = pd.concat([recent.assign(**{model.prediction_column: None}), holdout], ignore_index=True)
+    outputs = {model.prediction_column: list(holdout_predictions)}
+    scores = holdout_scores(model, new_model, prepared.holdout_features)
+    if scores is not None:
+        outputs[model.score_column] = scores
+    holdout = prepared.holdout.assign(**outputs)
+    frame = pd.concat([recent.assign(**{column: None for column in outputs}), holdout], ignore_index=True)
     profile = ReferenceProfile.from_frame(
         frame.rename(columns={prepared.target: model.actual_column}),
         feature_columns=prepared.feature_columns,
@@ -56,8 +63,18 @@ def reference_profile(
         actual_column=model.actual_column,
         baseline=metrics,
         config=config,
+        score_column=model.score_column if scores is not None else None,
     )
     return profile.to_bytes()
+
+
+def holdout_scores(model: ModelSettings, new_model: Any, features: pd.DataFrame) -> list[dict[str, float]] | None:
+    """Each holdout row's probability per class (classes as text, as on the wire), or
+    None when the model is no classifier with a `score_column` or gives no probabilities."""
+    if model.task != "classification" or not model.score_column or not hasattr(new_model, "predict_proba"):
+        return None
+    names = [str(c) for c in new_model.classes_]
+    return [dict(zip(names, map(float, row))) for row in new_model.predict_proba(features)]
 
 
 class FittedModels:
@@ -234,7 +251,8 @@ class RetrainJob:
             self.store.write_profile(
                 self.model_id,
                 version,
-                reference_profile(self.prepared, self.model, self.detector_config, predictions, new_metrics),
+                reference_profile(self.prepared, self.model, self.detector_config, new_model, predictions,
+                                  new_metrics),
             )
         except Exception as exc:  # a model that cannot score or be profiled is a failed retrain
             reason = f"validation of version {version} failed: {type(exc).__name__}: {exc}"

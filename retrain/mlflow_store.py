@@ -35,7 +35,7 @@ from mlflow.exceptions import MlflowException
 
 from retrain.errors import ModelStoreError
 from retrain.launch import sha256_of
-from retrain.model_store import ARTIFACT, PROFILE, SAFE_NAME, ModelStore
+from retrain.model_store import ARTIFACT, PROFILE, SAFE_NAME, ModelStore, version_record
 from schemas.logs import get_logger
 from schemas.settings import MlflowSettings
 
@@ -198,14 +198,8 @@ class MlflowModelStore(ModelStore):
             self.client.log_artifact(run_id, str(staging / ARTIFACT), MODEL_PATH)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        record = {
-            **metadata,
-            "artifact_sha256": stored,
-            "model_id": model_id,
-            "run_id": run_id,
-            "parent_version": self.current_version(model_id),
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        }
+        record = version_record(metadata, model_id=model_id, sha256=stored,
+                                parent_version=self.current_version(model_id), run_id=run_id)
         # The tags come with the version in one registry call: a version is never without
         # its trigger_id, so a redelivered trigger always finds it.
         created = self.client.create_model_version(

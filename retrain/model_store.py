@@ -151,6 +151,15 @@ def open_model_store(settings: Settings, root: Path | None = None) -> ModelStore
     return FileModelStore(root or settings.model_store_path, settings.retrain.keep_versions)
 
 
+def version_record(metadata: dict[str, Any], *, model_id: str, sha256: str, parent_version: str | None,
+                   **identity: str) -> dict[str, Any]:
+    """A new version's metadata as every store keeps it: the caller's (trigger, training
+    window...), the artifact's digest, where it comes from, and the store's own
+    identifiers (`identity`: the version, or a tracking run)."""
+    return {**metadata, "artifact_sha256": sha256, "model_id": model_id, **identity,
+            "parent_version": parent_version, "created_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     with open(temporary, "wb") as handle:
@@ -243,14 +252,8 @@ class FileModelStore(ModelStore):
                 )
             while True:
                 version = str(int((self.versions(model_id) or ["0"])[-1]) + 1)
-                record = {
-                    **metadata,
-                    "artifact_sha256": stored,
-                    "model_id": model_id,
-                    "version": version,
-                    "parent_version": self.current_version(model_id),
-                    "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-                }
+                record = version_record(metadata, model_id=model_id, sha256=stored,
+                                        parent_version=self.current_version(model_id), version=version)
                 (staging / METADATA).write_text(json.dumps(record, indent=2, sort_keys=True))
                 try:
                     # rename() onto an existing non-empty folder fails: another writer won.

@@ -194,11 +194,13 @@ class RetrainSettings(_Section):
     holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
     labelled_read_timeout_seconds: float = Field(default=30.0, gt=0)
     # Evidence after the change: before training, wait until the labelled topic holds this
-    # many records past the trigger's window (at most post_trigger_wait_seconds), and
-    # train on the window extended to them. A trigger fires within tens of events of a
-    # change, so its window alone is nearly all pre-change data. A trigger of the features
-    # alone (no labelled window) waits for as many labelled records after it, in its
-    # partitions. 0: the window as is.
+    # many records past the trigger's window of predictions made at or after its last
+    # event (at most post_trigger_wait_seconds), and train on the window extended to
+    # them. A trigger fires within tens of events of a change, so its window alone is
+    # nearly all pre-change data; and labels come late, so the records produced after a
+    # trigger may all be of predictions made before it. A trigger of the features alone
+    # (no labelled window) counts the labelled records after it, in its partitions.
+    # 0: the window as is.
     post_trigger_rows: int = Field(default=500, ge=0)
     post_trigger_wait_seconds: float = Field(default=300.0, ge=0)
     # A change of concept makes the history wrong (the same inputs now have other

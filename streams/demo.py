@@ -39,7 +39,7 @@ from schemas.migrate import apply_migrations
 from schemas.settings import CONFIG_ENV_VAR, Settings
 from streams.simulate import InferenceSimulator, Progress, Schedule
 from streams.topics import ensure_monitor_topics
-from streams.workload import Task, Workload
+from streams.workload import FEATURES, Task, Workload
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW = 1000  # events of the served model's windowed error
@@ -47,6 +47,9 @@ RECOVERY_FACTOR = 1.2  # "recovered": windowed error within this factor of the y
 STATUS_EVERY_EVENTS = 2_500
 SETTLE_SECONDS = 60  # after the last event, for the last retrain to finish
 TICKS_PER_LAG_SAMPLE = 5
+REFERENCE_ROWS = 4000
+SCORED_SEED = 4242  # the scored reference's rows: not the training rows
+SCORE_COLUMN = "score"
 
 
 def say(text: str = "") -> None:
@@ -65,11 +68,21 @@ class Scenario:
     # The model's train_command, "{work}" standing for the run's folder (default: the
     # built-in trainer), e.g. bench/bad_challenger.py.
     train_command: tuple[str, ...] = ()
+    actual_delay_seconds: float = 1.0  # how late each label comes
+    # The monitor's reference: the training rows (False), or fresh rows with version 1's
+    # predictions, and a classifier's scores (True), as a team profiles a model it serves.
+    scored_reference: bool = False
+    estimate: bool = False  # the performance estimated before labels (DLE; CBPE needs scored_reference)
+    shifted_columns: tuple[int, ...] = (0, 1)  # what the covariate shift moves (streams.workload)
+
+    @property
+    def workload(self) -> Workload:
+        return Workload(task=self.task, seed=self.seed, shifted=self.shifted_columns)
 
     @property
     def schedule(self) -> Schedule:
         return Schedule(rate=self.rate, events=self.events, covariate_shift_at=self.covariate_shift_at,
-                        concept_change_at=self.concept_change_at)
+                        concept_change_at=self.concept_change_at, actual_delay_seconds=self.actual_delay_seconds)
 
     @property
     def onsets(self) -> list[tuple[int, str]]:
@@ -128,10 +141,13 @@ class LoopRun:
     def write_config(self) -> Path:
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
-        Workload(task=self.scenario.task, seed=self.scenario.seed).frame(4000).to_csv(
-            self.work / "reference.csv", index=False)
+        training = self.scenario.workload.frame(REFERENCE_ROWS)
+        training.to_csv(self.work / "training.csv", index=False)
+        training.to_csv(self.work / "reference.csv", index=False)  # scored_reference: replaced once version 1 exists
         train_command = [part.replace("{work}", str(self.work)) for part in self.scenario.train_command]
         trainer = f"train_command = {json.dumps(train_command)}\n" if train_command else ""
+        scored_classifier = self.scenario.scored_reference and self.scenario.task == "classification"
+        score_column = f'score_column = "{SCORE_COLUMN}"\n' if scored_classifier else ""
         run_id = f"{self.schema}-{time.time_ns()}"
         self.worker_port = _free_port()
         topics = {name: f"{run_id}-{name}" for name in
@@ -158,6 +174,7 @@ db_schema = "{self.schema}"
 
 [detectors]
 cooldown = 3000
+loss_estimator = {str(self.scenario.estimate).lower()}
 
 [monitor]
 app_id = "{run_id}"
@@ -170,14 +187,29 @@ join_ttl_seconds = 30
 group_id = "{run_id}-retrainer"
 metrics_port = {_free_port()}
 cooldown_seconds = 10
-post_trigger_rows = 2000
+post_trigger_rows = 1500
 post_trigger_wait_seconds = 30
 
 [models.{self.model}]
 reference_path = "{self.work / 'reference.csv'}"
+training_data_path = "{self.work / 'training.csv'}"
 task = "{self.scenario.task}"
-{trainer}""")
+{score_column}{trainer}""")
         return config
+
+    def write_scored_reference(self, settings: Settings) -> None:
+        """Fresh rows of the stationary phase with version 1's predictions (and, for a
+        classifier, its positive class's probability): the monitor's reference."""
+        from retrain.model_store import open_model_store
+
+        store = open_model_store(settings)
+        served = store.load_model(self.model, store.current_version(self.model))
+        frame = self.scenario.workload.frame(REFERENCE_ROWS, seed=SCORED_SEED)
+        features = frame[list(FEATURES)]
+        frame["prediction"] = served.predict(features)
+        if self.scenario.task == "classification":
+            frame[SCORE_COLUMN] = served.predict_proba(features)[:, -1]
+        frame.to_csv(self.work / "reference.csv", index=False)
 
     def fresh_schema(self, settings: Settings) -> None:
         with psycopg.connect(settings.postgres.dsn.get_secret_value(), autocommit=True) as conn:
@@ -199,9 +231,11 @@ task = "{self.scenario.task}"
         self.fresh_schema(settings)
         ensure_monitor_topics(settings.kafka, settings.monitor)  # the broker creates none
         bootstrap(settings, self.model)
+        if self.scenario.scored_reference:
+            self.write_scored_reference(settings)
         worker, retrainer = self.start("worker", config), self.start("retrainer", config)
         began = time.monotonic()
-        simulator = InferenceSimulator(settings, self.model, Workload(task=self.scenario.task, seed=self.scenario.seed),
+        simulator = InferenceSimulator(settings, self.model, self.scenario.workload,
                                        self.scenario.schedule)
         stop_watching = threading.Event()
         watcher = threading.Thread(target=self._watch, args=(simulator.progress, stop_watching, on_trigger, on_outcome),

@@ -548,8 +548,9 @@ class _DriftlineRun:
 
     def _evidence(self, pending: _Pending, stop: int, delivered: int, at_end: bool) -> int | None:
         """The end (a delivery index) of the labelled rows the retrain reads, once
-        `post_trigger_rows` labels came after its window or `post_trigger_wait_seconds`
-        passed since it fired (`_settled_window` of the consumer). None while waiting.
+        `post_trigger_rows` labels of rows served after it came past its window or
+        `post_trigger_wait_seconds` passed since it fired (`_settled_window` of the
+        consumer). None while waiting.
 
         Live, the labels the live retrain read, once the monitor has them too (at the end
         of the run, whatever it has): a read that the rule would not have allowed is an
@@ -564,16 +565,18 @@ class _DriftlineRun:
         if delivered < end:
             return None
         if self.wanted and self._waiting(pending, stop, end):
-            raise ValueError(f"the live retrain of the trigger at row {pending.row} read {end - 1 - pending.lab_end} "
-                             f"labelled rows after its window, fewer than post_trigger_rows ({self.wanted}), "
-                             "before post_trigger_wait_seconds passed")
+            raise ValueError(f"the live retrain of the trigger at row {pending.row} read "
+                             f"{self._labels_after_trigger(pending, end)} labels of rows served after it, fewer "
+                             f"than post_trigger_rows ({self.wanted}), before post_trigger_wait_seconds passed")
         return end
 
     def _waiting(self, pending: _Pending, stop: int, delivered: int) -> bool:
-        """Fewer than `post_trigger_rows` labels after the trigger's window, and less than
-        `post_trigger_wait_seconds` since it fired."""
+        """Fewer than `post_trigger_rows` labels of rows served after the trigger past its
+        window (`_labels_after_trigger`), and less than `post_trigger_wait_seconds` since it
+        fired."""
         waited = (self.replay.time_at(stop - 1) - self.replay.time_at(pending.row)).total_seconds()
-        return delivered - 1 - pending.lab_end < self.wanted and waited < self.replay.retrain.post_trigger_wait_seconds
+        return self._labels_after_trigger(pending, delivered) < self.wanted \
+            and waited < self.replay.retrain.post_trigger_wait_seconds
 
     def _train(self, pending: _Pending, stop: int, delivered: int, end: int) -> None:
         """Prepares, trains, validates; a promoted model serves from the batch's end, or
@@ -605,6 +608,14 @@ class _DriftlineRun:
                 raise ValueError(f"the monitor re-baselined on the retrain of the trigger at row {pending.row} "
                                  f"before the replay could train it (the monitor had not the labels it read)")
             self.rebaselines.append((at, version))
+
+    def _labels_after_trigger(self, pending: _Pending, delivered: int) -> int:
+        """Labels delivered past the trigger's window of rows served at or after the one it
+        fired at (`_labels_after_trigger` of the consumer): a late label shows nothing of a
+        change that came after its prediction."""
+        since = int(self.stream.times.searchsorted(pending.event_time_end))  # the first row served then
+        first = max(pending.lab_end + 1, int(np.searchsorted(self.stream.labelled_rows, since)))
+        return max(0, delivered - first)
 
     def _rebaseline_due(self, stop: int, delivered: int) -> None:
         while self.rebaselines and _reached(self.rebaselines[0][0], stop, delivered):

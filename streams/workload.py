@@ -5,7 +5,9 @@ trained on one region of the feature space is wrong in another (covariate shift 
 and a change of the function itself is a change of concept.
 
     phase "stationary":        features as in the reference data, the reference concept
-    phase "covariate":         x0 and x1 shifted by `shift` standard deviations
+    phase "covariate":         x0 and x1 shifted by `shift` standard deviations (`shifted`:
+                               other columns; x4, which the target ignores, makes a
+                               harmless drift)
     phase "concept":           the features as in the reference, the target's function changed
     phase "covariate+concept": both
 """
@@ -33,12 +35,13 @@ class Workload:
     shift: float = 1.5
     noise: float = 0.3
     seed: int = 0
+    shifted: tuple[int, ...] = (0, 1)  # the columns a covariate shift moves
 
     def features(self, n: int, phase: Phase, rng: np.random.Generator) -> np.ndarray:
         x = rng.normal(0.0, 1.0, size=(n, len(FEATURES)))
         x[:, 5] = rng.exponential(1.0, size=n)
         if "covariate" in phase:
-            x[:, :2] += self.shift
+            x[:, list(self.shifted)] += self.shift
         return x
 
     def target(self, x: np.ndarray, phase: Phase, rng: np.random.Generator) -> np.ndarray:

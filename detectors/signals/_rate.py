@@ -52,6 +52,14 @@ class RateCUSUM(StreamDetector):
         self._scale, self._drift = scale / self.tau, drift / self.tau
         self._reset()
 
+    @classmethod
+    def calibrated(cls, count, rows, tau, shift: float, arl: float) -> "RateCUSUM":
+        """Tests of reference rates ``count / rows`` (their upper bounds) against those
+        plus ``shift``, each with mean run length ``arl`` between false alarms."""
+        p0 = upper_rate(count, rows, tau)
+        p1 = np.minimum(p0 + shift, 0.99)
+        return cls(p0, p1, rate_threshold(arl, p0, p1, tau), tau)
+
     def _reset(self) -> None:
         self.s = np.zeros_like(self.p0)
         self.seg_len = np.zeros(len(self.p0), dtype=np.int64)

@@ -222,6 +222,16 @@ class Signal:
         monitor's latest readings (every signal's)."""
         return {}
 
+    def per_column(self, **readings: Any) -> dict[str, dict[str, float]]:
+        """The usual snapshot: per column, each reading (a number, or one per column).
+
+        >>> signal = Signal.__new__(Signal); signal.columns = ["a", "b"]
+        >>> signal.per_column(rate=np.array([0.5, 0.25]), threshold=2)
+        {'a': {'rate': 0.5, 'threshold': 2.0}, 'b': {'rate': 0.25, 'threshold': 2.0}}
+        """
+        values = {key: per_column(value, len(self.columns)) for key, value in readings.items()}
+        return {name: {key: float(v[j]) for key, v in values.items()} for j, name in enumerate(self.columns)}
+
     def model_snapshot(self) -> dict[str, float]:
         """The model-level statistics of a signal that is not per column (names unique
         to the signal), as plain floats."""

@@ -106,10 +106,7 @@ class MeanShift(SequentialSignal):
             det._reset()
 
     def snapshot(self, last: dict[str, Any]) -> dict[str, dict[str, float]]:
-        stat = last.get("mean_shift", np.zeros(len(self.columns)))
-        return {name: {"mean_shift_statistic": float(stat[j]),
-                       "mean_shift_threshold": float(self.threshold[j])}
-                for j, name in enumerate(self.columns)}
+        return self.per_column(mean_shift_statistic=last.get("mean_shift", 0.0), mean_shift_threshold=self.threshold)
 
     def get_state(self) -> dict[str, Any]:
         return {"cusums": [det.get_state() for det in self.cusums]}

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..calibration import Calibration, cusum_lambda
 from .base import Checks, Context, FeatureBatch, SequentialSignal, per_column
-from ._rate import RateCUSUM, rate_threshold, upper_rate
+from ._rate import RateCUSUM
 
 MISSING_SHIFT = 0.10  # design rise of a missing share (the CUSUM's alternative)
 BROKEN_FEED = 0.20  # a rise of this much or more is a broken feed: at least HIGH
@@ -46,9 +46,7 @@ class Missing(SequentialSignal):
         tau = np.array([max(float(known.get(col, f)), 1.0)
                         for col, f in zip(self.columns, fallback)])
         rows = float(quality.get("rows", 0))
-        p0 = upper_rate(self.reference * rows, rows, tau)
-        p1 = np.minimum(p0 + MISSING_SHIFT, 0.99)
-        self.rate = RateCUSUM(p0, p1, rate_threshold(cal.arl_test, p0, p1, tau), tau)
+        self.rate = RateCUSUM.calibrated(self.reference * rows, rows, tau, MISSING_SHIFT, cal.arl_test)
 
     @property
     def threshold(self) -> np.ndarray:
@@ -86,10 +84,8 @@ class Missing(SequentialSignal):
         self.rate._reset()
 
     def snapshot(self, last: dict[str, Any]) -> dict[str, dict[str, float]]:
-        share = last.get("missing_batch_share", np.zeros(len(self.columns)))
-        return {name: {"missing_share": float(share[j]),
-                       "missing_reference_share": float(self.reference[j])}
-                for j, name in enumerate(self.columns)}
+        return self.per_column(missing_share=last.get("missing_batch_share", 0.0),
+                               missing_reference_share=self.reference)
 
     def get_state(self) -> dict[str, Any]:
         return self.rate.get_state()

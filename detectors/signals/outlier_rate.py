@@ -75,10 +75,7 @@ class Outliers(SequentialSignal):
         self.rate._reset()
 
     def snapshot(self, last: dict[str, Any]) -> dict[str, dict[str, float]]:
-        rate = last.get("batch_outlier_rate", np.zeros(len(self.columns)))
-        return {name: {"outlier_rate": float(rate[j]),
-                       "outlier_reference_rate": float(self.rate.p0[j])}
-                for j, name in enumerate(self.columns)}
+        return self.per_column(outlier_rate=last.get("batch_outlier_rate", 0.0), outlier_reference_rate=self.rate.p0)
 
     def get_state(self) -> dict[str, Any]:
         return self.rate.get_state()

@@ -10,7 +10,7 @@ import numpy as np
 from ..calibration import Calibration, cusum_lambda
 from ..profile import repeats
 from .base import Checks, Context, FeatureBatch, SequentialSignal, per_column
-from ._rate import RateCUSUM, rate_threshold, upper_rate
+from ._rate import RateCUSUM
 
 STUCK_SHIFT = 0.30  # design rise of the repeat rate (the CUSUM's alternative)
 
@@ -52,9 +52,7 @@ class Stuck(SequentialSignal):
         tau = np.array([max(float(known.get(col, f)), 1.0)
                         for col, f in zip(self.columns, fallback)])
         rows = float(quality.get("rows", min(len(s) for s in p.samples) if c else 0))
-        p0 = upper_rate(self.reference * rows, rows, tau)
-        p1 = np.minimum(p0 + STUCK_SHIFT, 0.99)
-        self.rate = RateCUSUM(p0, p1, rate_threshold(cal.arl_test, p0, p1, tau), tau)
+        self.rate = RateCUSUM.calibrated(self.reference * rows, rows, tau, STUCK_SHIFT, cal.arl_test)
 
     @property
     def threshold(self) -> np.ndarray:
@@ -88,10 +86,7 @@ class Stuck(SequentialSignal):
         self.rate._reset()
 
     def snapshot(self, last: dict[str, Any]) -> dict[str, dict[str, float]]:
-        share = last.get("repeat_batch_share", np.zeros(len(self.columns)))
-        return {name: {"repeat_share": float(share[j]),
-                       "repeat_reference_share": float(self.reference[j])}
-                for j, name in enumerate(self.columns)}
+        return self.per_column(repeat_share=last.get("repeat_batch_share", 0.0), repeat_reference_share=self.reference)
 
     def get_state(self) -> dict[str, Any]:
         return {**self.rate.get_state(), "previous": self.previous.copy()}

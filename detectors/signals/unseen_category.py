@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..calibration import Calibration, cusum_lambda
 from .base import Checks, Context, FeatureBatch, SequentialSignal, per_column
-from ._rate import RateCUSUM, rate_threshold, upper_rate
+from ._rate import RateCUSUM
 
 UNSEEN_SHIFT = 0.02  # design share of values of unseen levels (the CUSUM's alternative)
 KEEP_LEVELS = 20  # new levels counted per column (the most frequent are kept)
@@ -46,9 +46,7 @@ class UnseenCategory(SequentialSignal):
 
     def calibrate(self, cal: Calibration) -> None:
         tau = per_column(cal.cat_tau, len(self.columns))
-        p0 = upper_rate(self.singletons, self.rows, tau)
-        p1 = np.minimum(p0 + UNSEEN_SHIFT, 0.99)
-        self.rate = RateCUSUM(p0, p1, rate_threshold(cal.arl_test, p0, p1, tau), tau)
+        self.rate = RateCUSUM.calibrated(self.singletons, self.rows, tau, UNSEEN_SHIFT, cal.arl_test)
         self.new = {c: {} for c in self.columns}
 
     @property
@@ -105,8 +103,7 @@ class UnseenCategory(SequentialSignal):
         self.new = {c: {} for c in self.columns}
 
     def snapshot(self, last: dict[str, Any]) -> dict[str, dict[str, float]]:
-        share = last.get("unseen_batch_share", np.zeros(len(self.columns)))
-        return {name: {"unseen_share": float(share[j])} for j, name in enumerate(self.columns)}
+        return self.per_column(unseen_share=last.get("unseen_batch_share", 0.0))
 
     def get_state(self) -> dict[str, Any]:
         return {**self.rate.get_state(), "new_levels": {c: dict(v) for c, v in self.new.items()}}

@@ -74,10 +74,7 @@ class Variance(SequentialSignal):
         self.cusum._reset()
 
     def snapshot(self, last: dict[str, Any]) -> dict[str, dict[str, float]]:
-        stat = last.get("variance", np.zeros(len(self.columns)))
-        return {name: {"variance_statistic": float(stat[j]),
-                       "variance_threshold": float(self.threshold[j])}
-                for j, name in enumerate(self.columns)}
+        return self.per_column(variance_statistic=last.get("variance", 0.0), variance_threshold=self.threshold)
 
     def get_state(self) -> dict[str, Any]:
         return self.cusum.get_state()

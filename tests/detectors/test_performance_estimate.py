@@ -13,7 +13,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 
 from detectors import DetectorConfig, ModelMonitor, ReferenceProfile
 from detectors.cbpe import CalibrationMap, hosmer_lemeshow, predicted_class_probability
-from detectors.dle import FIT_PARAMS, LossModel, fit_loss_model
+from detectors.dle import FIT_PARAMS, MIN_FIT_ROWS, LossModel, fit_loss_model
 
 
 def calibrated(rng, n, spread=2.5):
@@ -111,6 +111,23 @@ def test_profile_keeps_the_estimator_and_old_profiles_still_read() -> None:
     # a profile without an estimator keeps the bytes and fingerprint it always had
     assert ReferenceProfile.from_bytes(plain.to_bytes()).fingerprint == plain.fingerprint
     assert b"estimator" not in plain.to_bytes()
+
+
+def test_a_regression_reference_too_short_for_a_loss_model_gets_none_instead_of_an_error() -> None:
+    """A retrained model's profile has labels on its holdout only: too few for DLE must
+    leave the profile without an estimate, not fail the promotion."""
+    rng = np.random.default_rng(3)
+    config = DetectorConfig(loss_estimator=True)
+
+    def profile(labelled: int) -> ReferenceProfile:
+        x = rng.normal(size=(1000, 2))
+        y = x.sum(axis=1) + rng.normal(size=1000) * (0.3 + 0.6 * np.abs(x[:, 0]))
+        ref = pd.DataFrame(x, columns=["a", "b"]).assign(prediction=x.sum(axis=1), actual=y)
+        ref.loc[: len(ref) - labelled - 1, "prediction"] = np.nan  # only the newest rows labelled
+        return ReferenceProfile.from_frame(ref, prediction_column="prediction", actual_column="actual", config=config)
+
+    assert profile(MIN_FIT_ROWS - 1).estimator is None
+    assert profile(MIN_FIT_ROWS).estimator["kind"] == "dle"
 
 
 def _monitor(seed=0, n=20_000):

@@ -21,7 +21,8 @@ from retrain.consumer import Retrainer
 from retrain.models_cli import bootstrap
 from schemas.messages import ChangePoint, Decision, OffsetRange, RetrainRequest, TopicWindow, Window, encode
 from schemas.settings import KafkaSettings, ModelSettings, PostgresSettings, RetrainSettings, Settings
-from tests.retrain.synthetic import encoded, labelled_records, regression_frame
+from tests.retrain.synthetic import START, encoded, labelled_records, regression_frame
+from tests.retrain.trainers import MARKER_ENV, RELEASE_ENV
 
 MODEL = "m"
 DEADLINE_SECONDS = 60
@@ -118,14 +119,18 @@ class Harness:
             self.producer.produce(topic, key=key, value=value, partition=partition)
         assert self.producer.flush(30) == 0
 
-    def labelled_window(self, rows: int, seed: int, model_id: str = MODEL) -> TopicWindow:
-        """Produces `rows` drifted labelled records; returns their offset window."""
-        return self.labelled_frame(regression_frame(rows, seed=seed, drifted=True), f"s{seed}-", model_id)
+    def labelled_window(self, rows: int, seed: int, model_id: str = MODEL, start: dt.datetime = START) -> TopicWindow:
+        """Produces `rows` drifted labelled records, predictions one a second from `start`;
+        returns their offset window."""
+        return self.labelled_frame(regression_frame(rows, seed=seed, drifted=True), f"s{seed}-", model_id, start)
 
-    def labelled_frame(self, frame: Any, prefix: str, model_id: str = MODEL) -> TopicWindow:
-        """Produces a frame's rows as labelled records (partition 0); returns their window."""
+    def labelled_frame(self, frame: Any, prefix: str, model_id: str = MODEL, start: dt.datetime = START,
+                       model_version: str = "1") -> TopicWindow:
+        """Produces a frame's rows as labelled records (partition 0) of predictions
+        `model_version` served; returns their window."""
         rows = len(frame)
-        self.produce(self.kafka.labelled_topic, encoded(labelled_records(model_id, frame, prefix=prefix)))
+        records = labelled_records(model_id, frame, prefix=prefix, start=start, model_version=model_version)
+        self.produce(self.kafka.labelled_topic, encoded(records))
         start, self.labelled_end = self.labelled_end + 1, self.labelled_end + rows
         return TopicWindow(
             topic=self.kafka.labelled_topic, ranges=[OffsetRange(partition=0, start=start, end=self.labelled_end)]
@@ -143,6 +148,7 @@ class Harness:
         trigger_types: tuple[str, ...] = ("data_drift", "concept_drift"),
         change_point: ChangePoint | None = None,
         features: TopicWindow | None = None,
+        event_time_end: dt.datetime | None = None,
     ) -> RetrainRequest:
         request = RetrainRequest(
             trigger_id=trigger_id,
@@ -157,7 +163,7 @@ class Harness:
                 root_cause=[],
             ),
             metrics={"ks_statistic": 0.4},
-            window=Window(labelled=window, features=features),
+            window=Window(labelled=window, features=features, event_time_end=event_time_end),
             change_point=change_point,
         )
         self.produce(self.kafka.retrain_requests_topic, [encode(request)], key=model_id.encode(), partition=partition)
@@ -242,3 +248,13 @@ def harness(
     h = Harness(unique_name, kafka_bootstrap, postgres_dsn, db_schema, store, training_csv, work)
     yield h
     h.stop_all()
+
+
+@pytest.fixture
+def training_gate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, Path]:
+    """For `tests.retrain.trainers:gated`: the file it creates when a training starts, and
+    the file whose creation lets the training finish."""
+    marker, release = tmp_path / "training-started", tmp_path / "release"
+    monkeypatch.setenv(MARKER_ENV, str(marker))
+    monkeypatch.setenv(RELEASE_ENV, str(release))
+    return marker, release

@@ -38,7 +38,7 @@ def concept_change_frame(before: int, after: int, seed: int) -> pd.DataFrame:
 
 
 def labelled_records(
-    model_id: str, frame: pd.DataFrame, prefix: str = "e", start: dt.datetime = START
+    model_id: str, frame: pd.DataFrame, prefix: str = "e", start: dt.datetime = START, model_version: str = "1"
 ) -> list[LabelledRecord]:
     """One record a second from `start`; predictions from the frame's `prediction`
     column, else 0."""
@@ -46,7 +46,7 @@ def labelled_records(
     return [
         LabelledRecord(
             model_id=model_id,
-            model_version="1",
+            model_version=model_version,
             event_id=f"{prefix}{i}",
             timestamp=start + dt.timedelta(seconds=i),
             prediction=float(predictions[i]),

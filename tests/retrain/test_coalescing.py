@@ -12,7 +12,7 @@ from retrain import metrics
 from retrain.model_store import FileModelStore
 from schemas.messages import RetrainOutcome, decode
 from tests.retrain.conftest import MODEL, Harness, wait_for
-from tests.retrain.trainers import FAIL_ONCE_ENV, MARKER_ENV, RELEASE_ENV
+from tests.retrain.trainers import FAIL_ONCE_ENV
 
 pytestmark = pytest.mark.services
 
@@ -21,21 +21,14 @@ def dropped(reason: str) -> float:
     return metrics.REGISTRY.get_sample_value("driftline_retrain_triggers_dropped_total", {"model": MODEL, "reason": reason}) or 0.0
 
 
-def gate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, Path]:
-    marker, release = tmp_path / "training-started", tmp_path / "release"
-    monkeypatch.setenv(MARKER_ENV, str(marker))
-    monkeypatch.setenv(RELEASE_ENV, str(release))
-    return marker, release
-
-
 def by_id(harness: Harness) -> dict[str, dict]:
     return {row["trigger_id"]: row for row in harness.rows()}
 
 
 def test_triggers_during_a_retrain_coalesce_into_one_follow_up_with_the_newest_evidence(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, training_gate: tuple[Path, Path]
 ) -> None:
-    marker, release = gate(monkeypatch, tmp_path)
+    marker, release = training_gate
     fail_once = tmp_path / "fail-once"
     fail_once.touch()  # the running retrain fails: version 1 keeps serving, the follow-up is not stale
     monkeypatch.setenv(FAIL_ONCE_ENV, str(fail_once))
@@ -70,9 +63,9 @@ def test_triggers_during_a_retrain_coalesce_into_one_follow_up_with_the_newest_e
 
 
 def test_a_trigger_against_an_older_version_than_the_serving_one_is_dropped(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    harness: Harness, tmp_path: Path, training_gate: tuple[Path, Path]
 ) -> None:
-    marker, release = gate(monkeypatch, tmp_path)
+    marker, release = training_gate
     settings = harness.settings(cooldown_seconds=0, model={"trainer": "tests.retrain.trainers:gated"})
     stale_before = dropped("stale")
     harness.trigger("t-first", harness.labelled_window(150, seed=35))

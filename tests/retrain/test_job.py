@@ -6,11 +6,15 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
-from detectors import DetectorConfig
-from retrain.job import RetrainJob
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+
+from detectors import DetectorConfig, ReferenceProfile
+from retrain.job import RetrainJob, reference_profile
 from retrain.model_store import ARTIFACT, PROFILE, FileModelStore
 from retrain.outcome import Trigger
-from retrain.preparation import clean, records_to_frame, split_at_change
+from retrain.preparation import PreparedData, clean, records_to_frame, split_at_change
 from schemas.settings import ModelSettings, RetrainSettings
 from tests.retrain.conftest import MODEL
 from tests.retrain.synthetic import labelled_records, regression_frame
@@ -55,12 +59,17 @@ def _run(store: FileModelStore, model: ModelSettings, retrain: RetrainSettings, 
     return job.wait(poll_seconds=0.01)
 
 
+def _constant_challengers(store_template: Path, training_csv: Path, tmp_path: Path, keep_versions: int):
+    """A store whose version 1 serves, and a model whose retrains predict a constant."""
+    store = FileModelStore(tmp_path / "store", keep_versions=keep_versions)
+    shutil.copytree(store_template, store.root)
+    return store, ModelSettings(reference_path=training_csv, trainer="tests.retrain.trainers:constant")
+
+
 def test_a_worse_challenger_is_rejected_and_the_champion_still_serves(
     store_template: Path, training_csv: Path, tmp_path: Path
 ) -> None:
-    store = FileModelStore(tmp_path / "store", keep_versions=5)
-    shutil.copytree(store_template, store.root)
-    model = ModelSettings(reference_path=training_csv, trainer="tests.retrain.trainers:constant")
+    store, model = _constant_challengers(store_template, training_csv, tmp_path, keep_versions=5)
     outcome = _run(store, model, RetrainSettings(), "t-worse")
     assert (outcome.outcome, outcome.previous_version, outcome.new_version) == ("rejected", "1", "2")
     assert outcome.reason.startswith("rejected: rmse")
@@ -72,7 +81,6 @@ def test_a_champion_that_cannot_score_fails_the_retrain_unless_promotion_over_it
     store_template: Path, training_csv: Path, tmp_path: Path
 ) -> None:
     import joblib
-    import pandas as pd
     from sklearn.linear_model import LinearRegression
 
     store = FileModelStore(tmp_path / "store", keep_versions=5)
@@ -98,10 +106,30 @@ def test_a_champion_that_cannot_score_fails_the_retrain_unless_promotion_over_it
 def test_rejected_versions_are_pruned_after_every_decision(
     store_template: Path, training_csv: Path, tmp_path: Path
 ) -> None:
-    store = FileModelStore(tmp_path / "store", keep_versions=2)
-    shutil.copytree(store_template, store.root)
-    model = ModelSettings(reference_path=training_csv, trainer="tests.retrain.trainers:constant")
+    store, model = _constant_challengers(store_template, training_csv, tmp_path, keep_versions=2)
     for k in range(4):
         assert _run(store, model, RetrainSettings(), f"t-worse-{k}").outcome == "rejected"
     assert store.versions(MODEL) == ["1", "4", "5"]  # the two newest, and the current one
     assert store.current_version(MODEL) == "1"
+
+
+def test_a_promoted_classifier_with_a_score_column_keeps_its_accuracy_estimated_before_labels(tmp_path: Path) -> None:
+    """The promoted profile carries the new model's holdout probabilities, so CBPE goes on
+    after a promotion; without a score_column the profile has no estimator, as before."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 2))
+    frame = pd.DataFrame(x, columns=FEATURES).assign(actual=(rng.random(3000) < 1 / (1 + np.exp(-2 * x[:, 0]))) * 1)
+    prepared = PreparedData(frame.iloc[:2000], frame.iloc[2000:].reset_index(drop=True), FEATURES, "actual")
+    fitted = LogisticRegression().fit(prepared.train[FEATURES], prepared.train["actual"])
+    predictions = fitted.predict(prepared.holdout_features)
+    accuracy = float(np.mean(predictions == prepared.holdout["actual"]))
+
+    def profile(score_column: str | None) -> ReferenceProfile:
+        model = ModelSettings(reference_path=tmp_path / "unused.csv", task="classification", score_column=score_column)
+        return ReferenceProfile.from_bytes(
+            reference_profile(prepared, model, DetectorConfig(), fitted, predictions, {"accuracy": accuracy}))
+
+    estimator = profile("score").estimator
+    assert estimator["kind"] == "cbpe"
+    assert abs(estimator["reference_estimate"] - accuracy) < 0.03
+    assert profile(None).estimator is None

@@ -171,11 +171,9 @@ def test_redelivered_trigger_is_not_trained_or_written_twice(harness: Harness) -
 
 
 def test_postgres_outage_mid_run_holds_the_commit_and_writes_one_row_once_back(
-    harness: Harness, postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    harness: Harness, postgres_dsn: str, training_gate: tuple[Path, Path]
 ) -> None:
-    marker, release = tmp_path / "training-started", tmp_path / "release"
-    monkeypatch.setenv(MARKER_ENV, str(marker))
-    monkeypatch.setenv(RELEASE_ENV, str(release))
+    marker, release = training_gate
     address = psycopg.conninfo.conninfo_to_dict(postgres_dsn)
     proxy = TcpProxy(address.get("host", "127.0.0.1"), int(address.get("port", 5432)))
     proxied = psycopg.conninfo.make_conninfo(postgres_dsn, host="127.0.0.1", port=str(proxy.port))
@@ -265,11 +263,9 @@ def test_retrainer_killed_mid_training_retrains_after_restart_and_promotes_once(
 
 
 def test_over_the_concurrency_limit_a_trigger_waits_then_trains(
-    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    harness: Harness, tmp_path: Path, training_gate: tuple[Path, Path]
 ) -> None:
-    marker, release = tmp_path / "training-started", tmp_path / "release"
-    monkeypatch.setenv(MARKER_ENV, str(marker))
-    monkeypatch.setenv(RELEASE_ENV, str(release))
+    marker, release = training_gate
     settings = harness.settings(
         cooldown_seconds=0,
         max_concurrent_retrains=1,

@@ -17,8 +17,8 @@ from retrain.models_cli import bootstrap
 from schemas.messages import RetrainOutcome, decode
 from schemas.settings import MlflowSettings, Settings
 from tests.retrain.conftest import MODEL, Harness, wait_for
+from tests.retrain.synthetic import regression_frame
 from tests.retrain.test_models_cli import second_version
-from tests.retrain.trainers import MARKER_ENV, RELEASE_ENV
 
 pytestmark = pytest.mark.services
 
@@ -63,12 +63,38 @@ def test_a_promotion_regression_rolls_the_promoted_version_back(harness: Harness
     assert rollbacks() == before + 1
 
 
-def test_a_rollback_does_not_wait_for_the_models_running_retrain(
-    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("data_changed", [False, True])
+def test_the_replaced_version_comes_back_only_if_it_does_better_on_the_promoted_versions_live_events(
+    harness: Harness, data_changed: bool
 ) -> None:
-    marker, release = tmp_path / "training-started", tmp_path / "release-training"
-    monkeypatch.setenv(MARKER_ENV, str(marker))
-    monkeypatch.setenv(RELEASE_ENV, str(release))
+    """A bad promotion: on the events version 2 served, version 1 (the original relation)
+    does better, so it comes back. Data that changed during the watch: version 1 does
+    worse still on them, so nothing is rolled back and the reason says why. Only version
+    2's events count: the window's first records carry version 1's late labels."""
+    settings = harness.settings()
+    store = open_model_store(settings)
+    store.promote(MODEL, second_version(store))
+    harness.labelled_frame(regression_frame(100, seed=61).assign(prediction=0.0), "old-")  # version 1's, late
+    live = regression_frame(200, seed=62, drifted=data_changed)
+    served = live["actual"] + (0.1 if data_changed else 5.0)  # close to the truth, or far from it
+    window = harness.labelled_frame(live.assign(prediction=served), "new-", model_version="2")
+    window.ranges[0].start = 0  # from the promotion on, as the monitor's window
+    harness.trigger("r-live", window, model_version="2", trigger_types=("promotion_regression",))
+    harness.start(settings)
+    wait_for(lambda: harness.committed() == 1, "the regression's offset to be committed")
+
+    [event] = [decode(RetrainOutcome, v) for v in harness.read(settings.kafka.retrain_events_topic, 1)]
+    if data_changed:
+        assert event.outcome == "skipped" and store.current_version(MODEL) == "2"
+        assert "version 1 does no better than version 2 on the 200 live events" in event.reason
+    else:
+        assert (event.outcome, event.new_version) == ("rolled_back", "1") and store.current_version(MODEL) == "1"
+
+
+def test_a_rollback_does_not_wait_for_the_models_running_retrain(
+    harness: Harness, training_gate: tuple[Path, Path]
+) -> None:
+    marker, release = training_gate
     settings = harness.settings(model={"trainer": "tests.retrain.trainers:gated"})
     store = open_model_store(settings)
     store.promote(MODEL, second_version(store))  # version 2 serves, over version 1

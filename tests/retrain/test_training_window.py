@@ -86,3 +86,25 @@ def test_a_trigger_of_the_features_alone_trains_on_the_labelled_rows_after_it(ha
     assert (training.labelled_rows, holdout.rows) == (120, 30)
     assert training.labelled == [OffsetRange(partition=0, start=50, end=169)]
     assert holdout.labelled == [OffsetRange(partition=0, start=170, end=199)]
+
+
+def test_late_labels_of_predictions_made_before_the_trigger_are_not_its_evidence(harness: Harness) -> None:
+    """Labels come late: the records produced after a trigger can all be of predictions
+    made before it. The retrainer waits for `post_trigger_rows` of predictions made at or
+    after the trigger's last event, then trains on everything up to there."""
+    settings = harness.settings(post_trigger_rows=120, post_trigger_wait_seconds=120)
+    fired = START + dt.timedelta(hours=1)
+    window = harness.labelled_window(50, seed=55, start=fired - dt.timedelta(seconds=400))  # offsets 0..49
+    harness.labelled_window(150, seed=56, start=fired - dt.timedelta(seconds=150))  # 50..199: late, made before
+    harness.trigger("t-late", window, trigger_types=("data_drift",), event_time_end=fired)
+    harness.start(settings)
+
+    wait_for(
+        lambda: metrics.REGISTRY.get_sample_value("driftline_retrain_triggers_waiting") == 1,
+        "the trigger to wait for labels of predictions made after it",
+    )
+    harness.labelled_window(120, seed=57, start=fired)  # offsets 200..319
+    wait_for(lambda: harness.committed() == 1, "the trigger to be committed")
+    [event] = [decode(RetrainOutcome, v) for v in harness.read(settings.kafka.retrain_events_topic, 1)]
+    assert event.outcome == "promoted"
+    assert event.training.labelled[0].start == 0 and event.holdout.labelled[-1].end == 319
