@@ -501,14 +501,15 @@ class Retrainer:
             item.retry.due_at = time.monotonic() + self.retrain.poll_timeout_seconds
             return None
         item.waiting = False
-        log.info(
-            "post_trigger_rows_ready", trigger_id=item.trigger.trigger_id, rows=arrived, waited_seconds=round(waited, 1)
-        )
         ranges = [
             OffsetRange(partition=partition, start=start, end=ends[partition])
             for partition, (start, _) in sorted(spans.items())
             if ends[partition] >= start
         ]
+        log.info(
+            "post_trigger_rows_ready", trigger_id=item.trigger.trigger_id, rows=arrived, waited_seconds=round(waited, 1),
+            labelled=[msgspec.to_builtins(r) for r in ranges],  # what it reads
+        )
         if not ranges:
             return window
         return msgspec.structs.replace(window, labelled=TopicWindow(topic=labelled_topic, ranges=ranges))

@@ -17,10 +17,9 @@ run's own records:
   monitor (the label delay as the join and the worker saw it). A labelled trigger's row
   is the last feature row of its batch: where in the batch its record came is not kept;
 - per retrain, how many labelled records were on the topic when the retrainer read them
-  (the newest row of its holdout; the retrainer reads the topic's end at a moment of its
-  own clock), and for a trigger of the features alone the first one (its
-  `post_trigger_rows_ready` log line). The replay checks each read against its own
-  `post_trigger_rows` rule;
+  (it reads the topic's end at a moment of its own clock), and for a trigger of the
+  features alone the first one (its `post_trigger_rows_ready` log line). The replay
+  checks each read against its own `post_trigger_rows` rule;
 - when the retrainer answered it (the batch of the last trigger it received before the
   outcome, by its `trigger_received` log line): a trigger received while its model
   retrains waits as the follow-up;
@@ -158,11 +157,14 @@ def log_entries(path: Path, event: str) -> list[dict]:
     return [entry for entry in entries if entry.get("event") == event]
 
 
-def labels_read_from(live: Live, trigger_id: str, labels_end: int) -> int:
-    """The first labelled record a trigger of the features alone read: the retrainer logs
-    how many it read, up to the end of its holdout."""
-    (ready,) = [e for e in log_entries(live.retrainer_log, "post_trigger_rows_ready") if e["trigger_id"] == trigger_id]
-    return labels_end - ready["rows"]
+def labels_read(live: Live) -> dict[str, tuple[int, int]]:
+    """The labelled records each retrain read, [first, end), by trigger_id (the
+    retrainer's `post_trigger_rows_ready` log lines)."""
+    spans = {}
+    for ready in log_entries(live.retrainer_log, "post_trigger_rows_ready"):
+        (span,) = ready["labelled"]
+        spans[ready["trigger_id"]] = span["start"], span["end"] + 1
+    return spans
 
 
 def batch_of(live: Live, request: RetrainRequest) -> int:
@@ -185,23 +187,21 @@ def answered_at(live: Live, outcome: RetrainOutcome) -> tuple[int, int]:
 
 
 def timing(live: Live) -> LoopTiming:
-    ends = batches(live)
+    ends, read = batches(live), labels_read(live)
     retrains = {}
     for request in live.triggers:
+        if request.trigger_id not in read:
+            continue  # skipped before reading
         outcome = live.outcomes[request.trigger_id]
-        if outcome.holdout is None:
-            continue  # nothing was read
-        (holdout,) = outcome.holdout.labelled
-        labels_end = holdout.end + 1  # the newest record read is the holdout's newest
+        first, labels_end = read[request.trigger_id]
         serves_from, rebaselined_at = len(live.features), None  # None: not within the run
         if outcome.outcome == "promoted":
             serves_from = next((row for row, e in enumerate(live.features) if e.model_version == outcome.new_version),
                                serves_from)
-            first = next((i for i, s in enumerate(live.states) if s.promotion_id == request.trigger_id), None)
-            if first is not None:  # re-baselined at the start of that micro-batch
-                rebaselined_at = ends[first - 1] if first else (0, 0)
-        labels_start = labels_read_from(live, request.trigger_id, labels_end) \
-            if request.window.labelled is None else None
+            batch = next((i for i, s in enumerate(live.states) if s.promotion_id == request.trigger_id), None)
+            if batch is not None:  # re-baselined at the start of that micro-batch
+                rebaselined_at = ends[batch - 1] if batch else (0, 0)
+        labels_start = first if request.window.labelled is None else None  # else the replay's own window
         retrains[source_and_row(live, request)] = LiveRetrain(labels_end, serves_from, answered_at(live, outcome),
                                                               rebaselined_at, labels_start)
     return LoopTiming(ends, retrains)
