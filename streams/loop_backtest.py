@@ -389,7 +389,7 @@ class LoopTiming:
 @dataclass
 class _Pending:
     """A trigger admitted to retrain, waiting for its evidence (or the follow-up), then
-    its retrain until the monitor applies its outcome."""
+    (live) its retrain until the retrainer answered it."""
 
     trigger: Trigger
     row: int  # where it fired
@@ -618,6 +618,7 @@ class _DriftlineRun:
         return max(0, delivered - first)
 
     def _rebaseline_due(self, stop: int, delivered: int) -> None:
+        """Live: the re-baselinings the worker made by the micro-batch end (stop, delivered)."""
         while self.rebaselines and _reached(self.rebaselines[0][0], stop, delivered):
             self._rebaseline(self.rebaselines.pop(0)[1], delivered)
 
