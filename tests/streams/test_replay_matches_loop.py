@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,11 +98,10 @@ def read_topic(settings: Settings, topic: str) -> list[bytes]:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
         consumer.assign([TopicPartition(topic, 0, low)])
         values: list[bytes] = []
-        last = low - 1
+        last, deadline = low - 1, time.monotonic() + 30
         while last < high - 1:
-            messages = consumer.consume(10_000, timeout=10.0)
-            assert messages, f"{topic}: offset {high - 1} not reached"
-            for message in messages:
+            assert time.monotonic() < deadline, f"{topic}: offset {high - 1} not reached"
+            for message in consumer.consume(10_000, timeout=0.5):  # waits the timeout out unless 10,000 come
                 assert message.error() is None, message.error()
                 values.append(message.value())
                 last = message.offset()
