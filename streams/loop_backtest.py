@@ -383,7 +383,8 @@ class LoopTiming:
     events alone."""
 
     batches: Sequence[tuple[int, int]]  # each micro-batch's end: (rows, labelled rows) the monitor had
-    retrains: dict[tuple[str, int], LiveRetrain]  # by its trigger's (source, row)
+    # By trigger: ("features", its row) or ("labelled", the label it fired at, as a delivery index).
+    retrains: dict[tuple[str, int], LiveRetrain]
 
 
 @dataclass
@@ -491,7 +492,8 @@ class _DriftlineRun:
         trigger = Trigger(trigger_id=trigger_id, model_id=self.model_id, model_version=version,
                           trigger_types=list(decision.trigger_types), severity=decision.severity,
                           reason=decision.reason, metrics={}, triggered_at=replay.policy_time(row))
-        live = self.timing.retrains.get((source, row)) if self.timing is not None else None
+        place = (source, lab_end if source == "labelled" else row)
+        live = self.timing.retrains.get(place) if self.timing is not None else None
         pending = _Pending(trigger, row, self.lab_start, lab_end, max(times), live)
         self.lab_start = lab_end + 1  # the window restarts
         if not replay.policy.eligible(trigger.severity):

@@ -138,17 +138,27 @@ def batches(live: Live) -> list[tuple[int, int]]:
     return ends
 
 
+def place(request: RetrainRequest) -> tuple[str, int]:
+    """A trigger as `LoopTiming` names it: a feature event's row, or the labelled record's
+    offset (its delivery index)."""
+    window = request.window
+    if not set(request.decision.trigger_types) <= LABELLED_TYPES:
+        return "features", window.features.ranges[0].end
+    return "labelled", window.labelled.ranges[0].end
+
+
+def batch_of(live: Live, request: RetrainRequest) -> int:
+    """The index of the micro-batch in which a trigger fired."""
+    source, at = place(request)
+    return next(i for i, end in enumerate(batches(live)) if end[source == "labelled"] > at)
+
+
 def source_and_row(live: Live, request: RetrainRequest) -> tuple[str, int]:
     """Where a trigger fired: a feature event's row, or for a labelled record the last
     feature row the worker had then (the replay's row of a labelled trigger: where in its
     micro-batch the record came is not recorded, the batch is)."""
-    window = request.window
-    if not set(request.decision.trigger_types) <= LABELLED_TYPES:
-        return "features", window.features.ranges[0].end
-    if window.features is not None:
-        return "labelled", window.features.ranges[0].end
-    label = window.labelled.ranges[0].end  # no feature event since the window restarted
-    return "labelled", next(rows for rows, labels in batches(live) if labels > label) - 1
+    source, at = place(request)
+    return source, at if source == "features" else batches(live)[batch_of(live, request)][0] - 1
 
 
 def log_entries(path: Path, event: str) -> list[dict]:
@@ -165,14 +175,6 @@ def labels_read(live: Live) -> dict[str, tuple[int, int]]:
         (span,) = ready["labelled"]
         spans[ready["trigger_id"]] = span["start"], span["end"] + 1
     return spans
-
-
-def batch_of(live: Live, request: RetrainRequest) -> int:
-    """The index of the micro-batch in which a trigger fired."""
-    source, row = source_and_row(live, request)
-    label = request.window.labelled.ranges[0].end if source == "labelled" else None
-    return next(i for i, (rows, labels) in enumerate(batches(live))
-                if (rows > row if label is None else labels > label))
 
 
 def answered_at(live: Live, outcome: RetrainOutcome) -> tuple[int, int]:
@@ -202,8 +204,8 @@ def timing(live: Live) -> LoopTiming:
             if batch is not None:  # re-baselined at the start of that micro-batch
                 rebaselined_at = ends[batch - 1] if batch else (0, 0)
         labels_start = first if request.window.labelled is None else None  # else the replay's own window
-        retrains[source_and_row(live, request)] = LiveRetrain(labels_end, serves_from, answered_at(live, outcome),
-                                                              rebaselined_at, labels_start)
+        retrains[place(request)] = LiveRetrain(labels_end, serves_from, answered_at(live, outcome),
+                                                rebaselined_at, labels_start)
     return LoopTiming(ends, retrains)
 
 
@@ -242,7 +244,7 @@ def live_triggers(live: Live) -> list[tuple]:
     out = []
     for request in live.triggers:
         source, row = source_and_row(live, request)
-        label = request.window.labelled.ranges[0].end if source == "labelled" else None
+        label = place(request)[1] if source == "labelled" else None
         labelled = request.window.labelled
         window = [labelled.ranges[0].start, labelled.ranges[0].end] if labelled is not None else None
         out.append((source, row, label, window, request.decision.severity, request.decision.trigger_types))
@@ -266,14 +268,17 @@ def live_retrains(live: Live) -> list[tuple]:
                 (span,) = window.labelled
                 spans[i] = [int(live.label_rows[span.start]), int(live.label_rows[span.end])]
         reason = outcome.reason if outcome.outcome in ("promoted", "rejected") else None
-        out.append((*source_and_row(live, request), cause(outcome), *spans, reason))
+        source, at = place(request)
+        out.append((*source_and_row(live, request), at if source == "labelled" else None, cause(outcome), *spans,
+                    reason))
     return out
 
 
 def replayed_retrains(run: PolicyRun) -> list[tuple]:
-    sources = {t["trigger_id"]: t["source"] for t in run.triggers}
-    return [(sources[r.trigger_id], r.trigger_row, r.outcome if r.attempted else r.cause, r.training_rows,
-             r.holdout_rows, r.reason if r.outcome in ("promoted", "rejected") else None) for r in run.retrains]
+    triggers = {t["trigger_id"]: t for t in run.triggers}
+    return [(triggers[r.trigger_id]["source"], r.trigger_row, triggers[r.trigger_id].get("label"),
+             r.outcome if r.attempted else r.cause, r.training_rows, r.holdout_rows,
+             r.reason if r.outcome in ("promoted", "rejected") else None) for r in run.retrains]
 
 
 def test_the_replay_fires_retrains_and_promotes_as_the_live_loop(kafka_bootstrap, postgres_dsn, tmp_path: Path,
@@ -293,7 +298,7 @@ def test_the_replay_fires_retrains_and_promotes_as_the_live_loop(kafka_bootstrap
     assert replayed_triggers(replayed) == live_triggers(live)
     assert sorted(replayed_retrains(replayed), key=str) == sorted(live_retrains(live), key=str)
     # the retrains and promotions in the same order
-    assert [r[:3] for r in replayed_retrains(replayed) if r[2] in ("promoted", "rejected", "failed")] == \
-        [r[:3] for r in live_retrains(live) if r[2] in ("promoted", "rejected", "failed")]
+    assert [r[:4] for r in replayed_retrains(replayed) if r[3] in ("promoted", "rejected", "failed")] == \
+        [r[:4] for r in live_retrains(live) if r[3] in ("promoted", "rejected", "failed")]
     # the promoted model is the live one: the same predictions from the row it served from
     np.testing.assert_array_equal(replayed.served, [e.prediction for e in live.features[:len(replayed.served)]])
