@@ -14,6 +14,7 @@ from . import _monitor_state, labelled
 from .calibration import DEFAULT_CACHE, Calibration, CalibrationCache
 from .config import DetectorConfig
 from .errors import DetectorError
+from .estimated_performance import IMPACT_MIN_EVENTS
 from .fusion import Decision, fuse
 from .persistence import n_of_m
 from .profile import ReferenceProfile
@@ -46,7 +47,9 @@ class ModelMonitor(_monitor_state.Saving):
     (at most one per ``config.cooldown`` events, none before ``config.min_samples``).
     With ``persistence_n``/``persistence_m`` a signal counts only when alarmed in n of
     its last m checks (see :mod:`detectors.persistence`). A feature decision fires
-    ``config.gather_events`` after its first signal and names every signal past its
+    ``config.gather_events`` after its first signal (a model with a performance
+    estimate: at least ``IMPACT_MIN_EVENTS``, so that the expected impact is estimated
+    on events after it) and names every signal past its
     threshold meanwhile, with its strength (for severity): how far past its threshold
     it is, or for a sequential test its estimated effect over the design effect
     (:class:`~detectors.signals.base.SequentialSignal`). Saving and restoring:
@@ -94,6 +97,12 @@ class ModelMonitor(_monitor_state.Saving):
         # sequential tests' (signal index, test) -> smallest lambda (see fusion.fuse)
         # and the windows' (signal, column) -> (largest strength, smallest lambda)
         self._gather_until = -1
+        # A model with a performance estimate gathers long enough for the expected impact
+        # to be estimated on events after the first alarm: right after a change, the
+        # estimate over the last IMPACT_MIN_EVENTS is mostly of pre-change events and
+        # would call harmful drift harmless.
+        estimated = self.signals["estimated_performance"].test is not None
+        self._gather_events = max(cfg.gather_events, IMPACT_MIN_EVENTS) if estimated else cfg.gather_events
         self._gather_seq: dict[tuple[int, int], float] = {}
         self._gather_other: dict[tuple[str, str], tuple[float, float]] = {}
         self._label_signals: list[dict[str, Any]] = []  # of the labelled alarm firing
@@ -276,7 +285,7 @@ class ModelMonitor(_monitor_state.Saving):
         if not alarm.any():
             return None
         first = int(np.argmax(alarm))
-        return first, first + self.config.gather_events
+        return first, first + self._gather_events
 
     # -- labelled -----------------------------------------------------------------
     def update_labelled(self, predictions: np.ndarray, actuals: np.ndarray) -> list[Decision]:
