@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 
 from detectors import RetrainingTrigger, format_decision_banner
@@ -258,8 +258,9 @@ task = "{self.scenario.task}"
         try:
             simulator.run(threading.Event(), tick)
             deadline = time.monotonic() + SETTLE_SECONDS
-            while time.monotonic() < deadline and self._open_triggers():
-                time.sleep(0.5)  # waiting on the retrainer's last outcome (an external process)
+            # the worker's last events and the retrainer's last outcome (external processes)
+            while time.monotonic() < deadline and (not self._worker_caught_up() or self._open_triggers()):
+                time.sleep(0.5)
         finally:
             stop_watching.set()
             watcher.join(timeout=5)
@@ -267,6 +268,13 @@ task = "{self.scenario.task}"
                 _stop(process)
         self.timeline.seconds = time.monotonic() - began
         return self.timeline
+
+    def _worker_caught_up(self) -> bool:
+        """Whether the join has committed every prediction and actual, and the monitor
+        every feature event and labelled record (committed offsets at the high watermarks)."""
+        kafka, monitor = self.settings.kafka, self.settings.monitor
+        return (_committed_to_end(kafka, monitor.app_id, (kafka.predictions_topic, kafka.actuals_topic))
+                and _committed_to_end(kafka, monitor.monitor_group_id, (kafka.features_topic, kafka.labelled_topic)))
 
     def _open_triggers(self) -> bool:
         with self._lock:
@@ -307,6 +315,20 @@ task = "{self.scenario.task}"
             return None
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                    if line.startswith("driftline_consumer_lag_messages{"))
+
+
+def _committed_to_end(kafka, group: str, topics: tuple[str, ...]) -> bool:
+    consumer = Consumer({**kafka.client_config(), "group.id": group, "enable.auto.commit": False})
+    try:
+        for topic in topics:
+            partitions = [TopicPartition(topic, p) for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions]
+            committed = consumer.committed(partitions, timeout=10)
+            if any(done.offset < consumer.get_watermark_offsets(tp, timeout=10)[1]
+                   for done, tp in zip(committed, partitions)):
+                return False
+        return True
+    finally:
+        consumer.close()
 
 
 def _free_port() -> int:

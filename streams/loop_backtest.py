@@ -438,7 +438,10 @@ class _DriftlineRun:
         for i, (stop, last) in enumerate(batches):
             before = self.monitor.events_seen
             cats = {c: v[start:stop] for c, v in self.categorical.items()} or None
-            for decision in self.monitor.update_features(self.numeric[start:stop], cats):
+            # the served model's predictions ride on the feature events, as live: the
+            # prediction's drift and a regression model's estimated error watch them
+            for decision in self.monitor.update_features(self.numeric[start:stop], cats,
+                                                         self.run_.served[start:stop]):
                 row = start + decision.offset - before
                 self._fired(decision, row, row, "features", lab_end=first - 1, feature_end=row)
             if last > first:

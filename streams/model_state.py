@@ -226,9 +226,11 @@ class ModelRuntime:
         if not items:
             return [], rejected
         categorical = categorical_columns(rows, profile.categorical_columns) or None
-        predictions, scores = model_outputs(list(map(_second, items))) \
-            if self.monitor.estimate is not None else (None, None)
-        if predictions is not None and self.monitor.estimate.estimator.kind == "dle":
+        # the model's outputs ride on the events: its estimated performance and its
+        # prediction's drift watch them
+        watched = self.monitor.estimate is not None or self.monitor.profile.prediction is not None
+        predictions, scores = model_outputs(list(map(_second, items))) if watched else (None, None)
+        if predictions is not None and self.monitor.estimate is not None and self.monitor.estimate.estimator.kind == "dle":
             predictions = np.array([np.nan if p is None or isinstance(p, str) else p
                                     for p in predictions], dtype=np.float64)
         before = self.monitor.events_seen

@@ -67,7 +67,7 @@ pytestmark = pytest.mark.services
 # (a labelled trigger, its window split at the change). The change comes after the first
 # promotion's watch (`retrain.watch_rows` labelled events) is over: a model promoted for the
 # shift and judged on the new concept would be rolled back.
-SCENARIO = Scenario("replay_matches", events=18_000, covariate_shift_at=2_000, concept_change_at=12_000)
+SCENARIO = Scenario("replay_matches", events=20_000, covariate_shift_at=2_000, concept_change_at=14_000)
 LABELLED_TYPES = {"concept_drift", "performance_degradation"}  # the labelled signals' (detectors.fusion)
 # The retrainer's reasons of a skip, by their first words, and the replay's causes.
 SKIP_CAUSES = {"superseded": "superseded", "stale": "stale", "cooldown": "cooldown", "severity": "severity",

@@ -77,3 +77,22 @@ def test_events_without_outputs_leave_the_estimate_unfed() -> None:
     firings = feed(run, records(x, p, pred, per_class=False, with_outputs=False), fast=True)
     assert all("estimated_performance_degradation" not in f.decision.trigger_types for f in firings)
     assert np.isnan(run.monitor.snapshot()["estimated_accuracy"])
+
+
+def test_a_model_without_an_estimate_still_has_its_predictions_watched() -> None:
+    """The prediction's drift needs no estimator: predictions on the events reach it."""
+    rng = np.random.default_rng(6)
+    x, _, _, _ = world(rng, 10_000)
+    ref = pd.DataFrame(x, columns=["a", "b"]).assign(prediction=x[:, 0] + x[:, 1])
+    profile = ReferenceProfile.from_frame(ref, feature_columns=["a", "b"], prediction_column="prediction")
+    run = ModelRuntime.fresh("m", "1", ModelMonitor(profile, DetectorConfig()), features_topic="features",
+                             labelled_topic="labelled")
+    assert run.monitor.estimate is None
+    x = rng.normal(size=(6000, 2))
+    served = x[:, 0] + x[:, 1] + np.r_[np.zeros(3000), np.full(3000, 1.0)]  # the model's outputs move, inputs do not
+    events = [FeatureEvent(model_id="m", model_version="1", event_id=f"e{i}", timestamp=T0,
+                           features={"a": float(x[i, 0]), "b": float(x[i, 1])}, prediction=float(served[i]))
+              for i in range(len(x))]
+    firings = feed(run, [Record("features", 0, i, encode(e), key=b"m") for i, e in enumerate(events)], fast=True)
+    assert firings and firings[0].decision.offset >= 3000
+    assert "prediction_drift" in firings[0].decision.trigger_types
