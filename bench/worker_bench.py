@@ -25,6 +25,9 @@ Its last line, `worker / (decode + detectors): single X, batch Y`, states the wo
 target against its two irreducible parts: its events per CPU second (steady state,
 every thread) over 1 / (decoding into columns + the detectors), both parts timed alone
 in this process on the same records (`bench.monitor_loop_bench.parts`); target >= 0.8.
+Fetching alone (a consumer of the same records that decodes nothing, CPU per event from
+its first call to its last) is printed too: the worker pays it beyond its two parts, and
+for 1-event records it is of the order of decoding them.
 The latency producer sends on a 2 ms tick and sleeps in between (a busy-waiting
 producer took a core from the worker on a 2-core machine).
 """
@@ -43,7 +46,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from schemas.messages import FeatureEvent, decode, decode_batch
 from schemas.settings import MonitorSettings
@@ -76,6 +79,27 @@ def bare_consumer_rate(bootstrap: str, topic: str, total: int, *, batched: bool 
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     consumer.close()
     return total / elapsed, total / max(cpu, 1e-9)
+
+
+def fetch_us_per_event(bootstrap: str, topic: str, records: int, per_call: int, events_per_record: int) -> float:
+    """CPU microseconds per event (this process, every thread) of a consumer that only
+    fetches the topic's `records` records, `per_call` at a time, no decoding: what the
+    worker pays beyond its two parts. Its fetch size is the worker's; like the worker's
+    rate, from its first records to its last (NaN: all came in the first call)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"fetch-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False,
+                         "max.partition.fetch.bytes": MonitorSettings().consumer_max_fetch_size})
+    partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    seen, first, cpu = 0, 0, 0.0
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while seen < records and time.monotonic() < deadline:
+        seen += sum(message.error() is None for message in consumer.consume(per_call, timeout=1.0))
+        if seen and not first:
+            first, cpu = seen, time.process_time()
+    cpu = time.process_time() - cpu
+    consumer.close()
+    return cpu / ((seen - first) * events_per_record) * 1e6 if seen > first else float("nan")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -264,6 +288,10 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
             bare, bare_cpu = bare_consumer_rate(args.bootstrap, topics["features_topic"], total, batched=batched)
             print(f"bare confluent-kafka consumer + msgspec decode: {bare:,.0f} events/s, "
                   f"{bare_cpu:,.0f} per CPU second", flush=True)
+            fetch_us = fetch_us_per_event(args.bootstrap, topics["features_topic"], len(records), batch_size,
+                                          args.records_per_batch if batched else 1)
+            print(f"fetching alone (a consumer of the same records, no decoding): {fetch_us:.2f} us per event "
+                  "(CPU); the worker pays it beyond its two parts", flush=True)
             run = worker_run(args.bootstrap, directory, run_name, topics["features_topic"], total, reference,
                              records=len(records), records_per_batch=args.records_per_batch if batched else 0,
                              batch_size=batch_size)

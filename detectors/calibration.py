@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.stats import kstwo, norm
@@ -324,7 +325,15 @@ def ks_effective_size(m: int, n: int, tau: float = 1.0) -> float:
 
 def ks_critical(alpha: float, m: int, n: int, tau: float = 1.0) -> float:
     """KS statistic at which scipy's asymptotic p-value equals ``alpha``."""
-    return float(kstwo.isf(alpha, max(ks_effective_size(m, n, tau), 1.0)))
+    return _kstwo_isf(alpha, max(ks_effective_size(m, n, tau), 1.0))
+
+
+@lru_cache(maxsize=65536)
+def _kstwo_isf(alpha: float, size: float) -> float:
+    """``kstwo.isf``, once per level and effective size in a process: each inversion
+    costs most of a millisecond, and every model's window, while it fills or holds
+    missing values, asks for one per column and window size (snapshots too)."""
+    return float(kstwo.isf(alpha, size))
 
 
 def ks_lambda(d: float, m: int, n: int, tau: float, alpha: float) -> float:

@@ -451,6 +451,8 @@ def numeric_matrix(
 def categorical_columns(
     rows: Sequence[dict[str, object]], columns: Sequence[str]
 ) -> dict[str, np.ndarray]:
+    if not columns:  # no pass over the rows (this runs per model and batch)
+        return {}
     kind = type(rows[0]) if rows else None
     if isinstance(kind, type) and issubclass(kind, FeatureColumns) and list(map(type, rows)).count(kind) == len(rows):
         values = {name: list(map(attrgetter(kind._attrs[name]), rows)) if name in kind._attrs else [None] * len(rows)

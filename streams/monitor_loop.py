@@ -275,11 +275,16 @@ class MonitorLoop:
             dead.extend(self._check_routing(model_id, items, routes))
             if not (items["features"] or items["labelled"]):
                 continue
+            partition = (items["features"] or items["labelled"])[0][0].partition
             result = self._model_batch(model_id, items, column_decoded=column_decoded)
             firings.extend(result.firings)
             dead.extend(result.dead)
             if result.runtime is not None:
-                advanced.append((result.runtime, (items["features"] or items["labelled"])[0][0].partition))
+                advanced.append((result.runtime, partition))
+            # Its decoded events go now, while still in cache: freed all together at the
+            # batch's end, 20,000 events cost about a tenth of the loop's CPU.
+            for pairs in items.values():
+                pairs.clear()
         self._publish(dead, firings)
         self._save_states(advanced)
         self._next_offsets.update(next_offsets)

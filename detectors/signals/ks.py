@@ -27,17 +27,13 @@ class KS(WindowedSignal):
     def calibrate(self, cal: Calibration) -> None:
         self.alpha = cal.ks_alpha
         self.tau = per_column(cal.ks_tau, len(self.columns))
-        self._crit_cache: dict[tuple[int, int], float] = {}
         self._crit_full = np.array([self.critical(j, self.config.ks_window)
                                     for j in range(len(self.columns))])
 
     def critical(self, j: int, n: int) -> float:
-        """Critical KS statistic of column ``j`` for a window of ``n`` values."""
-        key = (j, n)
-        if key not in self._crit_cache:
-            self._crit_cache[key] = ks_critical(
-                self.alpha, int(self.window.reference_sizes[j]), n, float(self.tau[j]))
-        return self._crit_cache[key]
+        """Critical KS statistic of column ``j`` for a window of ``n`` values (cached
+        per level and effective size by :func:`ks_critical`)."""
+        return ks_critical(self.alpha, int(self.window.reference_sizes[j]), n, float(self.tau[j]))
 
     def update(self, batch: FeatureBatch) -> Checks:
         at, d, size, missing = self.window.update_slots(batch.slots)

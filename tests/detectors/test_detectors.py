@@ -12,7 +12,7 @@ from detectors import (AutomaticRetrainingOrchestrator, ConceptDriftDetector,
                        DataDriftDetector, DetectorConfig, DetectorError, ModelMonitor,
                        ReferenceProfile, RetrainingTrigger, calibrate,
                        format_decision_banner)
-from detectors.calibration import siegmund_arl
+from detectors.calibration import ks_critical, siegmund_arl
 from detectors.cusum import CUSUM
 from detectors.ks_window import KSWindow, ks_pvalue
 
@@ -43,6 +43,16 @@ def test_ks_window_equals_scipy(ref, stream, window, stride):
         assert abs(r.statistic - dd) < 1e-12
         mine = ks_pvalue(np.array([dd]), np.array([ref.size]), np.array([nn]))[0]
         assert np.isclose(mine, r.pvalue, rtol=0, atol=1e-12, equal_nan=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(alpha=st.sampled_from([1e-6, 2.5e-5, 0.01]), m=st.integers(1, 20_000),
+       sizes=st.lists(st.integers(1, 1000), min_size=1, max_size=4), tau=st.floats(0.5, 4.0))
+def test_ks_critical_is_scipys_inversion_for_every_size(alpha, m, sizes, tau):
+    # Cached per level and effective size: asked again, in any order, the same values.
+    for n in [*sizes, *sizes[::-1]]:
+        effective = max(float(np.round(m * n / (m + n) / max(tau, 1.0))), 1.0)
+        assert ks_critical(alpha, m, n, tau) == float(stats.kstwo.isf(alpha, effective))
 
 
 def test_ks_constant_column():
