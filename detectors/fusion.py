@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import enum
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,18 +10,7 @@ import numpy as np
 
 from .config import DetectorConfig
 from .severity import at_least
-
-
-class DriftType(str, enum.Enum):
-    """Kinds of trigger (the design document's ``DriftType``)."""
-
-    DATA_DRIFT = "data_drift"
-    CONCEPT_DRIFT = "concept_drift"
-    PERFORMANCE_DEGRADATION = "performance_degradation"
-    OUTLIERS = "outliers"
-    ESTIMATED_PERFORMANCE_DEGRADATION = "estimated_performance_degradation"
-    PREDICTION_DRIFT = "prediction_drift"
-    DATA_QUALITY = "data_quality"  # a broken feed: values missing, stuck, of new levels
+from .trigger_types import DriftType
 
 
 SIGNAL_TYPE = {"ks": DriftType.DATA_DRIFT, "mean_shift": DriftType.DATA_DRIFT,

@@ -442,6 +442,7 @@ class Retrainer:
             running=self._running(),
             trigger_version=trigger.model_version,
             serving_version=serving,
+            trigger_types=trigger.trigger_types,
         )
         item.waiting = decision.verdict is Verdict.WAIT
         if decision.cause == "stale":

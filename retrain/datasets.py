@@ -130,4 +130,5 @@ def policy_from(retrain: RetrainSettings) -> RetrainPolicy:
         max_concurrent=retrain.max_concurrent_retrains,
         min_severity=retrain.min_severity,
         min_samples=retrain.min_recent_samples,
+        retrain_on=frozenset(t.value for t in retrain.retrain_on),
     )

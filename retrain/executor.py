@@ -321,7 +321,8 @@ class RetrainingExecutor:
         from retrain.policy import Verdict
 
         admitted = self.policy.admit(
-            severity=trigger.severity, triggered_at=trigger.triggered_at, last_attempt_at=None, running=0
+            severity=trigger.severity, triggered_at=trigger.triggered_at, last_attempt_at=None, running=0,
+            trigger_types=trigger.trigger_types,
         )
         if admitted.verdict is not Verdict.RUN:
             self._step(result, 1, False, admitted.reason)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 SEVERITY_ORDER = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
@@ -23,7 +24,7 @@ class Verdict(enum.Enum):
 class PolicyDecision:
     verdict: Verdict
     reason: str = ""
-    cause: str = ""  # a bounded label: severity, stale, cooldown, concurrency, samples
+    cause: str = ""  # a bounded label: severity, type, stale, cooldown, concurrency, samples
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,22 @@ class RetrainPolicy:
     >>> policy.admit(severity="HIGH", triggered_at=now, last_attempt_at=None, running=0,
     ...              trigger_version="1", serving_version="2").cause
     'stale'
+    >>> on_labels = RetrainPolicy(3600, 1, "MEDIUM", 100, retrain_on=frozenset({"concept_drift"}))
+    >>> on_labels.admit(severity="HIGH", triggered_at=now, last_attempt_at=None, running=0,
+    ...                 trigger_types=["data_drift", "outliers"]).reason
+    'trigger types data_drift+outliers: none of retrain_on (concept_drift)'
     """
 
     cooldown_seconds: float
     max_concurrent: int
     min_severity: str
     min_samples: int
+    retrain_on: frozenset[str] = frozenset()  # empty: every trigger type
+
+    def retrains_on(self, trigger_types: Sequence[str]) -> bool:
+        """Whether the trigger's types may start a retrain (a trigger without types, a
+        schedule's, always may)."""
+        return not (self.retrain_on and trigger_types) or not self.retrain_on.isdisjoint(trigger_types)
 
     def eligible(self, severity: str) -> bool:
         return SEVERITY_ORDER.index(severity) >= SEVERITY_ORDER.index(self.min_severity)
@@ -58,12 +69,18 @@ class RetrainPolicy:
         running: int,
         trigger_version: str | None = None,
         serving_version: str | None = None,
+        trigger_types: Sequence[str] = (),
     ) -> PolicyDecision:
-        """The checks that need no data: severity, staleness (see `stale`), cooldown, then
-        the concurrency limit."""
+        """The checks that need no data: severity, the trigger's types (`retrain_on`),
+        staleness (see `stale`), cooldown, then the concurrency limit."""
         if not self.eligible(severity):
             return PolicyDecision(
                 Verdict.SKIP, f"severity {severity} is below the minimum {self.min_severity}", "severity"
+            )
+        if not self.retrains_on(trigger_types):
+            wanted = ", ".join(sorted(self.retrain_on))
+            return PolicyDecision(
+                Verdict.SKIP, f"trigger types {'+'.join(trigger_types)}: none of retrain_on ({wanted})", "type"
             )
         if trigger_version is not None and (old := stale(trigger_version, serving_version)) is not None:
             return old

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from detectors.config import DetectorConfig
+from detectors.trigger_types import DriftType
 from detectors.severity import Severity
 from pydantic_settings import (
     BaseSettings,
@@ -186,6 +187,10 @@ class RetrainSettings(_Section):
     cooldown_seconds: float = Field(default=3600.0, ge=0)
     max_concurrent_retrains: int = Field(default=1, ge=1)
     min_severity: Severity = "MEDIUM"
+    # The trigger types that may start a retrain: a trigger with none of them is skipped,
+    # with the reason. Empty: every type. ["concept_drift", "performance_degradation"]
+    # retrains on the labels' evidence only.
+    retrain_on: list[DriftType] = []
     min_recent_samples: int = Field(default=100, ge=1)  # the design's min_samples
     # A current model that cannot score the holdout (broken, trained on other columns)
     # fails the retrain, visibly; true promotes the new model over it, with a warning.

@@ -74,6 +74,7 @@ class Scenario:
     scored_reference: bool = False
     estimate: bool = False  # the performance estimated before labels (DLE; CBPE needs scored_reference)
     shifted_columns: tuple[int, ...] = (0, 1)  # what the covariate shift moves (streams.workload)
+    retrain_on: tuple[str, ...] = ()  # the retrainer's `retrain_on`: the trigger types it acts on
 
     @property
     def workload(self) -> Workload:
@@ -189,6 +190,7 @@ metrics_port = {_free_port()}
 cooldown_seconds = 10
 post_trigger_rows = 1500
 post_trigger_wait_seconds = 30
+retrain_on = {list(self.scenario.retrain_on)!r}
 
 [models.{self.model}]
 reference_path = "{self.work / 'reference.csv'}"

@@ -517,7 +517,7 @@ class _DriftlineRun:
         decision = self.replay.policy.admit(
             severity=trigger.severity, triggered_at=trigger.triggered_at, last_attempt_at=self.last_attempt_at,
             running=0, trigger_version=trigger.model_version,
-            serving_version=self.store.current_version(self.model_id),
+            serving_version=self.store.current_version(self.model_id), trigger_types=trigger.trigger_types,
         )
         if decision.verdict is Verdict.SKIP:
             self._skipped(pending, decision.reason, decision.cause)

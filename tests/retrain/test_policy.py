@@ -67,3 +67,30 @@ def test_the_designs_minimum_of_100_samples(samples: int, verdict: Verdict) -> N
     assert decision.verdict is verdict
     if verdict is Verdict.SKIP:
         assert decision.reason == "too few recent labelled samples: 99 < 100"
+
+
+@pytest.mark.parametrize(("types", "verdict"), [
+    (["data_drift", "outliers"], Verdict.SKIP),
+    (["data_drift", "concept_drift"], Verdict.RUN),
+    (["performance_degradation"], Verdict.RUN),
+    ([], Verdict.RUN),  # a schedule's trigger has no types
+])
+def test_retrain_on_the_labels_evidence_only(types: list[str], verdict: Verdict) -> None:
+    from retrain.datasets import policy_from
+    from schemas.settings import RetrainSettings
+
+    on_labels = policy_from(RetrainSettings(retrain_on=["concept_drift", "performance_degradation"]))
+    decision = on_labels.admit(severity="CRITICAL", triggered_at=T0, last_attempt_at=None, running=0,
+                               trigger_types=types)
+    assert decision.verdict is verdict
+    if verdict is Verdict.SKIP:
+        assert decision.cause == "type" and "data_drift+outliers" in decision.reason
+    assert admit().verdict is Verdict.RUN  # the default retrains on every type
+
+
+def test_retrain_on_names_only_trigger_types() -> None:
+    from pydantic import ValidationError
+    from schemas.settings import RetrainSettings
+
+    with pytest.raises(ValidationError, match="concept_drfit"):
+        RetrainSettings(retrain_on=["concept_drfit"])
