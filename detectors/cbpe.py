@@ -91,6 +91,16 @@ def positive_class(classes: Sequence[Any]) -> Any:
     return uniq[-1] if len(uniq) == 2 else None
 
 
+def positive_index(classes: Sequence[Any]) -> int | None:
+    """Where a binary model's positive class (`positive_class`) is among its classes.
+
+    >>> positive_index(["yes", "no"]), positive_index([0, 1]), positive_index([1, 2, 3])
+    (0, 1, None)
+    """
+    positive = positive_class(classes)
+    return None if positive is None else [_as_number_or_text(c) for c in classes].index(positive)
+
+
 def _as_number_or_text(v: Any) -> Any:
     try:
         return float(v)

@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 
 from detectors import Decision, ModelMonitor, ReferenceProfile
+from detectors.cbpe import positive_index
 from retrain import datasets
 from retrain.job import FittedModels, RetrainJob
 from retrain.model_store import FileModelStore
@@ -123,6 +124,8 @@ class LabelledStream:
     times: pd.DatetimeIndex
     task: str
     label_delay: int = 0
+    # a binary classifier's positive-class probability per row (the file's --score-column)
+    reference_scores: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         present = pd.notna(self.actual) & pd.notna(self.reference_predictions)
@@ -163,6 +166,7 @@ class Retrain:
 class PolicyRun:
     name: str
     served: np.ndarray  # the served model's prediction of every row
+    scores: np.ndarray | None = None  # and its positive-class probability, when the file has scores
     retrains: list[Retrain] = field(default_factory=list)
     triggers: list[dict[str, Any]] = field(default_factory=list)  # driftline's, as `backtest` writes them
 
@@ -325,6 +329,8 @@ class LoopReplay:
         if record.outcome == "promoted" and row < len(self.stream):  # else it serves no row
             served = store.load_model(trigger.model_id, record.new_version)
             run.served[row:] = _predict(served, self.stream.features.iloc[row:], self.stream.task)
+            if run.scores is not None:
+                run.scores[row:] = _positive_scores(served, self.stream.features.iloc[row:])
         execution = record.execution
         return Retrain(outcome=record.outcome, reason=record.reason,
                        training_rows=_row_span(execution.get("training_window")),
@@ -344,6 +350,15 @@ def policy_model_id(name: str) -> str:
 def _predict(model: Any, features: pd.DataFrame, task: str) -> np.ndarray:
     predicted = np.asarray(model.predict(features))
     return predicted.astype(np.float64) if task == "regression" else predicted.astype(object)
+
+
+def _positive_scores(model: Any, features: pd.DataFrame) -> np.ndarray:
+    """A promoted binary classifier's probability of the positive class (as the file's
+    scores), or NaN (no estimate) when it gives no probabilities."""
+    column = positive_index(list(getattr(model, "classes_", [])))
+    if column is None or not hasattr(model, "predict_proba"):
+        return np.full(len(features), np.nan)
+    return np.asarray(model.predict_proba(features), dtype=np.float64)[:, column]
 
 
 def _row_span(window: dict[str, Any] | None) -> list[int] | None:
@@ -408,7 +423,9 @@ class _DriftlineRun:
         self.replay, self.stream = replay, replay.stream
         config = replay.settings.detectors
         self.monitor = ModelMonitor(replay.profile, config, self.stream.task)
-        self.run_ = PolicyRun("driftline", self.stream.reference_predictions.copy())
+        scores = self.stream.reference_scores
+        self.run_ = PolicyRun("driftline", self.stream.reference_predictions.copy(),
+                              scores=None if scores is None else scores.copy())
         self.served_codes = label_values(_items(self.run_.served))
         self.versions = np.full(len(self.stream), REFERENCE_VERSION, dtype=object)  # that served each row
         self.store = replay._store("driftline")
@@ -438,10 +455,11 @@ class _DriftlineRun:
         for i, (stop, last) in enumerate(batches):
             before = self.monitor.events_seen
             cats = {c: v[start:stop] for c, v in self.categorical.items()} or None
-            # the served model's predictions ride on the feature events, as live: the
-            # prediction's drift and a regression model's estimated error watch them
+            # the served model's outputs ride on the feature events, as live: the
+            # prediction's drift and the estimated performance watch them
+            scores = None if self.run_.scores is None else self.run_.scores[start:stop]
             for decision in self.monitor.update_features(self.numeric[start:stop], cats,
-                                                         self.run_.served[start:stop]):
+                                                         self.run_.served[start:stop], scores):
                 row = start + decision.offset - before
                 self._fired(decision, row, row, "features", lab_end=first - 1, feature_end=row)
             if last > first:
@@ -742,15 +760,17 @@ def run_command(args, settings: Settings, reference: pd.DataFrame, frame: pd.Dat
     times = stream_times(frame, args.timestamp_column, needed=any(s.period is not None for s in schedules))
     model = model_settings(args, settings, task, features)
     frame = frame.reset_index(drop=True)
+    scores = frame[args.score_column].to_numpy(dtype=np.float64, na_value=np.nan) if args.score_column else None
     stream = LabelledStream(frame[features], _targets(frame[args.actual_column], task, "--actual-column"),
                             _targets(frame[args.prediction_column], task, "--prediction-column"), times, task,
-                            args.label_delay)
+                            args.label_delay, reference_scores=scores)
     metric = metric_name(task, args.metric)
     profile = ReferenceProfile.from_frame(
         reference, feature_columns=features,
         prediction_column=args.prediction_column if args.prediction_column in reference.columns else None,
         actual_column=args.actual_column if args.actual_column in reference.columns else None,
         config=settings.detectors,
+        score_column=args.score_column if args.score_column in reference.columns else None,
     )
     from schemas.logs import configure_logging
 
@@ -808,7 +828,8 @@ def model_settings(args, settings: Settings, task: str, features: list[str]) -> 
             raise UsageError(f"--model {args.model}: no [models.{args.model}] in the configuration")
         trainer = {"trainer": configured.trainer, "train_command": configured.train_command}
     return ModelSettings(reference_path=Path(args.reference), task=task, feature_columns=features,
-                         prediction_column=args.prediction_column, actual_column=args.actual_column, **trainer)
+                         prediction_column=args.prediction_column, actual_column=args.actual_column,
+                         score_column=args.score_column, **trainer)
 
 
 def _targets(column: pd.Series, task: str, option: str) -> np.ndarray:

@@ -61,7 +61,7 @@ def replay(files: Path, tmp: Path, *, label_delay: int = 0, schedules=(), cooldo
     frame = pd.read_csv(files / "stream.csv")
     settings = Settings()
     args = type("Args", (), {"model": None, "reference": str(files / "ref.csv"), "prediction_column": "prediction",
-                             "actual_column": "actual"})()
+                             "actual_column": "actual", "score_column": None})()
     model = model or model_settings(args, settings, "regression", FEATURES)
     stream = LabelledStream(frame[FEATURES], frame["actual"].to_numpy(), frame["prediction"].to_numpy(),
                             stream_times(frame, "timestamp", needed=False), "regression", label_delay)
@@ -197,7 +197,7 @@ def test_the_configured_trainer_trains(files: Path, tmp_path: Path, monkeypatch:
     settings = Settings(models={"m": {"reference_path": files / "ref.csv",
                                       "trainer": "tests.streams.loop_trainer:mean_of_target"}})
     args = type("Args", (), {"model": "m", "reference": str(files / "ref.csv"), "prediction_column": "prediction",
-                             "actual_column": "actual"})()
+                             "actual_column": "actual", "score_column": None})()
     model = model_settings(args, settings, "regression", FEATURES)
     assert model.trainer == "tests.streams.loop_trainer:mean_of_target"
     stream, (driftline, _) = replay(files, tmp_path, model=model)
