@@ -66,6 +66,7 @@ from schemas.errors import UsageError
 from schemas.settings import ModelSettings, Settings
 from streams.backtest import monitor_inputs, trigger_line
 from streams.decoding import label_values
+from streams.model_state import REPLACED_VERSIONS_KEPT
 from streams.references import profile_from_store
 
 LOOP_BATCH_ROWS = 100  # rows per micro-batch; a promotion serves from a batch's end
@@ -423,6 +424,8 @@ class _DriftlineRun:
         self.replay, self.stream = replay, replay.stream
         config = replay.settings.detectors
         self.monitor = ModelMonitor(replay.profile, config, self.stream.task)
+        self.monitor_version = REFERENCE_VERSION  # the version the monitor is baselined on
+        self.replaced: list[str] = []  # the versions it re-baselined away from
         scores = self.stream.reference_scores
         self.run_ = PolicyRun("driftline", self.stream.reference_predictions.copy(),
                               scores=None if scores is None else scores.copy())
@@ -464,9 +467,11 @@ class _DriftlineRun:
                 self._fired(decision, row, row, "features", lab_end=first - 1, feature_end=row)
             if last > first:
                 rows = labelled[first:last]
+                judged = self._judged(rows)
                 before = self.monitor.labelled_seen
-                for decision in self.monitor.update_labelled(self.served_codes[rows], stream.actual_codes[rows]):
-                    k = first + decision.offset - before
+                for decision in self.monitor.update_labelled(self.served_codes[rows[judged]],
+                                                             stream.actual_codes[rows[judged]]):
+                    k = first + int(judged[decision.offset - before])
                     self._fired(decision, self._label_row(k, stop), int(labelled[k]), "labelled", lab_end=k,
                                 feature_end=stop - 1)
             self._sample(start, stop, last)
@@ -651,6 +656,15 @@ class _DriftlineRun:
         store = self.store
         self.monitor.rebaseline(profile_from_store(store.root, store.reference_profile_path(self.model_id, version)))
         self.lab_start = delivered
+        self.replaced = [v for v in (*self.replaced, self.monitor_version) if v != version][-REPLACED_VERSIONS_KEPT:]
+        self.monitor_version = version
+
+    def _judged(self, rows: np.ndarray) -> np.ndarray:
+        """Which of the delivered labels the labelled detectors judge: not those of a
+        replaced version's predictions (`ModelRuntime._update_labelled`)."""
+        if not self.replaced:
+            return np.arange(len(rows))
+        return np.flatnonzero(~np.isin(self.versions[rows], self.replaced))
 
     def _skipped(self, pending: _Pending, reason: str, cause: str) -> None:
         trigger = pending.trigger

@@ -74,8 +74,15 @@ class ModelState(msgspec.Struct, kw_only=True):
     event_time_end: dt.datetime | None = None
     # The watch of the promotion last applied, while it runs (PromotionWatch.to_state()).
     watch: dict[str, Any] | None = None
+    # Versions this model's monitor re-baselined away from, newest last (at most
+    # REPLACED_VERSIONS_KEPT): their late labels are not evidence against the one serving.
+    replaced_versions: list[str] = []
+    # The versions the feature events named since the last re-baseline (the service's
+    # names: its first version may serve a reference that driftline calls otherwise).
+    served_versions: list[str] = []
 
 
+REPLACED_VERSIONS_KEPT = 8
 _state_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(ModelState)
 
@@ -168,6 +175,10 @@ class ModelRuntime:
         was trained on does not trigger it again. `watch`: the promotion's watch, if any."""
         self.monitor.rebaseline(profile)
         self.watch = watch
+        state = self.state
+        replaced = dict.fromkeys((*state.replaced_versions, state.model_version, *state.served_versions))
+        state.replaced_versions = [v for v in replaced if v != model_version][-REPLACED_VERSIONS_KEPT:]
+        state.served_versions = []
         self.state.fingerprint = profile.fingerprint
         self.state.model_version = model_version
         self.state.promotion_id = promotion_id
@@ -233,6 +244,7 @@ class ModelRuntime:
         if predictions is not None and self.monitor.estimate is not None and self.monitor.estimate.estimator.kind == "dle":
             predictions = np.array([np.nan if p is None or isinstance(p, str) else p
                                     for p in predictions], dtype=np.float64)
+        self._note_served(items[0][1].model_version, items[-1][1].model_version)
         before = self.monitor.events_seen
         decisions = self.monitor.update_features(numeric, categorical, predictions, scores)
         return self._advance(items, decisions, before), rejected
@@ -246,7 +258,7 @@ class ModelRuntime:
         predictions = label_values(list(map(_prediction, events)))
         actuals = label_values(list(map(_actual, events)))
         before = self.monitor.labelled_seen
-        decisions = self.monitor.update_labelled(predictions, actuals)
+        decisions = self._update_labelled(events, predictions, actuals, before)
         if self.watch is None:
             return self._advance(items, decisions, before), []
         # Only the promoted version's own predictions judge it: labels arrive late, so the
@@ -262,6 +274,28 @@ class ModelRuntime:
             decisions = sorted([*decisions, regression], key=attrgetter("offset"))
         return [self._regression_firing(f) if PROMOTION_REGRESSION in f.decision.trigger_types else f
                 for f in self._advance(items, decisions, before)], []
+
+    def _note_served(self, *versions: str) -> None:
+        """The versions serving (a batch's first and last event's: versions change rarely)."""
+        served = self.state.served_versions
+        for version in versions:
+            if version not in served:
+                served[:] = [*served, version][-REPLACED_VERSIONS_KEPT:]
+
+    def _update_labelled(self, events: list[LabelledRecord], predictions: np.ndarray, actuals: np.ndarray,
+                         before: int) -> list[Decision]:
+        """The labelled detectors on the events whose prediction a replaced version did not
+        make: labels come late, and a replaced version's errors (worse, after the change
+        that retrained it) would otherwise pass for a change of the serving version's
+        concept. Decisions' offsets count the batch's events, all of them."""
+        replaced = self.state.replaced_versions
+        if not replaced:
+            return self.monitor.update_labelled(predictions, actuals)
+        own = np.flatnonzero(~np.isin(np.array(list(map(_model_version, events)), dtype=object), replaced))
+        if len(own) == len(events):
+            return self.monitor.update_labelled(predictions, actuals)
+        decisions = self.monitor.update_labelled(predictions[own], actuals[own])
+        return [replace(d, offset=before + int(own[d.offset - before])) for d in decisions]
 
     def _regression_firing(self, firing: Firing) -> Firing:
         """A promotion's regression names the promoted version (the one to roll back),

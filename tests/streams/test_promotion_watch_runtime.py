@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from detectors import DetectorConfig, ModelMonitor, ReferenceProfile
-from schemas.messages import LabelledRecord, RetrainOutcome
+from schemas.messages import FeatureEvent, LabelledRecord, RetrainOutcome
 from streams.decoding import Record
 from streams.model_state import ModelRuntime, decode_state, promotion_watch
 from streams.triggers import retrain_request
@@ -101,3 +101,47 @@ def test_only_the_promoted_versions_own_predictions_judge_it(profile: ReferenceP
     assert regression_firings(fired) == [] and runtime.watch is not None  # not counted
     fired, _ = runtime.apply_labelled(labelled(500, np.full(WATCH_ROWS, 0.35)))
     assert regression_firings(fired) == [] and runtime.watch is None  # judged on its own: fine
+
+
+def test_a_replaced_versions_late_labels_are_no_evidence_against_the_serving_one(profile: ReferenceProfile):
+    """After a change the replaced version errs more, and its labels keep coming for as
+    long as labels are late: fed to the serving version's concept tests they would pass
+    for a change of its concept (a retrain for nothing). Its own labels are judged."""
+    runtime = promoted_runtime(profile, promotion(champion_mae=5.0, champion_rmse=5.0))
+    rng = np.random.default_rng(1)
+    fired, _ = runtime.apply_labelled(labelled(0, rng.normal(scale=0.5, size=1000)))
+    assert fired == []
+    seen = runtime.monitor.labelled_seen
+    fired, _ = runtime.apply_labelled(labelled(1000, np.full(2000, 3.0), version="1"))
+    assert fired == [] and runtime.monitor.labelled_seen == seen
+    fired, _ = runtime.apply_labelled(labelled(3000, np.full(2000, 3.0)))
+    concept = [f for f in fired if "concept_drift" in f.decision.trigger_types]
+    assert concept and concept[0].at.offset >= 3000 and concept[0].model_version == "2"
+
+
+def test_a_version_rolled_back_to_is_judged_again(profile: ReferenceProfile):
+    runtime = promoted_runtime(profile, promotion(champion_mae=0.4, champion_rmse=0.5))
+    assert runtime.state.replaced_versions == ["1"]
+    runtime.rebaseline(profile, "1", "rollback-1", "m/versions/1/reference_profile.bin")
+    assert runtime.state.replaced_versions == ["2"]
+    assert decode_state(runtime.to_bytes()).replaced_versions == ["2"]
+    seen = runtime.monitor.labelled_seen
+    runtime.apply_labelled(labelled(0, np.full(10, 0.3), version="1") + labelled(10, np.full(10, 0.3), version="7"))
+    assert runtime.monitor.labelled_seen == seen + 20  # the serving version's, and one driftline never replaced
+
+
+def test_the_services_name_for_the_first_version_is_replaced_too(profile: ReferenceProfile):
+    """The monitor starts on the configured reference ("configured"), while the service
+    names the version it serves "1": on a promotion both are replaced."""
+    config = DetectorConfig()
+    runtime = ModelRuntime.fresh("m", "configured", ModelMonitor(profile, config, "regression"),
+                                 features_topic="features", labelled_topic="labelled")
+    served = [(Record("features", 0, i, b"", None, b"m"),
+               FeatureEvent(model_id="m", model_version="1", event_id=f"f{i}", timestamp=NOW, features={"x": 0.1}))
+              for i in range(10)]
+    runtime.apply_features(served)
+    runtime.rebaseline(profile, "2", "promo-1", "m/versions/2/reference_profile.bin")
+    assert runtime.state.replaced_versions == ["configured", "1"]
+    seen = runtime.monitor.labelled_seen
+    runtime.apply_labelled(labelled(0, np.full(10, 3.0), version="1"))
+    assert runtime.monitor.labelled_seen == seen
