@@ -37,6 +37,7 @@ import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
 from retrain.builtin_trainer import train
+from retrain.datasets import policy_from
 from schemas.messages import LabelledRecord, decode
 from schemas.settings import KafkaSettings, RetrainSettings
 from streams.demo import ROOT, Scenario, Timeline, LoopRun, RECOVERY_FACTOR, WINDOW
@@ -310,8 +311,9 @@ def late_label_table(results: list[tuple[Scenario, Timeline]]) -> list[str]:
     label_only = next((changes(s, t)[0].recovered for s, t in late if s.retrain_on), None)
     for scenario, timeline in late:
         change = changes(scenario, timeline)[0]
+        policy = policy_from(RetrainSettings(retrain_on=list(scenario.retrain_on)))
         acted = next(((_fired_at(r) - change.onset, r.decision) for _, r in timeline.triggers
-                      if _fired_at(r) >= change.onset and _retrains_on(scenario, r.decision.trigger_types)), None)
+                      if _fired_at(r) >= change.onset and policy.retrains_on(r.decision.trigger_types)), None)
         fired = f"+{acted[0]:,} ev {acted[1].severity} {'+'.join(acted[1].trigger_types)}" if acted else "-"
         acts_on = "the labels" if scenario.retrain_on else "every trigger, estimate " + (
             "on" if scenario.estimate else "off")
@@ -320,10 +322,6 @@ def late_label_table(results: list[tuple[Scenario, Timeline]]) -> list[str]:
                      f"{_events(change.recovered_vs_baseline)} | {c['retrains']} | {c['promotions']} | "
                      f"{_late_target(scenario, change, label_only)} |")
     return lines
-
-
-def _retrains_on(scenario: Scenario, trigger_types: list[str]) -> bool:
-    return not scenario.retrain_on or bool(set(scenario.retrain_on) & set(trigger_types))
 
 
 def _late_target(scenario: Scenario, change: Change, label_only: tuple[int, float] | None) -> str:

@@ -85,7 +85,9 @@ def test_retrain_on_the_labels_evidence_only(types: list[str], verdict: Verdict)
     assert decision.verdict is verdict
     if verdict is Verdict.SKIP:
         assert decision.cause == "type" and "data_drift+outliers" in decision.reason
-    assert admit().verdict is Verdict.RUN  # the default retrains on every type
+    by_default = POLICY.admit(severity="CRITICAL", triggered_at=T0, last_attempt_at=None, running=0,
+                              trigger_types=["data_drift", "outliers"])
+    assert by_default.verdict is Verdict.RUN  # the default retrains on every type
 
 
 def test_retrain_on_names_only_trigger_types() -> None:
