@@ -1,6 +1,6 @@
 """Where the worker's time goes, without a broker: the monitor loop's batch path
-(`MonitorLoop._batch`: records -> decode -> per model -> detectors -> state bytes) on
-in-memory confluent-kafka `Message`s, against decoding the same records with msgspec
+(`MonitorLoop._batch`: records -> decode -> per model -> detectors; the states saved once per
+commit interval) on in-memory confluent-kafka `Message`s, against decoding the same records with msgspec
 alone (what the bare consumer of `bench.worker_bench` does per record).
 
 `python -m bench.monitor_loop_bench [--quick] [--events N] [--batch-size N]
@@ -192,6 +192,7 @@ def run(events: int, batch_size: int, records_per_batch: int, *, profile: bool =
             profiler.enable()
         for i in range(0, len(timed), per_batch):
             loop._batch(timed[i: i + per_batch])
+            loop._save_when_due()  # as `MonitorLoop.run` does after each batch
         profiler.disable()
         loop_seconds, loop_cpu = time.perf_counter() - started, time.process_time() - cpu
         events_per_batch = per_batch * (records_per_batch or 1)
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
                 f"against {r['decode_cpu_rate']:,.0f} (ratio {r['loop_cpu_rate'] / r['decode_cpu_rate']:.2f}); "
                 f"detectors' updates {r['detectors_share']:.0%} of the loop's time, their state "
                 f"serialisation {r['state_share']:.0%}" + (" (profiled)" if args.profile else ""))
-        print(f"monitor loop, no broker, {what} ({args.batch_size:,} records per batch, 8 models x 10 "
+        print(f"monitor loop, no broker, {what} ({args.batch_size:,} events per batch, 8 models x 10 "
               f"columns, {r['events']:,} events): {line}", flush=True)
         p = r["parts"]
         loop_us = 1e6 / r["loop_cpu_rate"]

@@ -133,9 +133,11 @@ class MonitorSettings(_Section):
     join_sweep_interval_seconds: float = Field(default=5.0, gt=0)
     min_severity: Severity = "LOW"
     # Detector thresholds are not here: they are `Settings.detectors`, the one place.
-    # The join table's local store (rocksdb keeps it across restarts) and the join's commits.
+    # The join table's local store (rocksdb keeps it across restarts).
     store: Literal["rocksdb", "memory"] = "rocksdb"
     data_dir: Path = Path(".driftline/worker")
+    # How often the join commits, and the monitor saves its models' states and then commits
+    # (triggers and dead letters go out with every batch; a crash re-reads at most this long).
     commit_interval_seconds: float = Field(default=1.0, gt=0)
     # Largest state message (one model's monitor).
     state_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)

@@ -353,6 +353,8 @@ def decode_record(message_type: type[M], record: Record, out: Decoded[M]) -> Non
 _model_id = attrgetter("model_id")
 _value = attrgetter("value")
 _features = attrgetter("features")
+_prediction = attrgetter("prediction")  # feature events: both fields, None when absent
+_scores = attrgetter("scores")
 
 UNKNOWN_COLUMN_NAMES = 20  # tracked per model; the rest are counted under OTHER_COLUMNS
 OTHER_COLUMNS = "_other"
@@ -469,11 +471,10 @@ def model_outputs(events: Sequence[object]) -> tuple[np.ndarray | None, list | N
     """The model's outputs that feature events carry (`prediction`, `scores`): the
     predictions as given (an object array; None where absent) and the scores (None
     where absent); (None, None) when no event carries any."""
-    predictions = [getattr(e, "prediction", None) for e in events]
-    scores = [getattr(e, "scores", None) for e in events]
+    predictions = list(map(_prediction, events))  # C loops: this runs for every event
     if predictions.count(None) == len(predictions):
         return None, None
-    return np.array(predictions, dtype=object), scores
+    return np.array(predictions, dtype=object), list(map(_scores, events))
 
 
 def label_values(labels: Sequence[object]) -> np.ndarray:

@@ -351,6 +351,17 @@ class ModelRuntime:
         state.event_time_start = low if state.event_time_start is None else min(low, state.event_time_start)
         state.event_time_end = high if state.event_time_end is None else max(high, state.event_time_end)
 
+    def handled_through(self, record: Record) -> None:
+        """Events set aside (dead-lettered) up to `record` are done with too: read again
+        (after a restart, or a failed batch), they are skipped, not set aside twice."""
+        progress = self.state.progress.get(record.topic)
+        if progress is None or progress.partition != record.partition:
+            self.state.progress[record.topic] = TopicProgress(
+                partition=record.partition, last_offset=record.offset, window_start=record.offset + 1)
+        else:
+            progress.last_offset = max(progress.last_offset, record.offset)
+        self.dirty = True
+
     def _window(self) -> Window:
         windows = {}
         for topic, progress in self.state.progress.items():

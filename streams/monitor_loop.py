@@ -1,6 +1,6 @@
 """The monitor's input loop: feature events and labelled records from Kafka in
-micro-batches, into one `ModelRuntime` per model; triggers and dead letters out; each
-model's state saved with the batch.
+micro-batches, into one `ModelRuntime` per model; triggers and dead letters out with
+each batch; the models' states saved once per `commit_interval_seconds`.
 
 It is a confluent-kafka consumer in its own group (`MonitorSettings.monitor_group_id`)
 on a thread of the worker, beside the faust app that joins predictions with actuals.
@@ -13,14 +13,17 @@ Not a faust agent, for two reasons measured on faust-streaming 0.15.3 (see
   stretch of a partition twice and skip another (reproduced after `kill -9`: events
   counted twice and thousands never counted).
 
-Durability: snapshots aligned with committed offsets. Per batch: dead letters and
-triggers are produced and flushed (idempotent producer, acks=all), then every advanced
-model's state (detectors + the last offset per topic they include) is produced to the
-compacted state topic, in the partition of the model's inputs, and flushed, and only
-then are the batch's offsets committed. The committed offset never passes a saved
-state: after a crash the states of the assigned partitions are read back and the events
-they already hold are skipped (`ModelRuntime.unseen`); a trigger published again carries
-the same trigger_id. The `range` assignor gives a worker the same partition numbers of
+Durability: snapshots aligned with committed offsets. Per batch, dead letters and
+triggers are produced and flushed (idempotent producer, acks=all). Every
+`commit_interval_seconds` (and at a revocation or a stop) each model advanced since the
+last save has its state (detectors + the last offset per topic they include) produced to
+the compacted state topic, in the partition of the model's inputs, and flushed, and only
+then are the offsets processed so far committed. The committed offset never passes a
+saved state: after a crash the states of the assigned partitions are read back and the
+events they already hold are skipped (`ModelRuntime.unseen`); a trigger published again
+carries the same trigger_id. Saving per interval rather than per batch keeps the
+serialisation of every model's detectors (about 300 us each) and the gauges out of the
+per-batch path. The `range` assignor gives a worker the same partition numbers of
 the features and labelled topics, so a model's two inputs and its state stay together.
 """
 
@@ -103,6 +106,15 @@ class MonitorLoop:
         self._stopping = threading.Event()
         self._delivery_errors: list[str] = []
         self._next_offsets: dict[tuple[str, int], int] = {}  # processed through, per input partition
+        self._saved_through: dict[tuple[str, int], int] = {}  # committed with the last saved states
+        self._unsaved: dict[str, tuple[ModelRuntime, int]] = {}  # model -> runtime, its partition
+        self._save_due = 0.0
+        # A model whose batch failed: the batch's last offset per input partition, until the
+        # batch's end has the partitions read again (`_read_failed_again`); then, per topic,
+        # the offset through which its events read again are applied in isolation.
+        self._failed: dict[str, dict[tuple[str, int], int]] = {}
+        self._isolating: dict[str, dict[str, int]] = {}
+        self._save_now = False  # an isolation set events aside: save at the batch's end
         self._started_at = time.monotonic()
         self._recovered = False
         self._lag_due = 0.0
@@ -139,8 +151,9 @@ class MonitorLoop:
                 messages = self.consumer.consume(self.conf.batch_size, timeout=self.conf.batch_within_seconds)
                 if messages:
                     self._batch(messages)
+                self._save_when_due()
                 self._report_lag()
-            self._commit(asynchronous=False)
+            self._save(asynchronous=False)
         except BaseException as error:
             log.error("monitor loop failed: stopping the worker", error=f"{type(error).__name__}: {error}",
                       exc_info=error)
@@ -204,15 +217,19 @@ class MonitorLoop:
         return len(self.runtimes)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Batches end with their states flushed; only the commit may still be pending. If
-        # it fails the next owner re-reads those events and its saved states skip them.
+        # The states are saved and flushed before the commit; if the commit fails the next
+        # owner re-reads those events and its saved states skip them.
         try:
-            self._commit(asynchronous=False)
+            self._save(asynchronous=False)
         except KafkaException as error:
             log.warning("commit at revocation failed", error=str(error))
         self.runtimes.clear()
+        self._unsaved.clear()
+        self._failed.clear()
+        self._isolating.clear()
         self.saved = {}
         self._next_offsets.clear()
+        self._saved_through.clear()
 
     def _read_states(self, partitions: set[int]) -> dict[str, bytes]:
         """The latest state per model in `partitions` of the (compacted) state topic."""
@@ -269,7 +286,6 @@ class MonitorLoop:
         # partitions tell where each model's events were read (a few records, not every event).
         column_decoded = bad_features.by_column_decoders
         routes = _partitions_by_key(by_topic[kafka.features_topic]) if column_decoded else None
-        advanced: list[tuple[ModelRuntime, int]] = []  # with the partition of its inputs
         firings: list[Firing] = []
         for model_id, items in per_model.items():
             dead.extend(self._check_routing(model_id, items, routes))
@@ -280,15 +296,17 @@ class MonitorLoop:
             firings.extend(result.firings)
             dead.extend(result.dead)
             if result.runtime is not None:
-                advanced.append((result.runtime, partition))
+                self._unsaved[model_id] = (result.runtime, partition)
             # Its decoded events go now, while still in cache: freed all together at the
             # batch's end, 20,000 events cost about a tenth of the loop's CPU.
             for pairs in items.values():
                 pairs.clear()
         self._publish(dead, firings)
-        self._save_states(advanced)
         self._next_offsets.update(next_offsets)
-        self._commit(asynchronous=True)
+        if self._failed:
+            self._read_failed_again()
+        elif self._save_now:  # what was set aside must not be set aside again after a re-read
+            self._save(asynchronous=True)
         self.metrics.batch_seconds.labels("monitor").observe(time.perf_counter() - started)
         if not self._recovered:
             self._recovered = True
@@ -396,9 +414,12 @@ class MonitorLoop:
     def _model_batch(self, model_id: str, items: dict[str, list], *, column_decoded: bool = False) -> ModelResult:
         """One model's part of a batch. An exception (from the detectors or anywhere in
         the model's processing) does not stop the loop: the model goes back to its last
-        saved state and the batch is applied again in halves, down to the single events
-        that fail; those go to the dead-letter topic (reason `processing_error`) with
-        their offsets, counted and logged. Every other event is counted as usual."""
+        saved state, its events since then are read again (`_read_failed_again`) and
+        applied in halves, down to the single events that fail; those go to the
+        dead-letter topic (reason `processing_error`) with their offsets, counted and
+        logged. Every other event is counted as usual."""
+        if self._isolated_now(model_id, items):
+            return self._advance_isolating(model_id, items, column_decoded)
         try:
             return self._advance_model(model_id, items, isolate=False, column_decoded=column_decoded)
         except Exception as error:
@@ -406,6 +427,31 @@ class MonitorLoop:
             log.error("model batch failed: isolating the failing events", model_id=model_id,
                       inputs=_span(items), error=f"{type(error).__name__}: {error}", exc_info=error)
         self.runtimes.pop(model_id, None)  # half-applied: back to the last saved state
+        self._unsaved.pop(model_id, None)
+        failed = self._failed.setdefault(model_id, {})
+        for pairs in items.values():
+            if pairs:
+                failed[(pairs[0][0].topic, pairs[0][0].partition)] = pairs[-1][0].offset
+        return ModelResult(None, [], [])
+
+    def _isolated_now(self, model_id: str, items: dict[str, list]) -> bool:
+        """Whether these events of a model come before the end of a batch of it that failed."""
+        through = self._isolating.get(model_id)
+        if through is None:
+            return False
+        isolated = False
+        for pairs in items.values():
+            if pairs and pairs[0][0].topic in through:
+                topic = pairs[0][0].topic
+                isolated = isolated or pairs[0][0].offset <= through[topic]
+                if pairs[-1][0].offset >= through[topic]:
+                    del through[topic]
+        if not through:
+            del self._isolating[model_id]
+        return isolated
+
+    def _advance_isolating(self, model_id: str, items: dict[str, list], column_decoded: bool) -> ModelResult:
+        self._save_now = True
         try:
             return self._advance_model(model_id, items, isolate=True, column_decoded=column_decoded)
         except Exception as error:  # the state cannot even be built (reference unreadable)
@@ -413,6 +459,37 @@ class MonitorLoop:
             log.error("model unavailable: its events go to dead letters", model_id=model_id,
                       inputs=_span(items), error=f"{type(error).__name__}: {error}", exc_info=error)
             return ModelResult(None, [], _all_dead(items, _processing_error(error)))
+
+    def _read_failed_again(self) -> None:
+        """The partitions of the models whose batch failed are read again from the offsets
+        of the last saved states: those models start again from their saved state and
+        apply their events through the failed batch in isolation. The other models' states
+        are saved first, so they skip what they already hold (as after a restart)."""
+        partitions = {tp for through in self._failed.values() for tp in through}
+        for model_id, through in self._failed.items():
+            isolating = self._isolating.setdefault(model_id, {})
+            for (topic, _), offset in through.items():
+                isolating[topic] = max(offset, isolating.get(topic, offset))
+        self._failed.clear()
+        starts = self._saved_offsets(partitions)
+        for tp in partitions:
+            self._next_offsets.pop(tp, None)
+        self._next_offsets.update({tp: offset for tp, offset in starts.items() if offset >= 0})
+        # The failed models are not saved: their saved states stay where the re-reading starts.
+        self._save(asynchronous=False)
+        for (topic, partition), offset in starts.items():
+            self.consumer.seek(TopicPartition(topic, partition, offset))
+        log.info("reading again from the last saved states", partitions=sorted(starts.items()))
+
+    def _saved_offsets(self, partitions: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Where the saved states of `partitions` end: the offsets committed with them, or
+        (none in this assignment) the group's committed offset, or the beginning."""
+        starts = {tp: self._saved_through[tp] for tp in partitions if tp in self._saved_through}
+        unknown = [TopicPartition(t, p) for t, p in partitions if (t, p) not in starts]
+        if unknown:
+            for tp in self.consumer.committed(unknown, timeout=self.conf.output_timeout_seconds):
+                starts[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+        return starts
 
     def _advance_model(self, model_id: str, items: dict[str, list], *, isolate: bool,
                        column_decoded: bool = False) -> ModelResult:
@@ -434,8 +511,9 @@ class MonitorLoop:
                 continue
             fired, rejected = self._apply_isolating(runtime, apply, unseen) if isolate else apply(unseen)
             firings.extend(fired)
-            dead.extend(dead_letters(rejected))
-        self.metrics.record_snapshot(model_id, runtime.monitor.snapshot())
+            if rejected:
+                dead.extend(dead_letters(rejected))
+                runtime.handled_through(unseen[-1][0])
         return ModelResult(runtime, firings, dead)
 
     def _drop_unknown_columns(self, model_id: str, runtime: ModelRuntime, items: list) -> None:
@@ -597,20 +675,33 @@ class MonitorLoop:
         if produced:
             self._flush()
 
-    def _save_states(self, advanced: list[tuple[ModelRuntime, int]]) -> None:
+    def _save_when_due(self) -> None:
+        if time.monotonic() >= self._save_due:
+            self._save(asynchronous=True)
+
+    def _save(self, *, asynchronous: bool) -> None:
+        """The states of the models advanced since the last save, flushed, then the offsets
+        processed so far committed; their gauges are set here too, not per batch."""
+        self._save_due = time.monotonic() + self.conf.commit_interval_seconds
+        self._save_now = False
         written = False
-        for runtime, partition in advanced:
+        for model_id, (runtime, partition) in self._unsaved.items():
+            self.metrics.record_snapshot(model_id, runtime.monitor.snapshot())
             if not runtime.dirty:
                 continue
-            model_id = runtime.state.model_id
             data = runtime.to_bytes()
             self._produce(self.conf.state_topic, data, key=model_id.encode(), partition=partition)
             self.saved[model_id] = data
             runtime.dirty = False
             written = True
             self.metrics.state_bytes.labels(model_id).set(len(data))
+        self._unsaved.clear()
         if written:
             self._flush()
+        if self._next_offsets and self._next_offsets != self._saved_through:
+            self._saved_through.update(self._next_offsets)
+            offsets = [TopicPartition(t, p, o) for (t, p), o in self._next_offsets.items()]
+            self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
 
     def _produce(self, topic: str, value: bytes, *, key: bytes | None = None, partition: int | None = None) -> None:
         extra = {} if partition is None else {"partition": partition}
@@ -630,11 +721,6 @@ class MonitorLoop:
         if left or self._delivery_errors:
             errors, self._delivery_errors = self._delivery_errors, []
             raise DeliveryFailed(f"{left} outputs unacknowledged, failures: {errors[:5]}")
-
-    def _commit(self, *, asynchronous: bool) -> None:
-        if self._next_offsets:
-            offsets = [TopicPartition(t, p, o) for (t, p), o in self._next_offsets.items()]
-            self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
 
     def _report_lag(self) -> None:
         """`driftline_consumer_lag_messages` per assigned input partition: the high

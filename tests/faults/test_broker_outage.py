@@ -95,8 +95,10 @@ def test_a_broker_outage_loses_and_doubles_nothing(
         directory = tmp_path / app
         directory.mkdir()
         h.create_topics(bootstrap, app)
+        # States saved and offsets committed every 50 ms (default 1 s): the committed offset
+        # follows the worker closely, so the broker stops in the middle of the stream.
         config = h.write_config(directory, bootstrap, app, models, reference, batch_size=100, detector=detector,
-                                broker_session_timeout_seconds=6.0, **extra)
+                                broker_session_timeout_seconds=6.0, commit_interval_seconds=0.05, **extra)
         return h.with_inputs(config, app, unique_name)
 
     def all_seen(bootstrap: str, app: str) -> bool:

@@ -36,9 +36,11 @@ def test_five_kills_during_a_batch_record_backlog_give_the_uninterrupted_trigger
         directory = tmp_path / app
         directory.mkdir()
         h.create_topics(kafka_bootstrap, app)
-        # A killed member leaves the group after the broker's shortest session (6 s).
+        # A killed member leaves the group after the broker's shortest session (6 s). States
+        # saved every 50 ms (default 1 s): the kill points fall all along the backlog.
         config = h.write_config(directory, kafka_bootstrap, app, models, reference, batch_size=8,
-                                detector=detector, broker_session_timeout_seconds=6.0)
+                                detector=detector, broker_session_timeout_seconds=6.0,
+                                commit_interval_seconds=0.05)
         return h.with_inputs(config, app, unique_name)
 
     def all_seen(app: str) -> bool:
