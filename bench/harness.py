@@ -284,7 +284,8 @@ def read_states(bootstrap: str, app_id: str) -> dict[str, "ModelState"]:
 
 
 def events_seen(state) -> int:
-    return state.events_seen
+    """A saved state's event count; -1 for None (no state saved yet)."""
+    return -1 if state is None else state.events_seen
 
 
 def wait_until(condition: Callable[[], object], deadline_seconds: float, what: str,

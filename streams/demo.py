@@ -132,8 +132,11 @@ class Timeline:
 class LoopRun:
     """The worker, the retrainer and the simulated inference service of one scenario."""
 
-    def __init__(self, scenario: Scenario, work: Path, *, schema: str, verbose: bool = False) -> None:
+    def __init__(self, scenario: Scenario, work: Path, *, schema: str, verbose: bool = False,
+                 monitor: dict[str, object] | None = None) -> None:
+        """`monitor`: more settings of the worker's `[monitor]` section."""
         self.scenario, self.work, self.schema, self.verbose = scenario, work, schema, verbose
+        self.monitor = monitor or {}
         self.model = scenario.name.replace("_", "-")
         self.timeline = Timeline()
         self._lock = threading.Lock()
@@ -154,6 +157,7 @@ class LoopRun:
         topics = {name: f"{run_id}-{name}" for name in
                   ("features", "predictions", "actuals", "labelled", "retrain-requests", "retrain-events",
                    "dead-letters")}
+        more_monitor = "".join(f"{key} = {json.dumps(value)}\n" for key, value in self.monitor.items())
         config = self.work / "driftline.toml"
         config.write_text(f"""\
 model_store_path = "{self.work / 'models'}"
@@ -183,7 +187,7 @@ partitions = 1
 metrics_port = {self.worker_port}
 data_dir = "{self.work / 'worker'}"
 join_ttl_seconds = 30
-
+{more_monitor}
 [retrain]
 group_id = "{run_id}-retrainer"
 metrics_port = {_free_port()}

@@ -157,13 +157,17 @@ class MonitorLoop:
         except BaseException as error:
             log.error("monitor loop failed: stopping the worker", error=f"{type(error).__name__}: {error}",
                       exc_info=error)
+            # Nothing more is saved or committed (the revocation in `_close` would): the
+            # offsets processed since the last save are past what the saved states hold.
+            self._unsaved.clear()
+            self._next_offsets.clear()
             self.on_fatal(error)
         finally:
             self._close()
 
     def _close(self) -> None:
-        """Leaves the group (no commit: only a finished batch commits) and sends what the
-        producer still holds, also after a failure."""
+        """Leaves the group (its revocation saves and commits, unless the loop failed) and
+        sends what the producer still holds, also after a failure."""
         if self.consumer is not None:
             try:
                 self.consumer.close()

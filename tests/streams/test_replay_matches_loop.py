@@ -11,10 +11,10 @@ validation figures; its promoted models must predict what the live ones served.
 
 What the events alone cannot tell, the replay is given (`LoopTiming`), from the live
 run's own records:
-- the worker's micro-batches (its saved states: each input's last offset per batch). A
-  batch takes its feature events, then its labelled records: where the labels fall
-  between feature events decides a window's ends and where a promotion re-baselines the
-  monitor (the label delay as the join and the worker saw it). A labelled trigger's row
+- the worker's micro-batches (its saved states, one per batch in this test: each input's
+  last offset per batch). A batch takes its feature events, then its labelled records:
+  where the labels fall between feature events decides a window's ends and where a
+  promotion re-baselines the monitor (the label delay as the join and the worker saw it). A labelled trigger's row
   is the last feature row of its batch: where in the batch its record came is not kept;
 - per retrain, how many labelled records were on the topic when the retrainer read them
   (it reads the topic's end at a moment of its own clock), and for a trigger of the
@@ -283,7 +283,9 @@ def replayed_retrains(run: PolicyRun) -> list[tuple]:
 
 def test_the_replay_fires_retrains_and_promotes_as_the_live_loop(kafka_bootstrap, postgres_dsn, tmp_path: Path,
                                                                 unique_name: str) -> None:
-    run = LoopRun(SCENARIO, tmp_path / "loop", schema=unique_name)
+    # A state saved after every batch (`commit_interval_seconds` shorter than any batch):
+    # the replay takes the worker's micro-batches from its saved states.
+    run = LoopRun(SCENARIO, tmp_path / "loop", schema=unique_name, monitor={"commit_interval_seconds": 1e-6})
     try:
         run.run()
     finally:
