@@ -685,7 +685,10 @@ class MonitorLoop:
 
     def _save(self, *, asynchronous: bool) -> None:
         """The states of the models advanced since the last save, flushed, then the offsets
-        processed so far committed; their gauges are set here too, not per batch."""
+        processed so far committed; their gauges are set here too, not per batch. The
+        interval starts at a save that has something to do: the first batch is saved at once."""
+        if not self._unsaved and self._next_offsets == self._saved_through:
+            return
         self._save_due = time.monotonic() + self.conf.commit_interval_seconds
         self._save_now = False
         written = False
@@ -703,7 +706,7 @@ class MonitorLoop:
         if written:
             self._flush()
         if self._next_offsets and self._next_offsets != self._saved_through:
-            self._saved_through.update(self._next_offsets)
+            self._saved_through = dict(self._next_offsets)
             offsets = [TopicPartition(t, p, o) for (t, p), o in self._next_offsets.items()]
             self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
 
