@@ -15,7 +15,7 @@ Not a faust agent, for two reasons measured on faust-streaming 0.15.3 (see
 
 Durability: snapshots aligned with committed offsets. Per batch, dead letters and
 triggers are produced and flushed (idempotent producer, acks=all). Every
-`commit_interval_seconds` (and at a revocation or a stop) each model advanced since the
+`commit_interval_seconds` (and when caught up, at a revocation or a stop) each model advanced since the
 last save has its state (detectors + the last offset per topic they include) produced to
 the compacted state topic, in the partition of the model's inputs, and flushed, and only
 then are the offsets processed so far committed. The committed offset never passes a
@@ -151,7 +151,9 @@ class MonitorLoop:
                 messages = self.consumer.consume(self.conf.batch_size, timeout=self.conf.batch_within_seconds)
                 if messages:
                     self._batch(messages)
-                self._save_when_due()
+                    self._save_when_due()
+                else:  # caught up: what is pending is saved now
+                    self._save(asynchronous=True)
                 self._report_lag()
             self._save(asynchronous=False)
         except BaseException as error:
