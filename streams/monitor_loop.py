@@ -22,8 +22,7 @@ then are the offsets processed so far committed. The committed offset never pass
 saved state: after a crash the states of the assigned partitions are read back and the
 events they already hold are skipped (`ModelRuntime.unseen`); a trigger published again
 carries the same trigger_id. Saving per interval rather than per batch keeps the
-serialisation of every model's detectors (about 300 us each) and the gauges out of the
-per-batch path. The `range` assignor gives a worker the same partition numbers of
+serialisation of every model's detectors and its gauges out of the per-batch path. The `range` assignor gives a worker the same partition numbers of
 the features and labelled topics, so a model's two inputs and its state stay together.
 """
 
@@ -441,7 +440,8 @@ class MonitorLoop:
         return ModelResult(None, [], [])
 
     def _isolated_now(self, model_id: str, items: dict[str, list]) -> bool:
-        """Whether these events of a model come before the end of a batch of it that failed."""
+        """Whether these events of a model come before the end of a batch of it that failed;
+        forgets the marks these events reach past."""
         through = self._isolating.get(model_id)
         if through is None:
             return False
@@ -481,7 +481,8 @@ class MonitorLoop:
         for tp in partitions:
             self._next_offsets.pop(tp, None)
         self._next_offsets.update({tp: offset for tp, offset in starts.items() if offset >= 0})
-        # The failed models are not saved: their saved states stay where the re-reading starts.
+        # The failed models left `_unsaved` (`_model_batch`): their saved states stay where
+        # the re-reading starts.
         self._save(asynchronous=False)
         for (topic, partition), offset in starts.items():
             self.consumer.seek(TopicPartition(topic, partition, offset))
